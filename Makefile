@@ -1,0 +1,42 @@
+# The two commands of the README are `make demo` and `make test`; each
+# installs what it needs first (hack/setup.sh).
+SHELL := /bin/bash
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
+export PYTHONPATH := $(CURDIR)/.build/collections:$(CURDIR)/tests
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup demo test sanity lint unit integration lab-up lab-down lab-status clean
+
+setup:
+	@hack/setup.sh
+
+demo: setup
+	@hack/demo.sh
+
+test: setup
+	@hack/test.sh
+
+sanity: setup
+	@hack/sanity.sh
+
+lint: setup
+	ansible-lint
+
+unit: setup
+	pytest tests/unit
+
+integration: setup
+	pytest tests/integration
+
+lab-up: setup
+	python -m kmodlab up
+
+lab-down: setup
+	python -m kmodlab down
+
+lab-status: setup
+	python -m kmodlab status
+
+clean: lab-down
+	rm -rf .build .lab tests/output

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test: ansible-test sanity, ansible-lint, then pytest (unit tests, and
+# integration/e2e tests against the embedded lab, which the tests start once
+# per run and stop at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== ansible-test sanity"
+hack/sanity.sh
+echo "== ansible-lint"
+ansible-lint
+echo "== pytest"
+pytest "$@"
