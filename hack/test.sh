@@ -8,5 +8,7 @@ echo "== ansible-test sanity"
 hack/sanity.sh
 echo "== ansible-lint"
 ansible-lint
+echo "== antsibull-changelog lint"
+antsibull-changelog lint
 echo "== pytest"
 pytest "$@"
