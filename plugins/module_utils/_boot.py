@@ -1,0 +1,829 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ocp.kmod_layering contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Boot test for an unpacked OS image: does its kernel come up and do the
+modules it asks for (``/etc/modules-load.d``) load, with the options of
+``/etc/modprobe.d``?
+
+Two evaluations that answer the same question:
+
+``boot()`` (qemu mode)
+    Builds a newc initramfs from the image itself (its kernel, its module
+    tree trimmed to what is loaded, its modules-load.d / modprobe.d, its
+    busybox and kmod when present) and boots the image's own kernel under
+    ``qemu-system-x86_64 -accel tcg``. ``/init`` loads the list with
+    ``modprobe`` (so dependencies and options apply as with
+    systemd-modules-load) and reports on the serial console; the console is
+    parsed into a ``BootResult``.
+
+``evaluate_fast()`` (fast mode)
+    No boot: resolves the same list through ``modules.dep`` and compares each
+    module's ``vermagic`` (read from the ELF ``.modinfo`` section) with the
+    image's kernel release, the check the kernel's loader makes first.
+
+Limits: x86_64 kernels only (TCG, no KVM: a boot takes seconds, not
+milliseconds). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
+when the modprobe used can decompress them (the image's kmod links liblzma and
+libzstd; busybox's modprobe may not); fast mode reads ``.xz``/``.gz`` with the
+Python standard library and reports ``.zst`` as unreadable. ``softdep`` and
+``install`` lines of modprobe.d are copied but their targets are not added to
+the initramfs. Secure Boot / signature enforcement is not modelled.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import fnmatch
+import gzip
+import io
+import lzma
+import os
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import tempfile
+import time
+
+MARK = "KMODLAB:"
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+# systemd-modules-load reads these, earlier directories win for a file name.
+MODULES_LOAD_DIRS = ("etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d",
+                     "usr/lib/modules-load.d", "lib/modules-load.d")
+MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
+                 "usr/lib/modprobe.d", "lib/modprobe.d")
+BUSYBOX_CANDIDATES = ("usr/bin/busybox", "bin/busybox", "usr/sbin/busybox", "sbin/busybox")
+KMOD_CANDIDATES = ("usr/bin/kmod", "bin/kmod", "usr/sbin/kmod", "sbin/kmod")
+HOST_BUSYBOX = "/bin/busybox"
+LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
+
+# Kernel and modprobe messages that mean "this module was refused".
+REFUSAL_PATTERNS = (
+    "Exec format error",
+    "Invalid module format",
+    "invalid module format",
+    "disagrees about version of symbol",
+    "version magic",
+    "Unknown symbol",
+    "Required key not available",
+    "could not insert",
+    "can't load module",
+    "not found in directory",
+    "Module {name} not found",
+)
+PANIC_PATTERNS = ("Kernel panic - not syncing", "end Kernel panic")
+
+
+class BootError(Exception):
+    """The image cannot be boot-tested at all (no kernel, no busybox, no qemu)."""
+
+
+class BootResult:
+    """Outcome of one boot test. ``ok`` means: the expected kernel came up,
+    reached the end of /init, and every module of the load list is loaded."""
+
+    def __init__(self, mode, expected_kernel):
+        self.mode = mode
+        self.expected_kernel = expected_kernel
+        self.kernel = None  # uname -r reported by the booted kernel
+        self.requested = []  # modules-load.d list, in load order
+        self.loaded = []  # names from /proc/modules
+        self.params = {}  # module -> {parameter: value}
+        self.failures = []  # human-readable reasons, empty when ok
+        self.console = ""
+        self.duration = 0.0
+        self.panic = False
+        self.timed_out = False
+        self.completed = False  # /init reached its end marker
+        self.tools = {}  # tool -> where it came from (image path or host)
+
+    @property
+    def ok(self):
+        return self.completed and not self.failures
+
+    def to_dict(self):
+        return {
+            "ok": self.ok, "mode": self.mode, "kernel": self.kernel,
+            "expected_kernel": self.expected_kernel, "requested": list(self.requested),
+            "loaded": list(self.loaded), "params": dict(self.params),
+            "failures": list(self.failures), "duration": round(self.duration, 3),
+            "panic": self.panic, "timed_out": self.timed_out, "tools": dict(self.tools),
+        }
+
+    def __repr__(self):
+        return "BootResult(%r)" % (self.to_dict(),)
+
+
+# --------------------------------------------------------------------------
+# Pure helpers: names, config files, modules.dep
+
+
+def module_name(path):
+    """Kernel module name of a file path (``kernel/net/foo-bar.ko.xz`` ->
+    ``foo_bar``): the kernel treats ``-`` and ``_`` alike and shows ``_``."""
+    base = os.path.basename(path)
+    for suffix in sorted(MODULE_SUFFIXES, key=len, reverse=True):
+        if base.endswith(suffix):
+            base = base[:-len(suffix)]
+            break
+    return normalize_name(base)
+
+
+def normalize_name(name):
+    return name.replace("-", "_")
+
+
+def parse_modules_load_conf(text):
+    """Module names of one modules-load.d file (``#``/``;`` start comments)."""
+    names = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        names.append(line)
+    return names
+
+
+def modules_load_list(conf_files):
+    """systemd-modules-load order: ``conf_files`` maps directory (in priority
+    order, earliest wins) to ``{file name: text}``; files are read sorted by
+    name, a name in an earlier directory masks the same name in later ones.
+    Duplicates are kept once, first occurrence."""
+    chosen = {}
+    for directory in conf_files:
+        for fname, text in conf_files[directory].items():
+            if fname.endswith(".conf") and fname not in chosen:
+                chosen[fname] = text
+    result = []
+    seen = set()
+    for fname in sorted(chosen):
+        for name in parse_modules_load_conf(chosen[fname]):
+            key = normalize_name(name)
+            if key not in seen:
+                seen.add(key)
+                result.append(name)
+    return result
+
+
+def parse_modprobe_options(text):
+    """``options <module> a=1 b=x`` lines of a modprobe.d file ->
+    ``{module: {param: value}}`` (later lines override earlier ones)."""
+    options = {}
+    for raw in _join_continuations(text):
+        words = raw.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0] == "options":
+            target = options.setdefault(normalize_name(words[1]), {})
+            for word in words[2:]:
+                key, _sep, value = word.partition("=")
+                target[key] = value.strip('"')
+    return options
+
+
+def _join_continuations(text):
+    lines, current = [], ""
+    for line in text.splitlines():
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        lines.append(current + line)
+        current = ""
+    if current:
+        lines.append(current)
+    return lines
+
+
+def parse_modules_dep(text):
+    """modules.dep -> ``{name: (path, [dependency paths])}``."""
+    result = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        path, _sep, deps = line.partition(":")
+        path = path.strip()
+        result[module_name(path)] = (path, deps.split())
+    return result
+
+
+def parse_modules_alias(text):
+    """modules.alias -> list of ``(pattern, module name)``."""
+    aliases = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "alias":
+            aliases.append((words[1], normalize_name(words[2])))
+    return aliases
+
+
+def resolve_module(name, dep_map, aliases=()):
+    """Module name (or alias) -> module names to load, dependencies first.
+    Raises KeyError when nothing in modules.dep matches, like modprobe's
+    'Module X not found'."""
+    key = normalize_name(name)
+    targets = [key] if key in dep_map else []
+    if not targets:
+        targets = [mod for pattern, mod in aliases if fnmatch.fnmatchcase(name, pattern) and mod in dep_map]
+    if not targets:
+        raise KeyError(name)
+    ordered = []
+    for target in targets:
+        path, deps = dep_map[target]
+        # modules.dep lists the full closure, deepest dependency last.
+        for dep in reversed(deps):
+            dep_name = module_name(dep)
+            if dep_name not in ordered:
+                ordered.append(dep_name)
+        if target not in ordered:
+            ordered.append(target)
+    return ordered
+
+
+def vermagic_release(vermagic):
+    """``6.1.0-55-cloud-amd64 SMP preempt mod_unload modversions`` -> release."""
+    return vermagic.split()[0] if vermagic and vermagic.split() else ""
+
+
+# --------------------------------------------------------------------------
+# ELF: the .modinfo section of a module, and what a program needs to run
+
+
+class _Elf:
+    def __init__(self, data):
+        if data[:4] != b"\x7fELF":
+            raise ValueError("not an ELF file")
+        self.data = data
+        self.is64 = data[4] == 2
+        self.endian = "<" if data[5] == 1 else ">"
+        if self.is64:
+            fields = struct.unpack_from(self.endian + "HHIQQQIHHHHHH", data, 16)
+        else:
+            fields = struct.unpack_from(self.endian + "HHIIIIIHHHHHH", data, 16)
+        (_type, _machine, _version, _entry, self.phoff, self.shoff, _flags, _ehsize,
+         self.phentsize, self.phnum, self.shentsize, self.shnum, self.shstrndx) = fields
+
+    def sections(self):
+        result = []
+        fmt = self.endian + ("IIQQQQIIQQ" if self.is64 else "IIIIIIIIII")
+        for index in range(self.shnum):
+            values = struct.unpack_from(fmt, self.data, self.shoff + index * self.shentsize)
+            result.append({"name": values[0], "type": values[1], "offset": values[4],
+                           "size": values[5], "link": values[6]})
+        if self.shnum and self.shstrndx < len(result):
+            names = result[self.shstrndx]
+            for section in result:
+                start = names["offset"] + section["name"]
+                end = self.data.index(b"\0", start)
+                section["name"] = self.data[start:end].decode("ascii", "replace")
+        return result
+
+    def section_bytes(self, name):
+        for section in self.sections():
+            if section["name"] == name:
+                return self.data[section["offset"]:section["offset"] + section["size"]]
+        return None
+
+    def interpreter(self):
+        fmt = self.endian + ("IIQQQQQQ" if self.is64 else "IIIIIIII")
+        for index in range(self.phnum):
+            values = struct.unpack_from(fmt, self.data, self.phoff + index * self.phentsize)
+            p_type = values[0]
+            offset, size = (values[2], values[5]) if self.is64 else (values[1], values[4])
+            if p_type == 3:  # PT_INTERP
+                return self.data[offset:offset + size].rstrip(b"\0").decode("ascii")
+        return None
+
+    def needed(self):
+        sections = self.sections()
+        dynamic = [s for s in sections if s["type"] == 6]  # SHT_DYNAMIC
+        if not dynamic:
+            return []
+        dyn = dynamic[0]
+        strtab = sections[dyn["link"]]
+        fmt = self.endian + ("qQ" if self.is64 else "iI")
+        step = struct.calcsize(fmt)
+        result = []
+        for pos in range(dyn["offset"], dyn["offset"] + dyn["size"], step):
+            tag, value = struct.unpack_from(fmt, self.data, pos)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                start = strtab["offset"] + value
+                result.append(self.data[start:self.data.index(b"\0", start)].decode("ascii"))
+        return result
+
+
+def parse_modinfo(data):
+    """Raw module bytes (uncompressed ELF) -> list of ``(key, value)`` from
+    its ``.modinfo`` section (``vermagic``, ``depends``, ``parm``, ...)."""
+    section = _Elf(data).section_bytes(".modinfo")
+    if section is None:
+        raise ValueError("no .modinfo section")
+    pairs = []
+    for item in section.split(b"\0"):
+        if b"=" in item:
+            key, _sep, value = item.decode("utf-8", "replace").partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+def read_module_bytes(path):
+    """A module file's ELF bytes, decompressing ``.xz``/``.gz``."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if path.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.endswith(".gz"):
+        return gzip.decompress(data)
+    if path.endswith(".zst"):
+        raise ValueError("zstd-compressed module (no zstd decompressor in the Python standard library)")
+    return data
+
+
+# --------------------------------------------------------------------------
+# The image: kernel, module tree, config files
+
+
+def _inside(rootfs, relpath, _depth=0):
+    """Resolve ``relpath`` inside ``rootfs`` the way a chroot would: symlinks
+    (absolute or relative) never lead outside ``rootfs``."""
+    parts = [p for p in relpath.split("/") if p and p != "."]
+    resolved = []
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(rootfs, *(resolved + [part]))
+        if os.path.islink(candidate):
+            if _depth > 40:
+                raise BootError("too many symlinks resolving %s" % relpath)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            rest = "/".join(resolved + target.split("/") + parts)
+            return _inside(rootfs, rest, _depth + 1)
+        resolved.append(part)
+    return "/".join(resolved)
+
+
+def find_kernel(rootfs):
+    """``(kernel release, vmlinuz relative path)`` of the image; RHCOS keeps
+    the kernel at ``/usr/lib/modules/<kver>/vmlinuz``."""
+    found = []
+    for base in ("usr/lib/modules", "lib/modules"):
+        real = _inside(rootfs, base)
+        directory = os.path.join(rootfs, real)
+        if not os.path.isdir(directory):
+            continue
+        for kver in sorted(os.listdir(directory)):
+            if os.path.isfile(os.path.join(directory, kver, "vmlinuz")):
+                entry = (kver, real + "/" + kver + "/vmlinuz")
+                if entry not in found:
+                    found.append(entry)
+    if not found:
+        raise BootError("no kernel in the image: no usr/lib/modules/<kver>/vmlinuz")
+    if len(found) > 1:
+        raise BootError("more than one kernel in the image: %s" % ", ".join(k for k, _p in found))
+    return found[0]
+
+
+def _read_text(path):
+    with open(path, "r", encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def _conf_files(rootfs, dirs):
+    result = {}
+    for directory in dirs:
+        real = os.path.join(rootfs, _inside(rootfs, directory))
+        files = {}
+        if os.path.isdir(real):
+            for fname in sorted(os.listdir(real)):
+                path = os.path.join(rootfs, _inside(rootfs, directory + "/" + fname))
+                if fname.endswith(".conf") and os.path.isfile(path):
+                    files[fname] = _read_text(path)
+        result[directory] = files
+    return result
+
+
+class ImageModules:
+    """What an image's module tree and config say about module loading."""
+
+    def __init__(self, rootfs):
+        self.rootfs = rootfs
+        self.kernel, self.vmlinuz = find_kernel(rootfs)
+        self.moddir = os.path.dirname(self.vmlinuz)
+        self.load_conf = _conf_files(rootfs, MODULES_LOAD_DIRS)
+        self.modprobe_conf = _conf_files(rootfs, MODPROBE_DIRS)
+        self.requested = modules_load_list(self.load_conf)
+        self.options = {}
+        for directory in reversed(MODPROBE_DIRS):
+            for fname in sorted(self.modprobe_conf[directory]):
+                for mod, params in parse_modprobe_options(self.modprobe_conf[directory][fname]).items():
+                    self.options.setdefault(mod, {}).update(params)
+        dep_path = os.path.join(rootfs, self.moddir, "modules.dep")
+        self.dep_map = parse_modules_dep(_read_text(dep_path)) if os.path.isfile(dep_path) else {}
+        alias_path = os.path.join(rootfs, self.moddir, "modules.alias")
+        self.aliases = parse_modules_alias(_read_text(alias_path)) if os.path.isfile(alias_path) else []
+        builtin_path = os.path.join(rootfs, self.moddir, "modules.builtin")
+        self.builtin = set()
+        if os.path.isfile(builtin_path):
+            self.builtin = set(module_name(p) for p in _read_text(builtin_path).split())
+
+    def module_path(self, name):
+        return os.path.join(self.rootfs, self.moddir, self.dep_map[name][0])
+
+    def initramfs_module_files(self):
+        """Relative paths (under the module dir) the initramfs needs: index
+        files, ``extra/`` and ``updates/`` trees, and the requested modules
+        with their dependencies."""
+        wanted = set()
+        root = os.path.join(self.rootfs, self.moddir)
+        for fname in os.listdir(root):
+            if fname.startswith("modules.") and os.path.isfile(os.path.join(root, fname)):
+                wanted.add(fname)
+        for sub in ("extra", "updates"):
+            for dirpath, _dirs, files in os.walk(os.path.join(root, sub)):
+                for fname in files:
+                    wanted.add(os.path.relpath(os.path.join(dirpath, fname), root))
+        extra = [n for n, (p, _d) in self.dep_map.items() if p.startswith(("extra/", "updates/"))]
+        for name in list(self.requested) + extra:
+            try:
+                for mod in resolve_module(name, self.dep_map, self.aliases):
+                    wanted.add(self.dep_map[mod][0])
+            except KeyError:
+                continue  # reported by the boot itself: modprobe says "not found"
+        return sorted(wanted)
+
+
+# --------------------------------------------------------------------------
+# initramfs (newc cpio, written in Python)
+
+
+class Initramfs:
+    """An in-memory file tree written out as a newc cpio archive."""
+
+    def __init__(self):
+        self.entries = {}  # path -> ("dir",) | ("file", mode, bytes|src) | ("symlink", target)
+
+    def add_dir(self, path):
+        path = path.strip("/")
+        parts = path.split("/")
+        for index in range(1, len(parts) + 1):
+            sub = "/".join(parts[:index])
+            if sub and sub not in self.entries:
+                self.entries[sub] = ("dir",)
+
+    def add_file(self, path, source=None, data=None, mode=0o644):
+        path = path.strip("/")
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("file", mode, data if data is not None else source)
+
+    def add_symlink(self, path, target):
+        path = path.strip("/")
+        self.add_dir(os.path.dirname(path))
+        self.entries[path] = ("symlink", target)
+
+    def write(self, out):
+        inode = 1
+        for path in sorted(self.entries, key=lambda p: (p.count("/"), p)):
+            entry = self.entries[path]
+            if entry[0] == "dir":
+                mode, data = stat.S_IFDIR | 0o755, b""
+            elif entry[0] == "symlink":
+                mode, data = stat.S_IFLNK | 0o777, entry[1].encode()
+            else:
+                mode = stat.S_IFREG | entry[1]
+                data = entry[2]
+                if not isinstance(data, bytes):
+                    with open(data, "rb") as handle:
+                        data = handle.read()
+            _cpio_entry(out, path, mode, data, inode)
+            inode += 1
+        _cpio_entry(out, "TRAILER!!!", 0, b"", 0)
+
+
+def _cpio_entry(out, name, mode, data, inode):
+    name_bytes = name.encode() + b"\0"
+    nlink = 2 if stat.S_ISDIR(mode) else 1
+    header = "070701" + "".join("%08X" % value for value in (
+        inode, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name_bytes), 0))
+    out.write(header.encode("ascii"))
+    out.write(name_bytes)
+    out.write(b"\0" * ((4 - (110 + len(name_bytes)) % 4) % 4))
+    out.write(data)
+    out.write(b"\0" * ((4 - len(data) % 4) % 4))
+
+
+def _find_in_image(rootfs, candidates):
+    for candidate in candidates:
+        real = _inside(rootfs, candidate)
+        if os.path.isfile(os.path.join(rootfs, real)):
+            return real
+    return None
+
+
+def _add_program(initramfs, rootfs, relpath, dest):
+    """Copy a program from the image with what it needs to run there: its ELF
+    interpreter and DT_NEEDED libraries, under the names the loader asks for,
+    in their directories in the image (whose top-level symlinks are mirrored)."""
+    with open(os.path.join(rootfs, relpath), "rb") as handle:
+        data = handle.read()
+    initramfs.add_file(dest, data=data, mode=0o755)
+    pending = [data]
+    done = set()
+    while pending:
+        elf = _Elf(pending.pop())
+        interp = elf.interpreter()
+        wanted = [interp.strip("/")] if interp else []
+        wanted += [[libdir + "/" + name for libdir in LIB_DIRS] for name in elf.needed()]
+        for choices in wanted:
+            if not isinstance(choices, list):
+                choices = [choices]
+            key = os.path.basename(choices[0])
+            if key in done:
+                continue
+            done.add(key)
+            for choice in choices:
+                real_dir = _inside(rootfs, os.path.dirname(choice))
+                path = real_dir + "/" + key
+                source = os.path.join(rootfs, _inside(rootfs, path))
+                if os.path.isfile(source):
+                    break
+            else:
+                raise BootError("/%s needs %s, which is not in the image" % (relpath, key))
+            initramfs.add_file(path, source=source, mode=0o755)
+            with open(source, "rb") as handle:
+                pending.append(handle.read())
+
+
+def _top_level_symlinks(rootfs):
+    links = {}
+    for name in ("bin", "sbin", "lib", "lib64", "lib32", "usr/sbin", "usr/lib64"):
+        path = os.path.join(rootfs, name)
+        if os.path.islink(path):
+            links[name] = os.readlink(path)
+    return links
+
+
+INIT_SCRIPT = r"""#!/kmodlab/busybox sh
+# kmodlab boot test: load the modules-load.d list like systemd-modules-load,
+# report to the serial console, power off.
+/kmodlab/busybox mkdir -p /proc /sys /dev /tmp /run /kmodlab/bin
+/kmodlab/busybox --install -s /kmodlab/bin
+export PATH=/kmodlab/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# Kernel messages go into the report via dmesg instead of interleaving.
+dmesg -n 1
+M=KMODLAB:
+echo "${M}BEGIN"
+echo "${M}KERNEL $(uname -r)"
+echo "${M}MODPROBE $MODPROBE_TOOL"
+while read -r mod; do
+  [ -n "$mod" ] || continue
+  out=$($MODPROBE_CMD "$mod" 2>&1)
+  rc=$?
+  echo "${M}LOAD $mod $rc"
+  echo "$out" | while read -r line; do [ -n "$line" ] && echo "${M}ERR $mod $line"; done
+done < /kmodlab/load.list
+dmesg -r | grep '^<[0-4]>' | while read -r line; do echo "${M}DMESG $line"; done
+while read -r line; do echo "${M}MOD $line"; done < /proc/modules
+for mod in $(cut -d' ' -f1 /proc/modules) $(cat /kmodlab/load.list); do
+  for p in /sys/module/$mod/parameters/*; do
+    [ -r "$p" ] || continue
+    v=$(cat "$p" 2>/dev/null) && echo "${M}PARAM $mod ${p##*/} $v"
+  done
+done
+echo "${M}END"
+poweroff -f
+"""
+
+
+def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
+    """Write the boot-test initramfs of ``image`` (an ``ImageModules``) to
+    ``out_path``; returns ``{tool: source}`` (where busybox/modprobe came
+    from)."""
+    rootfs = image.rootfs
+    initramfs = Initramfs()
+    tools = {}
+    for name, target in _top_level_symlinks(rootfs).items():
+        initramfs.add_symlink(name, target)
+    # Both /lib/modules (busybox, Debian kmod) and /usr/lib/modules must work.
+    modules_parent = os.path.dirname(image.moddir)
+    for alias in ("lib/modules", "usr/lib/modules"):
+        if alias != modules_parent and _inside(rootfs, alias) != modules_parent:
+            initramfs.add_symlink(alias, "/" + modules_parent)
+    busybox = _find_in_image(rootfs, BUSYBOX_CANDIDATES)
+    if busybox is not None:
+        _add_program(initramfs, rootfs, busybox, "kmodlab/busybox")
+        tools["busybox"] = "image:/" + busybox
+    elif os.path.isfile(host_busybox):
+        with open(host_busybox, "rb") as handle:
+            data = handle.read()
+        if _Elf(data).interpreter():
+            raise BootError("image has no busybox and host %s is not static" % host_busybox)
+        initramfs.add_file("kmodlab/busybox", data=data, mode=0o755)
+        tools["busybox"] = "host:" + host_busybox
+    else:
+        raise BootError("no busybox in the image and none on the host (%s)" % host_busybox)
+    kmod = _find_in_image(rootfs, KMOD_CANDIDATES)
+    if kmod is not None:
+        _add_program(initramfs, rootfs, kmod, "kmodlab/kmod")
+        tools["modprobe"] = "image:/" + kmod
+        modprobe_cmd, modprobe_tool = "/kmodlab/kmod modprobe", "kmod"
+    else:
+        tools["modprobe"] = tools["busybox"] + " (modprobe applet)"
+        modprobe_cmd, modprobe_tool = "modprobe", "busybox"
+    for rel in image.initramfs_module_files():
+        initramfs.add_file(image.moddir + "/" + rel, source=os.path.join(rootfs, image.moddir, rel))
+    for dirs, files in ((MODULES_LOAD_DIRS, image.load_conf), (MODPROBE_DIRS, image.modprobe_conf)):
+        for directory in dirs:
+            for fname, text in files[directory].items():
+                initramfs.add_file(directory + "/" + fname, data=text.encode())
+    initramfs.add_file("kmodlab/load.list", data=("\n".join(image.requested) + "\n").encode())
+    script = INIT_SCRIPT.replace("$MODPROBE_CMD", modprobe_cmd).replace("$MODPROBE_TOOL", modprobe_tool)
+    initramfs.add_file("init", data=script.encode(), mode=0o755)
+    with open(out_path, "wb") as out:
+        initramfs.write(out)
+    return tools
+
+
+# --------------------------------------------------------------------------
+# Console parsing
+
+
+_LINE_RE = re.compile(r"KMODLAB:(BEGIN|END|KERNEL|MODPROBE|LOAD|ERR|DMESG|MOD|PARAM)(?: (.*))?$")
+
+
+def parse_console(text):
+    """Serial console text -> dict: ``begun``, ``completed``, ``kernel``,
+    ``loads`` ({name: rc}), ``errors`` ({name: [lines]}), ``dmesg`` (kernel
+    warnings and errors), ``loaded`` (names in /proc/modules order),
+    ``params`` ({module: {param: value}}), ``panic`` (the panic line or None)."""
+    parsed = {"begun": False, "completed": False, "kernel": None, "modprobe": None,
+              "loads": {}, "errors": {}, "dmesg": [], "loaded": [], "params": {}, "panic": None}
+    for raw in text.replace("\r", "").split("\n"):
+        for pattern in PANIC_PATTERNS:
+            if pattern in raw and parsed["panic"] is None:
+                parsed["panic"] = raw[raw.index(pattern):].strip()
+        index = raw.find(MARK)
+        if index < 0:
+            continue
+        match = _LINE_RE.match(raw[index:].rstrip())
+        if not match:
+            continue
+        kind, rest = match.group(1), match.group(2) or ""
+        if kind == "BEGIN":
+            parsed["begun"] = True
+        elif kind == "END":
+            parsed["completed"] = True
+        elif kind == "KERNEL":
+            parsed["kernel"] = rest.strip()
+        elif kind == "MODPROBE":
+            parsed["modprobe"] = rest.strip()
+        elif kind == "LOAD":
+            name, _sep, code = rest.rpartition(" ")
+            parsed["loads"][name] = int(code) if code.isdigit() else -1
+        elif kind == "ERR":
+            name, _sep, line = rest.partition(" ")
+            parsed["errors"].setdefault(name, []).append(line)
+        elif kind == "DMESG":
+            parsed["dmesg"].append(re.sub(r"^<\d+>(\[[^\]]*\] ?)?", "", rest))
+        elif kind == "MOD":
+            if rest.split():
+                parsed["loaded"].append(rest.split()[0])
+        elif kind == "PARAM":
+            words = rest.split(" ", 2)
+            if len(words) >= 2:
+                parsed["params"].setdefault(words[0], {})[words[1]] = words[2] if len(words) > 2 else ""
+    return parsed
+
+
+def judge(result, parsed):
+    """Fill ``result`` from a parsed console: which requested modules did not
+    load, and why (modprobe's and the kernel's own words)."""
+    result.kernel = parsed["kernel"]
+    result.loaded = parsed["loaded"]
+    result.params = parsed["params"]
+    result.completed = parsed["completed"]
+    if parsed["panic"]:
+        result.panic = True
+        result.failures.append("kernel panic: %s" % parsed["panic"])
+    if result.timed_out:
+        result.failures.append("boot did not finish in time (no end marker from /init)")
+    elif not parsed["begun"] and not result.panic:
+        result.failures.append("kernel did not start /init")
+    if result.kernel and result.expected_kernel and result.kernel != result.expected_kernel:
+        result.failures.append("booted kernel %s, image kernel is %s" % (result.kernel, result.expected_kernel))
+    loaded = set(parsed["loaded"])
+    for name in result.requested:
+        key = normalize_name(name)
+        if key in loaded or key in getattr(result, "builtin", ()):
+            continue
+        if not parsed["completed"]:
+            continue
+        why = list(parsed["errors"].get(name, []))
+        why += [line for line in parsed["dmesg"] if line.startswith(key + ":") or line.startswith(name + ":")]
+        rc = parsed["loads"].get(name)
+        result.failures.append("module %s not loaded%s: %s" % (
+            name, "" if rc is None else " (modprobe exit %d)" % rc, "; ".join(why) or "no error message"))
+
+
+# --------------------------------------------------------------------------
+# The two evaluations
+
+
+def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=None,
+         host_busybox=HOST_BUSYBOX, extra_append=""):
+    """Boot the image's kernel with an initramfs made from the image; see the
+    module docstring. Never leaves qemu running."""
+    image = ImageModules(rootfs)
+    result = BootResult("qemu", image.kernel)
+    result.requested = list(image.requested)
+    result.builtin = image.builtin
+    if shutil.which(qemu) is None:
+        raise BootError("%s not found" % qemu)
+    own_dir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="kmod-boot-")
+    try:
+        initrd = os.path.join(workdir, "initramfs.cpio")
+        result.tools = build_initramfs(image, initrd, host_busybox=host_busybox)
+        command = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1",
+                   "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
+                   "-kernel", os.path.join(rootfs, image.vmlinuz), "-initrd", initrd,
+                   "-append", ("console=ttyS0 panic=-1 quiet rdinit=/init " + extra_append).strip()]
+        started = time.monotonic()
+        console_path = os.path.join(workdir, "console.log")
+        with open(console_path, "wb") as console:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console,
+                                       stderr=subprocess.STDOUT)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                result.timed_out = True
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        result.duration = time.monotonic() - started
+        with open(console_path, "rb") as console:
+            result.console = console.read().decode("utf-8", "replace")
+        judge(result, parse_console(result.console))
+        if process.returncode not in (0, None) and not result.timed_out and not result.failures:
+            result.failures.append("qemu exited with %s" % process.returncode)
+        return result
+    finally:
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def evaluate_fast(rootfs):
+    """Decide without booting whether the requested modules would load: each
+    module and its dependencies must exist in modules.dep and carry the
+    image kernel's release in ``vermagic``."""
+    started = time.monotonic()
+    image = ImageModules(rootfs)
+    result = BootResult("fast", image.kernel)
+    result.requested = list(image.requested)
+    result.kernel = image.kernel  # the image's kernel is what would boot
+    lines = ["KMODLAB:BEGIN", "KMODLAB:KERNEL %s" % image.kernel]
+    loaded = []
+    for name in image.requested:
+        key = normalize_name(name)
+        if key in image.builtin:
+            continue
+        try:
+            chain = resolve_module(name, image.dep_map, image.aliases)
+        except KeyError:
+            result.failures.append("module %s not loaded: Module %s not found in directory /lib/modules/%s"
+                                   % (name, name, image.kernel))
+            continue
+        refused = None
+        for mod in chain:
+            if mod in loaded:
+                continue
+            try:
+                info = parse_modinfo(read_module_bytes(image.module_path(mod)))
+            except (OSError, ValueError) as exc:
+                refused = "%s: %s" % (mod, exc)
+                break
+            vermagic = dict(info).get("vermagic", "")
+            if vermagic_release(vermagic) != image.kernel:
+                refused = ("%s: version magic '%s' should be '%s' (Exec format error)"
+                           % (mod, vermagic, image.kernel))
+                break
+            loaded.append(mod)
+            if mod in image.options:
+                result.params[mod] = dict(image.options[mod])
+        if refused:
+            result.failures.append("module %s not loaded: %s" % (name, refused))
+    result.loaded = loaded
+    result.completed = True
+    lines += ["KMODLAB:MOD %s" % mod for mod in loaded] + ["KMODLAB:END"]
+    result.console = "\n".join(lines) + "\n"
+    result.duration = time.monotonic() - started
+    return result
