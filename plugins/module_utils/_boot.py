@@ -592,7 +592,7 @@ while read -r mod; do
 done < /kmodlab/load.list
 dmesg -r | grep '^<[0-4]>' | while read -r line; do echo "${M}DMESG $line"; done
 while read -r line; do echo "${M}MOD $line"; done < /proc/modules
-for mod in $(cut -d' ' -f1 /proc/modules) $(cat /kmodlab/load.list); do
+for mod in $( (cut -d' ' -f1 /proc/modules; cat /kmodlab/load.list) | sort -u); do
   for p in /sys/module/$mod/parameters/*; do
     [ -r "$p" ] || continue
     v=$(cat "$p" 2>/dev/null) && echo "${M}PARAM $mod ${p##*/} $v"
@@ -633,8 +633,10 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
     kmod = _find_in_image(rootfs, KMOD_CANDIDATES)
     if kmod is not None:
         _add_program(initramfs, rootfs, kmod, "kmodlab/kmod")
+        # kmod picks its command from argv[0].
+        initramfs.add_symlink("kmodlab/sbin/modprobe", "/kmodlab/kmod")
         tools["modprobe"] = "image:/" + kmod
-        modprobe_cmd, modprobe_tool = "/kmodlab/kmod modprobe", "kmod"
+        modprobe_cmd, modprobe_tool = "/kmodlab/sbin/modprobe", "kmod"
     else:
         tools["modprobe"] = tools["busybox"] + " (modprobe applet)"
         modprobe_cmd, modprobe_tool = "modprobe", "busybox"

@@ -341,6 +341,13 @@ def node_state(node, target_config):
     }
 
 
+def _node_activity(node, target_config):
+    """What a not-yet-updated node is doing, in a word or two."""
+    if node["desired_config"] != target_config and not node["degraded"]:
+        return "queued"  # the MCO has not handed it the new config yet
+    return node["state"] or "no state"
+
+
 def node_progress_line(node):
     """One line for a node, as written to the progress log."""
     line = "node %s: state=%s current=%s desired=%s ready=%s%s" % (
@@ -393,7 +400,7 @@ class PoolRollout(object):
         busy = [n for n in self.nodes if not n["updated"]]
         if busy and self.phase != PHASE_PENDING:
             line += "; not yet updated: " + ", ".join(
-                "%s (%s)" % (n["name"], n["state"] or "no state") for n in busy
+                "%s (%s)" % (n["name"], _node_activity(n, self.rendered_config)) for n in busy
             )
         return line
 

@@ -773,8 +773,11 @@ class RegistryClient(object):
                 raise NotFoundError("repository %s not found on registry %s%s" % (ref.repository, ref.registry, detail))
             if "BLOB_UNKNOWN" in codes:
                 raise NotFoundError("blob of %s not found%s" % (what, detail))
-            raise NotFoundError("%s not found: no manifest %r in repository %s on registry %s%s"
-                                % (what, ref.reference, ref.repository, ref.registry, detail))
+            if ref.digest:
+                missing = "no manifest %s in repository %s" % (ref.digest, ref.repository)
+            else:
+                missing = "no tag %r in repository %s (or no such repository)" % (ref.tag, ref.repository)
+            raise NotFoundError("%s not found: registry %s has %s%s" % (what, ref.registry, missing, detail))
         raise RegistryConnectionError("registry %s answered HTTP %d for %s%s" % (ref.registry, exc.code, what, detail))
 
     # ---- cache -------------------------------------------------------
@@ -878,11 +881,11 @@ class RegistryClient(object):
             raise RegistryError("%s has a Docker schema 1 manifest, which is not supported" % ref)
         manifest = Manifest(ref, digest, media_type, raw, data)
         if manifest.is_index and arch:
-            desc = choose_platform(data.get("manifests") or [], arch, os_name)
             try:
-                child = self.get_manifest(ref.with_digest(desc["digest"]))
-            except PlatformNotFoundError:
-                raise
+                desc = choose_platform(data.get("manifests") or [], arch, os_name)
+            except PlatformNotFoundError as exc:
+                raise PlatformNotFoundError("%s: %s" % (ref, exc), exc.available)
+            child = self.get_manifest(ref.with_digest(desc["digest"]))
             if child.is_index:
                 raise RegistryError("manifest list %s@%s nests another list" % (ref.name, digest))
             child.ref = ref

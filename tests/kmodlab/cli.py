@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -47,6 +50,16 @@ def parse_versions(text: str | None) -> list[str]:
     return versions
 
 
+def _lab_module(name: str) -> Any:
+    """kmodlab.<name>, imported only when needed (heavy, written separately)."""
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__package__}.{name}":
+            raise
+        raise registry.LabError(f"kmodlab.{name} is not available in this checkout") from error
+
+
 def _cluster_alive(cluster: dict[str, Any]) -> bool:
     pid = cluster.get("pid")
     if not pid:
@@ -72,7 +85,11 @@ def up(
         state = LabState.load(root)
 
         started = time.monotonic()
+        previous_host = state.registry.host
         registry.start_registries(state)
+        if previous_host and previous_host != state.registry.host:
+            # Another port base: published pullspecs name the old registry.
+            state.releases = []
         state.save()
         say(f"registries up on {state.registry.host} (htpasswd), {state.registry.token_host} (token) "
             f"in {time.monotonic() - started:.1f}s")
@@ -81,8 +98,7 @@ def up(
         missing = [v for v in releases if v not in published]
         if missing:
             started = time.monotonic()
-            from . import images  # lazy: written separately, heavy
-
+            images = _lab_module("images")
             new = images.publish_releases(state, missing)
             state.releases = [r for r in state.releases if r.get("version") not in missing] + list(new)
             state.save()
@@ -90,6 +106,11 @@ def up(
 
         alive = [c for c in state.clusters if _cluster_alive(c)]
         if len(alive) != len(state.clusters):
+            for dead in state.clusters:
+                if dead not in alive and dead.get("pid"):
+                    # Its process group (qemu children) may have outlived it.
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(dead["pid"]), signal.SIGKILL)
             state.clusters = alive
             state.save()
         wanted = clusters - len(alive)
@@ -97,9 +118,12 @@ def up(
             if not state.releases:
                 raise registry.LabError("clusters need at least one published release (--releases)")
             started = time.monotonic()
-            from . import cluster  # lazy
-
+            cluster = _lab_module("cluster")
             versions = list(releases) or [r["version"] for r in state.releases]
+            # Clusters get releases round-robin: continue where the running
+            # ones left off, so adding clusters keeps the fleet mixed.
+            shift = len(alive) % len(versions)
+            versions = versions[shift:] + versions[:shift]
             cluster.start_clusters(
                 state,
                 count=wanted,
@@ -128,9 +152,7 @@ def down(root: Path | None = None, *, log: Any = None) -> None:
         errors: list[str] = []
         if state.clusters:
             try:
-                from . import cluster  # lazy
-
-                cluster.stop_clusters(state)
+                _lab_module("cluster").stop_clusters(state)
             except Exception as error:  # noqa: BLE001 - keep going, registries must stop too
                 errors.append(f"stopping clusters: {error!r}")
             else:
@@ -141,6 +163,8 @@ def down(root: Path | None = None, *, log: Any = None) -> None:
             errors.append(str(error))
         # The storage is gone: so are the releases.
         state.releases = []
+        if state.inventory and not Path(state.inventory).exists():
+            state.inventory = ""
         state.save()
         if errors:
             raise registry.LabError("; ".join(errors))

@@ -90,7 +90,7 @@ def _still_valid(cert_path: Path, key_path: Path) -> bool:
         key = load_key(key_path)
     except ValueError:
         return False
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    if cert.public_key() != key.public_key():
         return False
     return cert.not_valid_after_utc - _now() > _MIN_REMAINING
 

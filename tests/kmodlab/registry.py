@@ -75,8 +75,7 @@ def _reap(pid: int) -> bool:
             return True
         return False
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return True
     except ChildProcessError:
         pass
@@ -336,6 +335,21 @@ def _write_configs(state: LabState, reg: RegistryLayout, tls: pki.LabPKI) -> Non
     _write_private(reg.tokenserver_config, json.dumps(server, indent=2) + "\n")
 
 
+def _configured_for(reg: RegistryLayout) -> bool:
+    """Whether the written configuration listens on `reg`'s ports."""
+    try:
+        basic = json.loads(reg.basic_config.read_text())
+        token = json.loads(reg.token_config.read_text())
+        server = json.loads(reg.tokenserver_config.read_text())
+    except (OSError, ValueError):
+        return False
+    return (basic["http"]["addr"], token["http"]["addr"], server["listen"]) == (
+        f"{paths.HOST}:{reg.ports.registry}",
+        f"{paths.HOST}:{reg.ports.token_registry}",
+        f"{paths.HOST}:{reg.ports.token_server}",
+    )
+
+
 def _argv(service: Service, reg: RegistryLayout) -> tuple[list[str], dict[str, str] | None]:
     if service.name == "tokenserver":
         env = dict(os.environ)
@@ -384,6 +398,11 @@ def start_registries(state: LabState) -> LabState:
     state.registry.token_host = f"{paths.HOST}:{reg.ports.token_registry}"
 
     running = running_pids(state)
+    if running and not _configured_for(reg):
+        # Running with another port base: restart everything on the new one.
+        for service in reg.services():
+            if service.name in running:
+                stop_process(running.pop(service.name), service.marker)
     if len(running) < len(reg.services()):
         # Something must start: stop the rest so every process reads the same
         # freshly written configuration (http secret, credentials).

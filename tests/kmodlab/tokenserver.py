@@ -303,7 +303,7 @@ class TokenHandler(http.server.BaseHTTPRequestHandler):
 def serve(config: dict[str, Any]) -> None:
     issuer = TokenIssuer(config)
     handler = type("BoundTokenHandler", (TokenHandler,), {"issuer": issuer})
-    host, _, port = config["listen"].rpartition(":")
+    host, port = config["listen"].rsplit(":", 1)
     server = http.server.ThreadingHTTPServer((host, int(port)), handler)
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -320,7 +320,7 @@ def serve(config: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kmodlab.tokenserver", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kmodlab.tokenserver", description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument(
         "--config",
         required=True,

@@ -1,0 +1,392 @@
+"""Node agents of a lab cluster: the machine-config-daemon and kubelet of
+each Node, through the Kubernetes API only.
+
+Update (when `desiredConfig` != `currentConfig`): state Working -> ask the
+MCO's drain controller (`desiredDrain` = drain-<config>, wait for
+`lastAppliedDrain`) -> pull the rendered config's osImageURL with the
+cluster's pull secret (`openshift-config/pull-secret`) through the
+collection's RegistryClient (failure: state Degraded, reason = the registry's
+error, node stays on its config) -> unpack the layers (`_rootfs`, cached by
+manifest digest, shared by all nodes of the process) -> state Rebooting,
+Ready=False -> boot test (`_boot`: qemu boots the image's kernel, or fast
+mode's vermagic check) -> kernel did not come back: NotReady + Degraded;
+else currentConfig = desired, Done, Ready, uncordon, and the node records
+what it booted (image, digest, loaded modules). A module that the kernel
+refuses does not fail the update (systemd-modules-load fails, the node
+boots): `lsmod` shows it is missing, as on a real node.
+
+Debug pods (`oc debug node/<n> -- chroot /host <cmd>`): a privileged pod
+bound to the node with the host's / at /host running `rpm-ostree status
+--json`, `lsmod` or `cat /proc/modules` gets the output in annotation
+`kmodlab.io/log` (the lab API serves it as the pod log) and phase Succeeded.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _mco, _registry, _rootfs
+
+from .mco import ANN_DESIRED_DRAIN, ANN_LAST_APPLIED_DRAIN, MC_API, Api, now
+
+log = logging.getLogger("kmodlab.node")
+
+ANN_LOG = "kmodlab.io/log"
+ANN_BOOTED_IMAGE = "kmodlab.io/booted-image"
+ANN_BOOTED_DIGEST = "kmodlab.io/booted-digest"
+ANN_LOADED = "kmodlab.io/loaded-modules"
+ANN_BOOT = "kmodlab.io/boot"  # JSON summary of the last boot test
+LSMOD_HEADER = "Module                  Size  Used by"
+# Files of an OS image the boot test never reads: not unpacked.
+SKIPPED_PREFIXES = ("usr/share/", "usr/include/", "usr/src/", "var/", "usr/lib/firmware/", "usr/lib/locale/")
+# One boot at a time per cluster process: the machine is shared.
+BOOT_SLOTS = threading.Semaphore(1)
+
+
+def keep_for_boot(path: str) -> bool:
+    return not path.startswith(SKIPPED_PREFIXES)
+
+
+class ImageStore:
+    """Pulled and unpacked OS images, by manifest digest."""
+
+    def __init__(self, root: Path, ca_file: str | None) -> None:
+        self.root = root
+        self.ca_file = ca_file
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def materialize(self, pullspec: str, auth_config: str | None) -> tuple[str, str]:
+        """(rootfs dir, manifest digest) of `pullspec`; raises
+        `_registry.RegistryError` with the registry's words on failure."""
+        client = _registry.RegistryClient(auth_config=auth_config, ca_path=self.ca_file)
+        ref = _registry.parse_pullspec(pullspec)
+        manifest = client.get_manifest(ref, arch="amd64")
+        digest = manifest.digest
+        with self._guard:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        target = self.root / digest.replace(":", "-")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Threads of this process, then other cluster processes sharing the store.
+        with lock, open(f"{target}.lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            done = target / ".complete"
+            if not done.exists():
+                shutil.rmtree(target, ignore_errors=True)
+                rootfs = target / "rootfs"
+                rootfs.mkdir(parents=True)
+                for layer in manifest.layers:
+                    with client.open_blob(manifest.ref, layer["digest"]) as blob:
+                        _rootfs.apply_layer(blob, str(rootfs), keep=keep_for_boot)
+                done.write_text(pullspec + "\n")
+            return str(target / "rootfs"), digest
+
+
+def ostree_checksum(digest: str) -> str:
+    """A stable stand-in for the ostree commit of an image."""
+    return hashlib.sha256(("ostree:" + digest).encode()).hexdigest()
+
+
+def rhcos_version(release: str, digest: str) -> str:
+    major, minor = (release.split(".") + ["0"])[:2]
+    return f"{major}{minor}.94.{int(digest[-6:], 16) % 10**6:06d}-0" if digest else f"{major}{minor}.94.000000-0"
+
+
+def deployment(image: str, digest: str, release: str, booted: bool, timestamp: int) -> dict[str, Any]:
+    """One `rpm-ostree status --json` deployment of a container-image host."""
+    checksum = ostree_checksum(digest)
+    return {
+        "id": f"rhcos-{checksum}.0",
+        "osname": "rhcos",
+        "serial": 0,
+        "checksum": checksum,
+        "version": rhcos_version(release, digest),
+        "timestamp": timestamp,
+        "origin": f"ostree-unverified-registry:{image}",
+        "container-image-reference": f"ostree-unverified-registry:{image}",
+        "container-image-reference-digest": digest,
+        "booted": booted,
+        "staged": False,
+        "pinned": False,
+        "unlocked": "none",
+        "requested-packages": [],
+        "requested-local-packages": [],
+        "requested-base-removals": [],
+        "requested-base-local-replacements": [],
+        "base-removals": [],
+        "base-local-replacements": [],
+        "layered-commit-meta": {},
+        "regenerate-initramfs": False,
+        "modules": [],
+    }
+
+
+def rpm_ostree_status(deployments: list[dict[str, Any]]) -> str:
+    return json.dumps({
+        "deployments": deployments,
+        "transaction": None,
+        "cached-update": None,
+        "update-driver": None,
+    }, indent=2) + "\n"
+
+
+def lsmod_output(proc_modules: list[str]) -> str:
+    """`lsmod` from /proc/modules lines (name size refcount users state addr)."""
+    lines = [LSMOD_HEADER]
+    for line in proc_modules:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        users = fields[3].rstrip(",") if len(fields) > 3 and fields[3] != "-" else ""
+        lines.append(f"{fields[0]:<19} {fields[1]:>8}  {fields[2]}{(' ' + users) if users else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def debug_command_output(pod: dict[str, Any], agent: NodeAgent) -> tuple[int, str]:
+    """(exit code, output) of a debug pod's command on `agent`'s node."""
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers") or [{}]
+    container = containers[0]
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    text = " ".join(argv)
+    host_mounts = {m.get("name") for m in container.get("volumeMounts") or [] if m.get("mountPath") == "/host"}
+    host_volumes = {v.get("name") for v in spec.get("volumes") or [] if (v.get("hostPath") or {}).get("path") == "/"}
+    if "chroot /host" not in text:
+        return 127, f"kmodlab: unsupported debug command {text!r} (use chroot /host ...)\n"
+    if not host_mounts & host_volumes:
+        return 125, "chroot: cannot change root directory to '/host': No such file or directory\n"
+    if not (container.get("securityContext") or {}).get("privileged"):
+        return 1, "error: the debug pod must be privileged to read the host\n"
+    if "rpm-ostree status" in text:
+        if "--json" not in text:
+            return 1, "kmodlab: only `rpm-ostree status --json` is supported\n"
+        return 0, agent.rpm_ostree_json()
+    if "lsmod" in text:
+        return 0, lsmod_output(agent.proc_modules)
+    if "/proc/modules" in text:
+        return 0, "".join(line + "\n" for line in agent.proc_modules)
+    return 127, f"kmodlab: unsupported debug command {text!r}\n"
+
+
+class NodeAgent:
+    """One Node's daemon: applies desired configs, answers debug pods."""
+
+    def __init__(self, fleet: NodeFleet, name: str, image: str, digest: str, kernel: str) -> None:
+        self.fleet = fleet
+        self.name = name
+        started = int(time.time())
+        self.deployments = [deployment(image, digest, fleet.release, True, started)]
+        self.kernel = kernel
+        self.proc_modules: list[str] = []
+        self.busy = False
+        self.failed_for: str | None = None  # desired config whose update failed (no retry)
+        self.lock = threading.Lock()
+        self.boots: list[dict[str, Any]] = []
+
+    def rpm_ostree_json(self) -> str:
+        return rpm_ostree_status(self.deployments)
+
+    # -- API helpers
+    def _annotate(self, **annotations: str | None) -> dict[str, Any]:
+        return self.fleet.api.patch("v1", "Node", self.name, {"metadata": {"annotations": annotations}})
+
+    def _set_ready(self, ready: bool, reason: str, message: str, kernel: str | None = None) -> None:
+        node = self.fleet.api.get("v1", "Node", self.name) or {}
+        conditions = [dict(c) for c in ((node.get("status") or {}).get("conditions") or [])
+                      if c.get("type") != "Ready"]
+        conditions.append({"type": "Ready", "status": "True" if ready else "False", "reason": reason,
+                           "message": message, "lastHeartbeatTime": now(), "lastTransitionTime": now()})
+        status: dict[str, Any] = {"conditions": conditions}
+        if kernel:
+            status["nodeInfo"] = dict(((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel)
+        self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status")
+
+    def _wait_drain(self, wanted: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.fleet.stop_event.is_set():
+            node = self.fleet.api.get("v1", "Node", self.name) or {}
+            if ((node.get("metadata") or {}).get("annotations") or {}).get(ANN_LAST_APPLIED_DRAIN) == wanted:
+                return True
+            self.fleet.stop_event.wait(0.5)
+        return False
+
+    # -- events
+    def on_node(self, node: dict[str, Any]) -> None:
+        ann = (node.get("metadata") or {}).get("annotations") or {}
+        desired = ann.get(_mco.ANNOTATION_DESIRED_CONFIG)
+        current = ann.get(_mco.ANNOTATION_CURRENT_CONFIG)
+        with self.lock:
+            if not desired or desired == current or self.busy or desired == self.failed_for:
+                return
+            self.busy = True
+        threading.Thread(target=self._update, args=(desired,), name=f"update-{self.name}", daemon=True).start()
+
+    def _degrade(self, desired: str, reason: str) -> None:
+        log.warning("node %s: degraded: %s", self.name, reason)
+        self.failed_for = desired
+        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_DEGRADED, _mco.ANNOTATION_REASON: reason})
+
+    def _update(self, desired: str) -> None:
+        try:
+            self._apply(desired)
+        except Exception as error:  # noqa: BLE001 - a daemon reports, never dies
+            log.exception("node %s: update to %s failed", self.name, desired)
+            try:
+                self._degrade(desired, f"unexpected error: {error}")
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            with self.lock:
+                self.busy = False
+            self.fleet.wake()
+
+    def _apply(self, desired: str) -> None:
+        api = self.fleet.api
+        log.info("node %s: updating to %s", self.name, desired)
+        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_WORKING, _mco.ANNOTATION_REASON: ""})
+        rendered = api.get(MC_API, "MachineConfig", desired)
+        if rendered is None:
+            self._degrade(desired, f"machineconfig.machineconfiguration.openshift.io \"{desired}\" not found")
+            return
+        image = (rendered.get("spec") or {}).get("osImageURL") or ""
+        self._annotate(**{ANN_DESIRED_DRAIN: f"drain-{desired}"})
+        if not self._wait_drain(f"drain-{desired}", timeout=300):
+            self._degrade(desired, f"failed to drain node {self.name}: timed out waiting for the drain controller")
+            return
+        try:
+            auth = self.fleet.pull_secret()
+            rootfs, digest = self.fleet.images.materialize(image, auth)
+        except (_registry.RegistryError, _rootfs.LayerError, OSError) as error:
+            self._degrade(desired, f"failed to update OS to {image}: error pulling image: {error}")
+            return
+        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_REBOOTING})
+        self._set_ready(False, "KubeletNotReady", "node is rebooting")
+        with BOOT_SLOTS:
+            try:
+                if self.fleet.node_mode == "qemu":
+                    result = _boot.boot(rootfs, timeout=self.fleet.boot_timeout)
+                else:
+                    result = _boot.evaluate_fast(rootfs)
+            except _boot.BootError as error:
+                self._degrade(desired, f"node {self.name} did not come back after reboot: {error}")
+                return
+        summary = result.to_dict()
+        self.boots.append(dict(summary, image=image, digest=digest))
+        log.info("node %s: boot %s in %.1fs: %s", self.name, "ok" if result.ok else "with failures",
+                 result.duration, summary)
+        if result.panic or result.timed_out or not result.completed or result.kernel != result.expected_kernel:
+            # The node is gone: NotReady, Degraded, still on its old config.
+            self._degrade(desired, f"node {self.name} did not come back after reboot into {image}: "
+                                   + "; ".join(result.failures))
+            return
+        previous = dict(self.deployments[0], booted=False)
+        self.deployments = [deployment(image, digest, self.fleet.release, True, int(time.time())), previous]
+        self.kernel = result.kernel or self.kernel
+        if result.mode == "qemu":
+            self.proc_modules = [line.split(" ", 1)[1] for line in result.console.splitlines()
+                                 if line.startswith("KMODLAB:MOD ")]
+        else:
+            self.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" for m in result.loaded]
+        self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
+        self._annotate(**{
+            _mco.ANNOTATION_CURRENT_CONFIG: desired,
+            _mco.ANNOTATION_STATE: _mco.STATE_DONE,
+            _mco.ANNOTATION_REASON: "",
+            ANN_DESIRED_DRAIN: f"uncordon-{desired}",
+            ANN_BOOTED_IMAGE: image,
+            ANN_BOOTED_DIGEST: digest,
+            ANN_LOADED: ",".join(result.loaded),
+            ANN_BOOT: json.dumps({k: summary[k] for k in ("mode", "kernel", "loaded", "failures", "duration")}),
+        })
+        self.failed_for = None
+        log.info("node %s: done on %s", self.name, desired)
+
+
+class NodeFleet:
+    """All node agents of a cluster: one watch on Nodes, one on Pods."""
+
+    def __init__(self, kubeconfig: str, nodes: dict[str, dict[str, str]], release: str, node_mode: str,
+                 image_store: ImageStore, boot_timeout: float = 300.0) -> None:
+        self.api = Api(kubeconfig, "nodes")
+        self.watch_api = Api(kubeconfig, "nodes-watch")
+        self.release = release
+        self.node_mode = node_mode
+        self.images = image_store
+        self.boot_timeout = boot_timeout
+        self.stop_event = threading.Event()
+        self.agents = {name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"])
+                       for name, info in nodes.items()}
+        self.handled_pods: set[str] = set()
+        self.threads: list[threading.Thread] = []
+        self._pending_nodes: dict[str, dict[str, Any]] = {}
+
+    def pull_secret(self) -> str | None:
+        secret = self.api.get("v1", "Secret", "pull-secret", namespace="openshift-config")
+        data = ((secret or {}).get("data") or {}).get(".dockerconfigjson")
+        return base64.b64decode(data).decode() if data else None
+
+    def start(self) -> None:
+        for kind, handler in (("Node", self.on_node), ("Pod", self.on_pod)):
+            thread = threading.Thread(target=self.watch_api.watch, args=("v1", kind, self.stop_event, handler),
+                                      name=f"nodes-watch-{kind}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def wake(self) -> None:
+        """Re-check nodes after an update finished (desired may have moved on)."""
+        for name, node in list(self._pending_nodes.items()):
+            self.agents[name].on_node(node)
+
+    def on_node(self, node: dict[str, Any]) -> None:
+        name = (node.get("metadata") or {}).get("name")
+        agent = self.agents.get(name)
+        if agent is not None:
+            self._pending_nodes[name] = node
+            agent.on_node(node)
+
+    def on_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        agent = self.agents.get((pod.get("spec") or {}).get("nodeName"))
+        uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        if agent is None or uid in self.handled_pods:
+            return
+        if ((pod.get("status") or {}).get("phase")) in ("Succeeded", "Failed"):
+            return
+        self.handled_pods.add(uid)
+        threading.Thread(target=self._run_pod, args=(pod, agent), daemon=True).start()
+
+    def _run_pod(self, pod: dict[str, Any], agent: NodeAgent) -> None:
+        meta = pod["metadata"]
+        try:
+            code, output = debug_command_output(pod, agent)
+            self.api.patch("v1", "Pod", meta["name"], {"metadata": {"annotations": {ANN_LOG: output}}},
+                           namespace=meta.get("namespace"))
+            container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "container-00")
+            finished = now()
+            status = {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "containerStatuses": [{
+                    "name": container, "ready": False, "restartCount": 0, "image": "", "imageID": "",
+                    "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                             "startedAt": finished, "finishedAt": finished}},
+                }],
+            }
+            self.api.patch("v1", "Pod", meta["name"], {"status": status}, namespace=meta.get("namespace"),
+                           subresource="status")
+            log.info("debug pod %s/%s on %s: exit %d", meta.get("namespace"), meta["name"], agent.name, code)
+        except Exception:  # noqa: BLE001
+            log.exception("debug pod %s failed", meta.get("name"))
+            self.handled_pods.discard(meta.get("uid") or "")
