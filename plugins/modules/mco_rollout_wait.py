@@ -345,8 +345,36 @@ READ_TIMEOUT_MARGIN = 30
 CONNECT_TIMEOUT = 20
 
 
+# Worth retrying: throttling and server-side hiccups; connection errors too.
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+MAX_FAILURES = 8
+
+
 def _status_code(exc):
     return getattr(exc, "status", None)
+
+
+def _transient(exc):
+    if isinstance(exc, (ApiException, DynamicApiError)):
+        return _status_code(exc) in TRANSIENT_STATUS
+    return isinstance(exc, (Urllib3HTTPError, OSError))
+
+
+def _backoff(failures):
+    return min(0.2 * (2 ** failures), 5.0)
+
+
+def call_with_retry(fn, deadline, stopped):
+    """fn(), retried with backoff on transient errors until ``deadline``."""
+    failures = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # pylint: disable=broad-except
+            failures += 1
+            if not _transient(exc) or failures > MAX_FAILURES or time.time() >= deadline:
+                raise
+            stopped.wait(min(_backoff(failures), max(0.0, deadline - time.time())))
 
 
 class RequestCounter(object):
@@ -405,19 +433,22 @@ class ResourceWatcher(object):
         self.stopped.set()
 
     def _relist(self):
-        items, resource_version = self.lister()
+        items, resource_version = call_with_retry(self.lister, self.deadline, self.stopped)
         self.relists += 1
         self.resource_version = resource_version
         self.events.put(("sync", self.kind, items))
 
     def _run(self):
         failures = 0
+        last_error = None
         while not self.stopped.is_set():
             remaining = self.deadline - time.time()
             if remaining <= 0:
                 return
             seconds = int(max(1, min(remaining + 1, MAX_WATCH_SECONDS)))
             watcher = k8s_watch.Watch()
+            opened = time.time()
+            received = 0
             try:
                 self.watches += 1
                 stream = watcher.stream(
@@ -434,13 +465,18 @@ class ResourceWatcher(object):
                     if not event:
                         continue
                     failures = 0
+                    received += 1
                     obj = event.get("raw_object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion")
                     if version:
                         self.resource_version = version
                     if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                         self.events.put(("event", self.kind, event["type"], obj))
-                # The server ended the watch (timeoutSeconds): resume.
+                # The server ended the watch (timeoutSeconds): resume. One
+                # that ends at once, empty, is a failure (no hot loop).
+                if not received and time.time() - opened < 1:
+                    failures += 1
+                    last_error = WatchFailed("the server ended the watch at once")
             except (ApiException, DynamicApiError) as exc:
                 if _status_code(exc) == 410:
                     # Our resourceVersion is too old: list again, then watch.
@@ -454,15 +490,18 @@ class ResourceWatcher(object):
                     self.events.put(("error", self.kind, exc))
                     return
                 failures += 1
+                last_error = exc
             except (Urllib3HTTPError, OSError, ValueError) as exc:
                 # Dropped connection or read timeout: resume from the last version.
                 failures += 1
-            if failures > 8:
-                self.events.put(("error", self.kind, WatchFailed("watch of %s keeps failing" % self.kind)))
+                last_error = exc
+            if failures > MAX_FAILURES:
+                self.events.put(("error", self.kind, WatchFailed(
+                    "watch of %s keeps failing: %s" % (self.kind, to_native(last_error)))))
                 return
             if failures:
-                # Back off a little on repeated failures (not a poll interval).
-                self.stopped.wait(min(0.2 * (2 ** failures), 5.0))
+                # Back off on repeated failures (not a poll interval).
+                self.stopped.wait(_backoff(failures))
 
 
 class RolloutWaiter(object):
@@ -483,6 +522,7 @@ class RolloutWaiter(object):
         self.pools = {}
         self.nodes = {}
         self.rendered = {}
+        self.stopped = threading.Event()  # never set: lets retries wait without a bare sleep
         self.progress_fd = None
         if self.params.get("progress_file"):
             # Line buffered, append: safe to tail -f and to share between forks.
@@ -582,7 +622,7 @@ class RolloutWaiter(object):
                         and self.target.machine_config not in _mco.config_sources(configuration)):
                     continue  # pending by its sources already; no need to read it
                 if name and name not in self.rendered:
-                    mc = self.get_machine_config(name)
+                    mc = call_with_retry(lambda: self.get_machine_config(name), self.deadline, self.stopped)
                     if mc is not None:
                         self.rendered[name] = mc
         return self.rendered

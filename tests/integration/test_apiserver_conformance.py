@@ -390,6 +390,11 @@ def test_label_and_field_selectors(kube: kubernetes.client.ApiClient) -> None:
         v1.list_namespaced_pod('selectors', field_selector='spec.bogus=1')
     assert exc.value.status == 400
 
+    v1.delete_collection_namespaced_pod('selectors', label_selector='app=other')
+    assert names() == ['p1', 'p2']
+    v1.create_namespaced_pod('selectors', {'metadata': {'name': 'p3', 'labels': {'app': 'other'}},
+                                           'spec': {'nodeName': 'node-a', 'containers': [{'name': 'c', 'image': 'i'}]}})
+
     page = v1.list_namespaced_pod('selectors', limit=2)
     assert [p.metadata.name for p in page.items] == ['p1', 'p2'] and page.metadata._continue
     rest = v1.list_namespaced_pod('selectors', limit=2, _continue=page.metadata._continue)
@@ -444,7 +449,7 @@ def test_watch_streams_live_events_bookmarks_and_ends_at_timeout(dyn: DynamicCli
     thread: threading.Thread | None = None
     v1 = kubernetes.client.CoreV1Api(kube)
     # Without a resourceVersion the watch starts with the current state, then goes live.
-    for event in kubernetes.watch.Watch().stream(v1.list_namespaced_config_map, 'default', timeout_seconds=2,
+    for event in kubernetes.watch.Watch().stream(v1.list_namespaced_config_map, 'default', timeout_seconds=3,
                                                  allow_watch_bookmarks=True, _request_timeout=60):
         events.append((event['type'], event['object'].metadata.name if event['type'] != 'BOOKMARK' else ''))
         if thread is None:
@@ -458,7 +463,51 @@ def test_watch_streams_live_events_bookmarks_and_ends_at_timeout(dyn: DynamicCli
     assert any(kind == 'BOOKMARK' for kind, _ in events)
 
 
+def test_stop_ends_open_watches(tls: TLSFiles) -> None:
+    server = LabAPIServer(namespaces=('default',))
+    ended = threading.Event()
+    with ServerThread(server, certfile=tls.cert_file, keyfile=tls.key_file, token=TOKEN) as running:
+        config = kubernetes.client.Configuration(host=running.url, api_key={'authorization': f'Bearer {TOKEN}'})
+        config.ssl_ca_cert = str(tls.ca_file)
+        client = kubernetes.client.ApiClient(config)
+        v1 = kubernetes.client.CoreV1Api(client)
+
+        def watch_forever() -> None:
+            try:
+                for _ in kubernetes.watch.Watch().stream(v1.list_namespace, resource_version='0',
+                                                         timeout_seconds=3600):
+                    pass
+            finally:
+                ended.set()
+
+        watcher = threading.Thread(target=watch_forever, daemon=True)
+        watcher.start()
+        while server.count_requests(verb='watch') == 0:
+            time.sleep(0.05)
+    watcher.join(timeout=60)
+    client.close()
+    assert ended.is_set()  # the server closed the stream on stop, the client saw its end
+
+
 # --- deletion, pod logs, apply ----------------------------------------------------------------
+
+
+def test_create_conflicts_and_missing_namespace(kube: kubernetes.client.ApiClient) -> None:
+    v1 = kubernetes.client.CoreV1Api(kube)
+    v1.create_namespaced_secret('default', {'metadata': {'name': 'once'}, 'stringData': {'k': 'v'}})
+    assert v1.read_namespaced_secret('once', 'default').data == {'k': 'dg=='}
+    with pytest.raises(ApiException) as exc:
+        v1.create_namespaced_secret('default', {'metadata': {'name': 'once'}})
+    assert exc.value.status == 409 and api_error(exc)['reason'] == 'AlreadyExists'
+    assert api_error(exc)['message'] == 'secrets "once" already exists'
+    with pytest.raises(ApiException) as exc:
+        v1.create_namespaced_config_map('nowhere', {'metadata': {'name': 'x'}})
+    assert exc.value.status == 404 and api_error(exc)['message'] == 'namespaces "nowhere" not found'
+    with pytest.raises(ApiException) as exc:
+        v1.create_namespaced_config_map('default', {'metadata': {'name': 'Not_A_Name'}})
+    assert exc.value.status == 422 and api_error(exc)['details']['causes'][0]['field'] == 'metadata.name'
+    generated = v1.create_namespaced_config_map('default', {'metadata': {'generateName': 'gen-'}})
+    assert generated.metadata.name.startswith('gen-') and len(generated.metadata.name) == 9
 
 
 def test_delete_waits_for_finalizers(dyn: DynamicClient, server: LabAPIServer) -> None:
@@ -557,6 +606,19 @@ def test_request_log_counts_in_process_and_over_http(api: ServerThread, dyn: Dyn
     for _ in dyn.watch(cm, namespace='default', timeout=1):
         pass
     assert server.count_requests(verb='watch') == 1
+
+
+def test_kmock_reactions_take_precedence_for_fault_injection(tls: TLSFiles) -> None:
+    server = LabAPIServer(namespaces=('default',))
+    with ServerThread(server, certfile=tls.cert_file, keyfile=tls.key_file, token=TOKEN) as running:
+        server['get /api/v1/namespaces'] << 503
+        assert raw_request(running, tls, '/api/v1/namespaces')[0] == 503
+        assert raw_request(running, tls, '/api/v1/namespaces', token=None)[0] == 401  # auth still comes first
+        assert raw_request(running, tls, '/api/v1/namespaces/default')[0] == 200
+        server.clear_reactions()
+        status, body = raw_request(running, tls, '/api/v1/namespaces')
+        assert status == 200 and [ns['metadata']['name'] for ns in body['items']] == ['default']
+        assert server.count_requests(path='/api/v1/namespaces') == 3
 
 
 # --- kubernetes.core --------------------------------------------------------------------------

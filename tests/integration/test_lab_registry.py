@@ -332,6 +332,28 @@ def test_token_server_issues_signed_scoped_tokens(lab_registry: LabState) -> Non
     with pytest.raises(InvalidSignature):
         public_key.verify(der, f"{header_b64}.{claims_b64}x".encode(), ec.ECDSA(hashes.SHA256()))
 
+    # The OAuth2 form (POST, password grant) gives a token the registry takes.
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "password",
+            "username": creds[0],
+            "password": creds[1],
+            "service": registry.TOKEN_SERVICE,
+            "scope": "repository:kmodlab/x:pull",
+            "client_id": "kmodlab-test",
+        }
+    ).encode()
+    context = ssl.create_default_context(cafile=lab_registry.ca_file)
+    token_url = f"https://{paths.HOST}:{paths.ports().token_server}/token"
+    with urllib.request.urlopen(urllib.request.Request(token_url, data=form), context=context, timeout=10) as response:
+        oauth = json.loads(response.read())
+    bearer = {"Authorization": f"Bearer {oauth['access_token']}"}
+    assert get(f"https://{lab_registry.registry.token_host}/v2/", ca_file=lab_registry.ca_file, headers=bearer).status == 200
+    wrong_form = form.replace(creds[1].encode(), b"wrong")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(token_url, data=wrong_form), context=context, timeout=10)
+    assert refused.value.code == 401
+
     # Wrong password, unknown user: 401.
     assert token_for(lab_registry, "repository:kmodlab/x:pull", (creds[0], creds[1] + "x"))[0] == 401
     assert token_for(lab_registry, "repository:kmodlab/x:pull", ("nobody", creds[1]))[0] == 401

@@ -301,3 +301,40 @@ def test_modules_from_a_git_repository(
     assert _modinfo(core, "vermagic", tmp_path).split()[0] == kver
     assert "extra/kmodlab_dep.ko: extra/kmodlab_core.ko" in image.files[f"usr/lib/modules/{kver}/modules.dep"].decode().splitlines()
     assert result.pullspec.endswith("@" + layered.registry_digest(lab, result.tag_ref))
+
+
+# ------------------------------------------------------------ booting it
+
+
+@pytest.mark.lab
+@pytest.mark.qemu
+def test_layered_image_boots_and_loads_the_modules(
+    lab: LabState, release: dict[str, Any], built: tuple[BuildResult, PulledImage], tmp_path: Path
+) -> None:
+    """The image's own kernel, booted in qemu, loads kmodlab_core (pulled in
+    by kmodlab_dep through modules.dep) with the modprobe.d options."""
+    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+
+    result, _ = built
+    rootfs = layered.pull_rootfs(lab, result.pullspec, tmp_path / "rootfs")
+    boot = _boot.boot(str(rootfs), timeout=240)
+    assert boot.ok, boot.failures
+    assert boot.kernel == release["kernel"]
+    assert {"kmodlab_core", "kmodlab_dep"} <= set(boot.loaded)
+    assert "kmodlab_panic" not in boot.loaded
+    assert boot.params["kmodlab_core"] == {"greeting": "layered", "level": "7"}
+
+
+@pytest.mark.lab
+@pytest.mark.qemu
+def test_panic_module_panics_the_booted_kernel(lab: LabState, release: dict[str, Any], tmp_path: Path) -> None:
+    """kmodlab_panic with panic_on_load=1 from modprobe.d: the node never comes up."""
+    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+
+    module = layered.fixture("kmodlab_panic", options="panic_on_load=1")
+    result = layered.build(lab, release["version"], [module], tag="panic")
+    rootfs = layered.pull_rootfs(lab, result.pullspec, tmp_path / "rootfs")
+    boot = _boot.boot(str(rootfs), timeout=240)
+    assert boot.panic
+    assert not boot.ok
+    assert any("kmodlab_panic: panic_on_load=1" in failure for failure in boot.failures), boot.failures

@@ -406,9 +406,13 @@ def test_dropped_watch_and_410_gone_resume_by_relisting(cluster, tls, tmp_path):
     join_ok(driver)
     assert not result.get("failed"), result.get("msg")
     assert result["done"] is True and result["pools"][0]["status_config"] == NEW
-    # After the restart: a 410 on resuming, then a relist of pools and nodes.
-    assert server.count_requests(verb="list", resource="machineconfigpools") >= 1
-    assert server.count_requests(verb="list", resource="nodes") >= 1
+    # After the restart: resuming from the old resourceVersion got 410 Gone,
+    # so pools and nodes were listed a second time, then watched again.
+    for resource in ("machineconfigpools", "nodes"):
+        assert server.count_requests(verb="list", resource=resource) == 2
+        assert server.count_requests(verb="watch", resource=resource) >= 3
+    print("\n" + "\n".join("%s %s %s %s" % (r.method, r.path, r.query.get("resourceVersion", ""), r.status)
+                           for r in server.request_log() if r.verb in ("list", "watch")))
 
 
 def test_credentials_from_k8s_auth_env_and_check_mode(cluster, tls, tmp_path):

@@ -61,8 +61,8 @@ answers 401 without ``Authorization: Bearer <token>``.
 Writers to know: node agents set a pod's log through the main resource
 (annotation ``kmodlab.io/log``, metadata) and its phase through ``pods/status``.
 ``seed()`` bypasses the status rules (it stores status as given) but not the
-schema. Kmock reactions (``server['get /version'] << 500``) take precedence
-over the emulated API, for fault injection.
+schema. Kmock reactions (``server['get /version'] << 503``) take precedence
+over the emulated API, for fault injection; ``clear_reactions()`` drops them.
 
 Not done: CEL ``x-kubernetes-validations``, defaulting, SSA list merging
 (lists are atomic), managedFields in responses, ObjectMeta validation beyond
@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import copy
 import dataclasses
 import datetime
@@ -811,6 +812,10 @@ class LabAPIServer(kmock.KubernetesEmulator):
             counts[(r.method, r.path, r.verb)] = counts.get((r.method, r.path, r.verb), 0) + 1
         return counts
 
+    def clear_reactions(self) -> None:
+        """Drop kmock reactions added for fault injection (``server['get /version'] << 503``)."""
+        self._payloads.clear()
+
     def reset_requests(self) -> None:
         self._log.clear()
         self._requests.clear()
@@ -1211,7 +1216,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
         self._fill_metadata(rt, new, namespace, old)
         if old is None:
             self._validate_name(rt, new['metadata'].get('name'))
-            if rt.has_status:
+            if rt.has_status and not (rt.kind == 'Node' and not rt.group):  # nodes may set status on create
                 new.pop('status', None)
             if rt.kind == 'Pod' and not rt.group:
                 new['status'] = {'phase': 'Pending', 'qosClass': 'BestEffort'}
@@ -1591,7 +1596,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
                         gone = f'too old resource version: {cursor} ({self._compacted_rv})'
                         pending: list[WatchEvent] = []
                     else:
-                        pending = [e for e in self._events if e.rv > cursor]
+                        start = bisect.bisect_right(self._events, cursor, key=lambda e: e.rv)
+                        pending = self._events[start:]
                 if gone is not None:
                     await send('ERROR', APIStatusError(410, 'Expired', gone).status())
                     break
@@ -1637,7 +1643,11 @@ class ServerThread:
 
     def __enter__(self) -> Self:
         self._thread.start()
-        self.call(self.server.start(*self._start_args))
+        try:
+            self.call(self.server.start(*self._start_args))
+        except BaseException:
+            self._shutdown_loop()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -1645,8 +1655,12 @@ class ServerThread:
         try:
             self.call(self.server.stop())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
             self._loop.close()
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:

@@ -172,13 +172,24 @@ def down(root: Path | None = None, *, log: Any = None) -> None:
 
 
 def status(root: Path | None = None) -> tuple[bool, str]:
-    """(up?, human summary)."""
+    """(up?, human summary). Up means every registry process and every
+    recorded cluster is running."""
     root = Path(root) if root is not None else paths.state_dir()
     state = LabState.load(root)
     running = registry.running_pids(state) if root.exists() else {}
     expected = ("registry", "token-registry", "tokenserver")
-    is_up = all(name in running for name in expected)
-    lines = [f"state dir: {root}", f"lab: {'up' if is_up else 'down'}"]
+    registries_up = all(name in running for name in expected)
+    dead_clusters = [c.get("name") for c in state.clusters if not _cluster_alive(c)]
+    is_up = registries_up and not dead_clusters
+    if is_up:
+        verdict = "up"
+    elif registries_up or running:
+        verdict = "degraded: " + (
+            f"cluster(s) {', '.join(map(str, dead_clusters))} not running" if registries_up else "registries partly down"
+        ) + "; `up` repairs, `down` cleans up"
+    else:
+        verdict = "down"
+    lines = [f"state dir: {root}", f"lab: {verdict}"]
     for name in expected:
         pid = running.get(name)
         lines.append(f"  {name:15} {'pid ' + str(pid) if pid else 'not running'}")
@@ -217,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_parser.add_argument("--infra", type=int, default=0)
     up_parser.add_argument("--node-mode", choices=("qemu", "fast"), default="qemu")
     commands.add_parser("down", help="stop everything, remove registry storage")
-    commands.add_parser("status", help="summary; exit 0 if up, 3 if down")
+    commands.add_parser("status", help="summary; exit 0 if up, 3 if down or degraded")
     args = parser.parse_args(argv)
 
     def say(message: str) -> None:
@@ -243,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"down in {time.monotonic() - started:.1f}s")
             return 0
         is_up, summary = status()
-        print(summary)
+        try:
+            print(summary, flush=True)
+        except BrokenPipeError:  # `status | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0 if is_up else EXIT_DOWN
     except registry.LabError as error:
         print(f"kmodlab {args.command}: {error}", file=sys.stderr)

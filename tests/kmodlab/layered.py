@@ -324,6 +324,18 @@ def pull_image(state: LabState, pullspec: str, base: str) -> PulledImage:
     )
 
 
+def pull_rootfs(state: LabState, pullspec: str, dest: Path) -> Path:
+    """Unpack every layer of `pullspec`, read from the registry, into `dest`
+    (with the product's layer code, whiteouts applied), e.g. to boot it."""
+    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _rootfs
+
+    host, repo, _ = _split_ref(pullspec)
+    manifest, _config = _manifest_and_config(state, pullspec)
+    streams = (io.BytesIO(_registry_get(state, host, f"{repo}/blobs/{layer['digest']}")) for layer in manifest["layers"])
+    _rootfs.apply_layers(streams, str(dest))
+    return dest
+
+
 # ---------------------------------------------------------------- build
 
 

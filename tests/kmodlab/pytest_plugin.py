@@ -48,6 +48,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lab-keep", action="store_true", help="leave the test lab running at the end")
 
 
+LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Whatever uses the lab is marked `lab`, so `-m "not lab"` really skips it.
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
 class _TestLab:
     """The session's lab: environment, lazy bring-up, guaranteed teardown.
 

@@ -13,6 +13,7 @@ file, so two labs (demo and tests) never touch each other's processes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -55,15 +56,15 @@ class LabError(RuntimeError):
 class Service:
     name: str  # pid file / log file stem
     port: int
-    marker: str  # a string in the command line that makes the process ours
+    marker: str  # an argument (its config file) that makes the process ours
 
 
-def _cmdline(pid: int) -> str:
+def _argv_of(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return ""
-    return raw.replace(b"\0", b" ").decode("utf-8", "replace")
+        return []
+    return raw.decode("utf-8", "replace").split("\0")
 
 
 def _reap(pid: int) -> bool:
@@ -88,7 +89,23 @@ def _reap(pid: int) -> bool:
 
 
 def process_is_ours(pid: int | None, marker: str) -> bool:
-    return bool(pid) and not _reap(pid) and marker in _cmdline(pid)  # type: ignore[arg-type]
+    """`pid` runs and has `marker` as one of its arguments (exactly: a lab
+    in /x/lab must not claim the processes of a lab in /y/x/lab)."""
+    return pid is not None and pid > 0 and not _reap(pid) and marker in _argv_of(pid)
+
+
+def find_processes(markers: list[str]) -> list[tuple[int, str]]:
+    """Running processes that have one of `markers` as an argument."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        argv = _argv_of(int(entry.name))
+        for marker in markers:
+            if marker in argv and not _reap(int(entry.name)):
+                found.append((int(entry.name), marker))
+                break
+    return found
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -374,10 +391,20 @@ def running_pids(state: LabState) -> dict[str, int]:
     """Services of this lab whose process is running: name -> pid."""
     reg = _registry_layout(state)
     found = {}
+    strays = None
     for service in reg.services():
         pid = read_pid(state.layout.pids / f"{service.name}.pid")
         if pid is not None and process_is_ours(pid, service.marker):
             found[service.name] = pid
+            continue
+        # Pid file lost: adopt the process running this service's config.
+        if strays is None:
+            strays = {marker: stray for stray, marker in find_processes([s.marker for s in reg.services()])}
+        if service.marker in strays:
+            found[service.name] = strays[service.marker]
+            with contextlib.suppress(OSError):
+                state.layout.pids.mkdir(parents=True, exist_ok=True)
+                (state.layout.pids / f"{service.name}.pid").write_text(f"{strays[service.marker]}\n")
     return found
 
 
@@ -453,13 +480,10 @@ def stop_registries(state: LabState, *, remove_storage: bool = True) -> None:
                 errors.append(str(error))
                 continue
         pid_file.unlink(missing_ok=True)
-    # Also any pid lab.json knows about that is still one of ours (e.g. the
-    # pid file was lost).
-    markers = [s.marker for s in reg.services()]
-    for pid in state.registry.pids:
-        for marker in markers:
-            if process_is_ours(pid, marker):
-                stop_process(pid, marker)
+    # Strays (a lost pid file, an `up` killed between spawn and pid file):
+    # any process running one of this lab's config files.
+    for pid, marker in find_processes([s.marker for s in reg.services()]):
+        stop_process(pid, marker)
     if errors:
         raise LabError("; ".join(errors))
     state.registry.pids = []
