@@ -15,8 +15,9 @@ options:
     description:
       - Path of a registry auth file, in the C(dockerconfigjson) format of
         C(podman login) / C(~/.docker/config.json) or an OpenShift pull secret
-        (C({"auths": {...}}); the legacy form without C(auths) and a
-        Kubernetes Secret with C(data[".dockerconfigjson"]) are accepted too).
+        (a JSON object with an C(auths) key); the legacy form without
+        C(auths) and a Kubernetes Secret with C(data[".dockerconfigjson"]) are
+        accepted too.
       - Entries are matched by registry host, or C(host/namespace) for a more
         specific entry.
     type: path

@@ -36,7 +36,6 @@ __metaclass__ = type
 
 import fnmatch
 import gzip
-import io
 import lzma
 import os
 import re

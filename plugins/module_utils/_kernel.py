@@ -19,6 +19,7 @@ import re
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
     RegistryError,
+    check_platform,
     find_in_layers,
     image_labels,
     parse_pullspec,
@@ -178,12 +179,13 @@ def rhcos_kernel(client, image, arch="x86_64"):
     ref = parse_pullspec(image)
     manifest = client.get_manifest(ref, arch=arch)
     config = client.get_config(ref, manifest)
+    check_platform(config, arch, ref)
     labels = image_labels(config)
     found, info = find_in_layers(client, manifest, rhcos_matcher(), cache_key="rhcos-kernel")
     if not found:
         raise KernelError("no kernel found in %s: none of its %d layers has usr/lib/modules/<kver>/vmlinuz or %s"
                           % (image, info["layer_count"], META_JSON_PATH))
-    where = "layer %d/%d %s" % (info["layer_index"], info["layer_count"], info["path"])
+    where = "layer %s/%s %s" % (info["layer_index"], info["layer_count"], info["path"])
     if found["kind"] == "meta.json":
         source = "metalayer meta.json (%s)" % where
     else:
@@ -206,12 +208,14 @@ def dtk_kernel(client, image, arch="x86_64"):
     ``kernel-version`` label."""
     ref = parse_pullspec(image)
     manifest = client.get_manifest(ref, arch=arch)
-    labels = image_labels(client.get_config(ref, manifest))
+    config = client.get_config(ref, manifest)
+    check_platform(config, arch, ref)
+    labels = image_labels(config)
     label_kver = labels.get(DTK_KERNEL_LABEL)
     found, info = find_in_layers(client, manifest, dtk_matcher(), max_layers=1, cache_key="dtk-release")
     if found:
         kver = found["kernel_version"]
-        source = "layer %d/%d %s" % (info["layer_index"], info["layer_count"], info["path"])
+        source = "layer %s/%s %s" % (info["layer_index"], info["layer_count"], info["path"])
         if looks_like_kernel_version(label_kver) and not kernels_match(kver, label_kver):
             raise KernelError("driver toolkit %s is inconsistent: %s says kernel %s but its label %s is %s"
                               % (image, DTK_RELEASE_PATH, kver, DTK_KERNEL_LABEL, label_kver))

@@ -14,8 +14,9 @@ Public, stable API (the lab's MCO simulator imports these):
 - ``effective_os_image_url(machineconfigs, default)``
 - ``is_generated_machine_config(machineconfig)``
 - ``selector_matches(selector, labels)``
+- ``merge_order(machineconfigs)``, ``pool_machine_configs(pool, machineconfigs)``
 - ``pool_nodes(pool, pools, nodes)``
-- ``node_state(node, target_config)``
+- ``node_state(node, target_config)``, ``node_ready(node)``
 - ``RolloutTarget``, ``evaluate_pool(pool, nodes, target, rendered_configs)``
 """
 
@@ -304,11 +305,15 @@ def rendered_config_status(pool, target, rendered_configs=None):
 # ---------------------------------------------------------------------------
 # Nodes
 
-def _node_ready(node):
+def node_ready(node):
+    """The node's ``Ready`` condition is True."""
     for cond in ((node or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
             return str(cond.get("status")) == "True"
     return False
+
+
+_node_ready = node_ready  # the lab's MCO simulator imported this name first
 
 
 def node_state(node, target_config):
@@ -323,7 +328,7 @@ def node_state(node, target_config):
     state = ann.get(ANNOTATION_STATE) or ""
     reason = ann.get(ANNOTATION_REASON) or ""
     image_done = ann.get(ANNOTATION_CURRENT_IMAGE) == ann.get(ANNOTATION_DESIRED_IMAGE)
-    ready = _node_ready(node)
+    ready = node_ready(node)
     unschedulable = bool(((node or {}).get("spec") or {}).get("unschedulable"))
     updated = bool(
         target_config and current == desired == target_config and state == STATE_DONE and image_done

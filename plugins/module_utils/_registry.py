@@ -24,7 +24,8 @@ user_agent=None, plain_http=False)``
     ``get_manifest(ref, arch=None) -> Manifest`` (a manifest list / OCI index
     is resolved to the ``arch`` platform when ``arch`` is given; OpenShift
     names ``x86_64``/``aarch64`` are accepted), ``manifest_digest(ref)``
-    (HEAD only), ``get_config(ref, manifest) -> dict``,
+    (HEAD only), ``get_config(ref, manifest) -> dict``
+    (``image_labels(config)``, ``check_platform(config, arch, ref)``),
     ``open_blob(ref, digest, size=None) -> BlobReader`` (file-like, sha256
     verified at EOF), ``read_blob(ref, digest) -> bytes``.
     ``bytes_fetched``: body bytes received from the network so far (manifests,
@@ -36,6 +37,16 @@ user_agent=None, plain_http=False)``
 
 ``find_in_layers(client, ref, manifest, match, ...)``
     Reads layers from the last back and returns the first hit of ``match``.
+
+Pulling a whole image (what a node agent does)::
+
+    client = RegistryClient(auth_file=path, ca_path=ca, cache_dir=cache)
+    manifest = client.get_manifest(parse_pullspec(image), arch="x86_64")
+    for layer in manifest.layers:
+        with client.open_blob(manifest.ref, layer["digest"]) as blob:
+            for path, tarinfo, fileobj in iter_tar_layer(blob):
+                ...  # whiteouts (.wh.*) are the caller's business
+            blob.finish()  # read to the end: digest verified, blob cached
 
 Errors are ``RegistryError`` subclasses: ``InvalidReferenceError``,
 ``NotFoundError``, ``PlatformNotFoundError``, ``AuthenticationError``,
@@ -822,13 +833,16 @@ class RegistryClient(object):
 
     def manifest_digest(self, ref):
         # type: (ImageReference) -> str
-        """Registry digest of ``ref`` (HEAD; an index stays an index)."""
+        """Registry digest of ``ref`` (HEAD; a list/index stays one)."""
+        if isinstance(ref, str):
+            ref = parse_pullspec(ref)
+        return self._head_digest(ref) or self._fetch_manifest(ref)[0]
+
+    def _head_digest(self, ref):
+        # type: (ImageReference) -> Optional[str]
         response = self._call("HEAD", ref, "manifests/" + ref.reference, accept=MANIFEST_ACCEPT)
-        digest = response.headers.get("Docker-Content-Digest")
         response.close()
-        if digest:
-            return digest
-        return self._fetch_manifest(ref)[0]
+        return response.headers.get("Docker-Content-Digest")
 
     def _fetch_manifest(self, ref):
         """(digest, media_type, raw) from cache (by digest) or the registry."""
@@ -837,7 +851,7 @@ class RegistryClient(object):
             if cached is not None:
                 return ref.digest, None, cached
         elif self.cache_dir:
-            digest = self.manifest_digest_head(ref)
+            digest = self._head_digest(ref)
             cached = self._cache_get(digest) if digest else None
             if cached is not None:
                 return digest, None, cached
@@ -859,12 +873,6 @@ class RegistryClient(object):
             digest = header_digest or computed
         self._cache_put(digest, raw)
         return digest, response.headers.get("Content-Type"), raw
-
-    def manifest_digest_head(self, ref):
-        # type: (ImageReference) -> Optional[str]
-        response = self._call("HEAD", ref, "manifests/" + ref.reference, accept=MANIFEST_ACCEPT)
-        response.close()
-        return response.headers.get("Docker-Content-Digest")
 
     def get_manifest(self, ref, arch=None, os_name="linux"):
         # type: (ImageReference, Optional[str], str) -> Manifest
@@ -930,6 +938,16 @@ class RegistryClient(object):
             return json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryError("config of %s is not JSON: %s" % (ref, exc))
+
+
+def check_platform(config, arch, ref, os_name="linux"):
+    # type: (Dict[str, Any], Optional[str], Any, str) -> None
+    """Fail when a single-platform image is not for ``arch`` (if it says)."""
+    have_arch, have_os = (config or {}).get("architecture"), (config or {}).get("os")
+    if arch and have_arch and (have_arch != normalize_arch(arch) or (have_os and have_os != os_name)):
+        have = "%s/%s" % (have_os or "?", have_arch)
+        raise PlatformNotFoundError("%s is a %s image, not %s/%s" % (ref, have, os_name, normalize_arch(arch)),
+                                    [have])
 
 
 def image_labels(config):

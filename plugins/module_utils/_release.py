@@ -18,6 +18,7 @@ import re
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
     RegistryError,
+    check_platform,
     find_in_layers,
     image_labels,
     parse_pullspec,
@@ -191,6 +192,31 @@ def choose_os_image_tag(version, available_tags, stream="default", prefer=None):
     return tag, dtk
 
 
+def apply_mirrors(pullspec, mirrors):
+    # type: (str, Optional[List[Dict[str, Any]]]) -> str
+    """Rewrite ``pullspec`` by the first matching mirror (like an IDMS).
+
+    ``mirrors``: ``[{"source": "quay.io/openshift-release-dev/ocp-v4.0-art-dev",
+    "mirror": "mirror.example.com/ocp/release"}]``; ``source`` matches the
+    image's ``registry/repository`` exactly or as a path prefix. The digest
+    (and tag) are kept.
+    """
+    ref = parse_pullspec(pullspec)
+    for entry in mirrors or []:
+        source = (entry.get("source") or "").rstrip("/")
+        mirror = (entry.get("mirror") or "").rstrip("/")
+        if not source or not mirror:
+            raise ReleaseError("image mirror entries need both source and mirror (got %r)" % (entry,))
+        if ref.name == source or ref.name.startswith(source + "/"):
+            rewritten = mirror + ref.name[len(source):]
+            if ref.tag and not ref.digest:
+                rewritten += ":" + ref.tag
+            if ref.digest:
+                rewritten += "@" + ref.digest
+            return str(parse_pullspec(rewritten))
+    return str(ref)
+
+
 def release_files_matcher(max_size=16 * 1024 * 1024):
     """Matcher for ``find_in_layers``: both release-manifests files, as text."""
     seen = {}
@@ -206,17 +232,20 @@ def release_files_matcher(max_size=16 * 1024 * 1024):
 
 
 def resolve_release(client, pullspec, arch="x86_64", components=None, stream="default", prefer=None,
-                    expected_version=None):
-    # type: (Any, str, str, Optional[List[str]], str, Optional[str], Optional[str]) -> Dict[str, Any]
+                    expected_version=None, mirrors=None):
+    # type: (Any, str, str, Optional[List[str]], str, Optional[str], Optional[str], Optional[List[Dict[str, Any]]]) -> Dict[str, Any]
     """Read a release image: digest, version, OS tag, component pullspecs.
 
     Reads the manifest (a manifest list is resolved to ``arch``), the config
     and only the last layer. Components without a digest are resolved to
-    one (HEAD). Returns the module's result fields.
+    one (HEAD). Component pullspecs are rewritten by ``mirrors`` (see
+    ``apply_mirrors``); ``source_components`` keeps what the release names.
+    Returns the module's result fields.
     """
     ref = parse_pullspec(pullspec)
     manifest = client.get_manifest(ref, arch=arch)
     config = client.get_config(ref, manifest)
+    check_platform(config, arch, ref)
     labels = image_labels(config)
     match, seen = release_files_matcher()
     files, info = find_in_layers(client, manifest, match, max_layers=1, cache_key="release-files")
@@ -236,9 +265,10 @@ def resolve_release(client, pullspec, arch="x86_64", components=None, stream="de
     if missing:
         raise ReleaseError("release %s has no component %s; available: %s"
                            % (version, ", ".join(missing), ", ".join(sorted(tags))))
-    resolved = {}
+    resolved, sources = {}, {}
     for comp in wanted:
-        comp_ref = parse_pullspec(tags[comp])
+        sources[comp] = tags[comp]
+        comp_ref = parse_pullspec(apply_mirrors(tags[comp], mirrors))
         if not comp_ref.digest:
             comp_ref = comp_ref.with_digest(client.manifest_digest(comp_ref))
         resolved[comp] = str(comp_ref.with_digest(comp_ref.digest))
@@ -250,9 +280,10 @@ def resolve_release(client, pullspec, arch="x86_64", components=None, stream="de
         "arch": arch,
         "os_image_tag": os_tag,
         "driver_toolkit_tag": dtk_tag,
-        "os_image": resolved.get(os_tag, str(parse_pullspec(tags[os_tag]))),
-        "driver_toolkit_image": resolved.get(dtk_tag, str(parse_pullspec(tags[dtk_tag]))),
+        "os_image": resolved.get(os_tag) or apply_mirrors(tags[os_tag], mirrors),
+        "driver_toolkit_image": resolved.get(dtk_tag) or apply_mirrors(tags[dtk_tag], mirrors),
         "components": resolved,
+        "source_components": sources,
         "available_tags": sorted(tags),
         "layers_read": info["layers_read"],
     }

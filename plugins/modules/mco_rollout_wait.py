@@ -36,9 +36,11 @@ description:
     timestamped line per change, to O(progress_file); follow a rollout with
     C(tail -f) on it. Each line names the cluster, so several clusters
     (forks) can share one file.
-  - The module only reads; it always returns C(changed=false).
+  - The module only reads; it always returns C(changed=false). Its requests
+    carry the User-Agent C(ocp.kmod_layering.mco_rollout_wait), so they can
+    be told apart in the API server's audit log.
 author:
-  - ocp.kmod_layering contributors
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 requirements:
@@ -52,6 +54,7 @@ attributes:
         waiting; a degraded or paused pool is reported, not failed.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
   action_group:
     description: Use C(group/ocp.kmod_layering.cluster) in C(module_defaults) to set the cluster options once.
     support: full
@@ -224,7 +227,7 @@ pools:
       description: The rendered config all nodes run (C(status.configuration.name)).
       type: str
     target_included:
-      description: Whether O(rendered_config) carries the target.
+      description: Whether the rendered config carries the target.
       type: bool
     paused:
       description: C(spec.paused).
@@ -326,16 +329,19 @@ try:
     from kubernetes import watch as k8s_watch
     from kubernetes.client.exceptions import ApiException
     from kubernetes.dynamic.exceptions import DynamicApiError
+    from kubernetes.dynamic.resource import Resource
 except ImportError:
     # AnsibleK8SModule reports the missing library.
     ApiException = DynamicApiError = Exception
+    Resource = None
 
 try:
     from urllib3.exceptions import HTTPError as Urllib3HTTPError
 except ImportError:
     Urllib3HTTPError = Exception
 
-MCO_API_VERSION = "machineconfiguration.openshift.io/v1"
+MCO_GROUP = "machineconfiguration.openshift.io"
+USER_AGENT = "ocp.kmod_layering.mco_rollout_wait"
 # Longest single watch connection; the API server ends it, we resume from the
 # last resourceVersion (the usual client-go range is 5-10 minutes).
 MAX_WATCH_SECONDS = 300
@@ -393,10 +399,13 @@ class RequestCounter(object):
         original = kubernetes.client.ApiClient.call_api
         counter = self
 
-        def counting_call_api(*args, **kwargs):
+        def counting_call_api(api_client, method, url, header_params=None, *args, **kwargs):
             with counter._lock:
                 counter.count += 1
-            return original(*args, **kwargs)
+            # Named in the API server's audit log, not as a generic client.
+            header_params = dict(header_params or {})
+            header_params["User-Agent"] = USER_AGENT + " " + header_params.get("User-Agent", "")
+            return original(api_client, method, url, header_params, *args, **kwargs)
 
         kubernetes.client.ApiClient.call_api = counting_call_api
         return self
@@ -525,12 +534,20 @@ class RolloutWaiter(object):
         self.stopped = threading.Event()  # never set: lets retries wait without a bare sleep
         self.progress_fd = None
         if self.params.get("progress_file"):
-            # Line buffered, append: safe to tail -f and to share between forks.
-            self.progress_fd = open(self.params["progress_file"], "a", 1)
+            try:
+                # Line buffered, append: safe to tail -f and to share between forks.
+                self.progress_fd = open(self.params["progress_file"], "a", 1)
+            except (IOError, OSError) as exc:
+                module.fail_json(msg="Cannot open progress_file %s: %s" % (self.params["progress_file"], to_native(exc)))
 
-        self.pool_api = client.resource("MachineConfigPool", MCO_API_VERSION)
-        self.node_api = client.resource("Node", "v1")
-        self.mc_api = client.resource("MachineConfig", MCO_API_VERSION)
+        # Fixed, well-known API paths: no discovery round trips.
+        dynamic = client.client
+        self.pool_api = Resource(prefix="apis", group=MCO_GROUP, api_version="v1", kind="MachineConfigPool",
+                                 name="machineconfigpools", client=dynamic)
+        self.node_api = Resource(prefix="api", group="", api_version="v1", kind="Node", name="nodes",
+                                 client=dynamic)
+        self.mc_api = Resource(prefix="apis", group=MCO_GROUP, api_version="v1", kind="MachineConfig",
+                               name="machineconfigs", client=dynamic)
 
     # --- output -----------------------------------------------------------
 
@@ -708,7 +725,12 @@ class RolloutWaiter(object):
             raise item[2]
 
     def run(self):
-        pools, pool_version = self.list(self.pool_api)
+        try:
+            pools, pool_version = self.list(self.pool_api)
+        except DynamicApiError as exc:
+            if _status_code(exc) != 404:
+                raise
+            self.fail("Cluster %s serves no MachineConfigPools (%s/v1): is it OpenShift?" % (self.cluster, MCO_GROUP))
         nodes, node_version = self.list(self.node_api)
         self.apply(("sync", "pools", pools))
         self.apply(("sync", "nodes", nodes))

@@ -22,7 +22,7 @@ description:
     C(rhel-coreos), 4.21 on optionally C(rhel-coreos-10) with
     C(driver-toolkit-10), OKD C(stream-coreos)); there is no C(rhel-coreos-9).
 author:
-  - ocp.kmod_layering contributors
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - ocp.kmod_layering.registry
 attributes:
@@ -31,6 +31,7 @@ attributes:
     description: The module only reads; check mode runs it fully.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
 options:
   version:
     description:
@@ -79,6 +80,28 @@ options:
       - Use this OS image tag instead of choosing one. It must be in the
         release's image-references.
     type: str
+  image_mirrors:
+    description:
+      - Where to read the component images from instead of where the
+        release names them, like an C(ImageDigestMirrorSet) (disconnected
+        clusters, C(oc adm release mirror)). The first entry whose
+        O(image_mirrors[].source) matches the component's
+        C(registry/repository) (exactly or as a path prefix) rewrites it;
+        the digest is kept.
+      - RV(components), RV(os_image) and RV(driver_toolkit_image) are the
+        rewritten pullspecs; RV(source_components) the original ones.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      source:
+        description: Repository (C(registry/path)) as the release names it.
+        type: str
+        required: true
+      mirror:
+        description: Repository (C(registry/path)) to read from instead.
+        type: str
+        required: true
   components:
     description:
       - Component tags to return in RV(components). Default is the driver
@@ -103,6 +126,16 @@ EXAMPLES = r"""
     ca_path: /etc/pki/mirror-ca.pem
     cache_dir: ~/.cache/ocp-kmod
     components: [driver-toolkit, rhel-coreos, rhel-coreos-extensions]
+  delegate_to: localhost
+  register: release
+
+- name: Disconnected cluster, release and components mirrored to one repository
+  ocp.kmod_layering.ocp_release_image:
+    pullspec: mirror.example.com:8443/ocp/release@sha256:3e81d2a0...
+    auth_file: /run/secrets/mirror-auth.json
+    image_mirrors:
+      - source: quay.io/openshift-release-dev/ocp-v4.0-art-dev
+        mirror: mirror.example.com:8443/ocp/release
   delegate_to: localhost
   register: release
 
@@ -159,6 +192,10 @@ components:
   returned: success
   type: dict
   sample: {"driver-toolkit": "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:..."}
+source_components:
+  description: Requested component tag => pullspec as the release's image-references names it (before O(image_mirrors)).
+  returned: success
+  type: dict
 available_tags:
   description: All tag names of the release's image-references.
   returned: success
@@ -200,6 +237,10 @@ def main():
         os_stream=dict(type="str", default="default", choices=["default", "rhel-10"]),
         os_image_tag=dict(type="str"),
         components=dict(type="list", elements="str"),
+        image_mirrors=dict(type="list", elements="dict", default=[], options=dict(
+            source=dict(type="str", required=True),
+            mirror=dict(type="str", required=True),
+        )),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -219,7 +260,7 @@ def main():
         client = registry_client(params, user_agent="ocp.kmod_layering.ocp_release_image")
         result = resolve_release(client, pullspec, arch=params["arch"], components=params["components"],
                                  stream=params["os_stream"], prefer=params["os_image_tag"],
-                                 expected_version=params["version"])
+                                 expected_version=params["version"], mirrors=params["image_mirrors"])
     except RegistryError as exc:
         module.fail_json(msg=str(exc), bytes_fetched=client.bytes_fetched if client else 0)
     result["bytes_fetched"] = client.bytes_fetched

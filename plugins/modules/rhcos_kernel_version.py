@@ -25,7 +25,7 @@ description:
     with its C(kernel-version) label) and fails when the two kernels
     differ, unless O(allow_kernel_mismatch).
 author:
-  - ocp.kmod_layering contributors
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - ocp.kmod_layering.registry
 attributes:
@@ -34,6 +34,7 @@ attributes:
     description: The module only reads; check mode runs it fully.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
 options:
   image:
     description:

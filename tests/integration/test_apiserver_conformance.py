@@ -13,20 +13,19 @@ import datetime
 import ipaddress
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -359,6 +358,34 @@ def test_unknown_fields_are_pruned_and_structural_extensions_understood(dyn: Dyn
     assert {c['message'] for c in causes} == {'Required value'}
 
 
+def test_cel_rules_of_the_vendored_crds(dyn: DynamicClient) -> None:
+    mosc = dyn.resources.get(api_version=MC_API, kind='MachineOSConfig')
+    body = {'apiVersion': MC_API, 'kind': 'MachineOSConfig', 'metadata': {'name': 'infra'},
+            'spec': {'machineConfigPool': {'name': 'worker'}, 'imageBuilder': {'imageBuilderType': 'Job'},
+                     'renderedImagePushSecret': {'name': 'push-secret'},
+                     'renderedImagePushSpec': 'registry.lab:5000/kmod/os:latest'}}
+    with pytest.raises(ApiException) as exc:  # one MachineOSConfig per pool, named after it
+        mosc.create(body=body)
+    status = api_error(exc)
+    assert status['message'] == ('MachineOSConfig.machineconfiguration.openshift.io "infra" is invalid: <nil>: '
+                                 'Invalid value: "object": MachineOSConfig name must match the referenced '
+                                 'MachineConfigPool name; can only have one MachineOSConfig per MachineConfigPool')
+    body['metadata']['name'] = 'worker'
+    body['spec']['renderedImagePushSpec'] = 'registry.lab:5000/kmod/os'  # no tag
+    with pytest.raises(ApiException) as exc:
+        mosc.create(body=body)
+    assert [c['field'] for c in api_error(exc)['details']['causes']] == ['spec.renderedImagePushSpec']
+    body['spec']['renderedImagePushSpec'] = 'registry.lab:5000/kmod/os:latest'
+    mosc.create(body=body)
+
+    mosc.status.patch(name='worker', body={'status': {'observedGeneration': 2}},
+                      content_type='application/merge-patch+json')
+    with pytest.raises(ApiException) as exc:  # a transition rule: self >= oldSelf
+        mosc.status.patch(name='worker', body={'status': {'observedGeneration': 1}},
+                          content_type='application/merge-patch+json')
+    assert api_error(exc)['details']['causes'][0]['field'] == 'status.observedGeneration'
+
+
 # --- selectors --------------------------------------------------------------------------------
 
 
@@ -385,7 +412,8 @@ def test_label_and_field_selectors(kube: kubernetes.client.ApiClient) -> None:
     assert names(field_selector='spec.nodeName=node-a,status.phase=Pending') == ['p1']
     assert names(field_selector='status.phase!=Pending') == ['p3']
     assert names(field_selector='metadata.name=p2') == ['p2']
-    assert [p.metadata.name for p in v1.list_pod_for_all_namespaces(field_selector='metadata.namespace=selectors').items] == ['p1', 'p2', 'p3']
+    everywhere = v1.list_pod_for_all_namespaces(field_selector='metadata.namespace=selectors')
+    assert [p.metadata.name for p in everywhere.items] == ['p1', 'p2', 'p3']
     with pytest.raises(ApiException) as exc:
         v1.list_namespaced_pod('selectors', field_selector='spec.bogus=1')
     assert exc.value.status == 400
@@ -438,7 +466,8 @@ def test_watch_resumes_from_a_resource_version_and_410_after_compaction(dyn: Dyn
     assert 'too old resource version' in str(exc.value)
 
 
-def test_watch_streams_live_events_bookmarks_and_ends_at_timeout(dyn: DynamicClient, kube: kubernetes.client.ApiClient) -> None:
+def test_watch_streams_live_events_bookmarks_and_ends_at_timeout(dyn: DynamicClient,
+                                                                 kube: kubernetes.client.ApiClient) -> None:
     cm = dyn.resources.get(api_version='v1', kind='ConfigMap')
     cm.create(namespace='default', body={'metadata': {'name': 'live-0'}})
 
@@ -448,19 +477,26 @@ def test_watch_streams_live_events_bookmarks_and_ends_at_timeout(dyn: DynamicCli
     events: list[tuple[str, str]] = []
     thread: threading.Thread | None = None
     v1 = kubernetes.client.CoreV1Api(kube)
+    watch = kubernetes.watch.Watch()
     # Without a resourceVersion the watch starts with the current state, then goes live.
-    for event in kubernetes.watch.Watch().stream(v1.list_namespaced_config_map, 'default', timeout_seconds=3,
-                                                 allow_watch_bookmarks=True, _request_timeout=60):
+    for event in watch.stream(v1.list_namespaced_config_map, 'default', timeout_seconds=120,
+                              allow_watch_bookmarks=True):
         events.append((event['type'], event['object'].metadata.name if event['type'] != 'BOOKMARK' else ''))
         if thread is None:
             thread = threading.Thread(target=writer)
             thread.start()
+        if ('ADDED', 'live-1') in events and events[-1][0] == 'BOOKMARK':
+            watch.stop()
     assert thread is not None
     thread.join()
-    # The stream ended on its own (timeoutSeconds), after the live event and at least one bookmark.
-    assert ('ADDED', 'live-0') in events and ('ADDED', 'live-1') in events
     assert events.index(('ADDED', 'live-0')) < events.index(('ADDED', 'live-1'))
-    assert any(kind == 'BOOKMARK' for kind, _ in events)
+    resource_version = watch.resource_version  # the client tracks it from events and bookmarks
+    assert int(resource_version) >= int(cm.get(namespace='default', name='live-1').metadata.resourceVersion)
+
+    # From the current resourceVersion nothing new happens: the server ends the stream at timeoutSeconds.
+    quiet = list(kubernetes.watch.Watch().stream(v1.list_namespaced_config_map, 'default', timeout_seconds=1,
+                                                 resource_version=resource_version))
+    assert [e['type'] for e in quiet] == []
 
 
 def test_stop_ends_open_watches(tls: TLSFiles) -> None:
@@ -482,8 +518,11 @@ def test_stop_ends_open_watches(tls: TLSFiles) -> None:
 
         watcher = threading.Thread(target=watch_forever, daemon=True)
         watcher.start()
-        while server.count_requests(verb='watch') == 0:
+        for _ in range(1200):  # a guard against hanging, not a timing assertion
+            if server.count_requests(verb='watch'):
+                break
             time.sleep(0.05)
+        assert server.count_requests(verb='watch') == 1
     watcher.join(timeout=60)
     client.close()
     assert ended.is_set()  # the server closed the stream on stop, the client saw its end

@@ -13,7 +13,6 @@ DESIGN.md, never from the images module.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -74,7 +73,8 @@ class RegistryReader:
 
     def config(self, reference: str) -> dict[str, Any]:
         manifest, _ = self.manifest(reference)
-        return json.loads(self.blob(reference, manifest["config"]["digest"]))
+        config: dict[str, Any] = json.loads(self.blob(reference, manifest["config"]["digest"]))
+        return config
 
     def layer_file(self, reference: str, layer_index: int, path: str) -> bytes | None:
         manifest, _ = self.manifest(reference)
@@ -364,3 +364,5 @@ def test_dtk_builds_a_module_the_rhcos_kmod_accepts(lab: LabState, published: li
     vermagic = next(line.split(":", 1)[1].strip() for line in modinfo.splitlines() if line.startswith("vermagic:"))
     assert vermagic.split()[0] == kernel
     assert "extra/kmodlab_probe.ko:" in files[f"usr/lib/modules/{kernel}/modules.dep"].decode()
+    # kmod's depmod (not busybox's) ran: only kmod writes the binary indexes.
+    assert f"usr/lib/modules/{kernel}/modules.dep.bin" in files

@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -53,7 +54,7 @@ def test_template_renders_as_ansible_template_module_does(tmp_path: Path) -> Non
     dest = tmp_path / "Containerfile.ansible"
     subprocess.run(
         [
-            "ansible", "localhost", "-c", "local", "-m", "ansible.builtin.template",
+            str(Path(sys.executable).with_name("ansible")), "localhost", "-c", "local", "-m", "ansible.builtin.template",
             "-a", f"src={layered.TEMPLATE} dest={dest}", "-e", f"@{vars_file}",
         ],
         check=True, capture_output=True, text=True,
@@ -89,7 +90,7 @@ def other_release(lab: LabState, release: dict[str, Any]) -> dict[str, Any]:
 
 
 MODULES = (
-    layered.fixture("kmodlab_core", options=CORE_OPTIONS),
+    layered.fixture("kmodlab_core", options=CORE_OPTIONS, firmware_dir="firmware"),
     layered.fixture("kmodlab_dep"),
     layered.fixture("kmodlab_panic", load_at_boot=False, options="panic_on_load=0"),
 )
@@ -104,7 +105,7 @@ def built(lab: LabState, release: dict[str, Any]) -> tuple[BuildResult, PulledIm
 @pytest.mark.lab
 def test_pushed_image_is_pinned_by_the_registry_digest(lab: LabState, built: tuple[BuildResult, PulledImage]) -> None:
     result, image = built
-    repo, _, digest = result.pullspec.partition("@")
+    repo, digest = result.pullspec.split("@")
     assert repo == f"{lab.registry['host']}/kmodlab/layered"
     assert digest == layered.registry_digest(lab, result.tag_ref)
     assert image.manifest["config"]["digest"].startswith("sha256:")
@@ -116,7 +117,7 @@ def test_pushed_image_is_pinned_by_the_registry_digest(lab: LabState, built: tup
 def test_modules_installed_for_the_release_kernel(
     release: dict[str, Any], built: tuple[BuildResult, PulledImage], tmp_path: Path
 ) -> None:
-    _, image = built
+    image = built[1]
     kver = release["kernel"]
     for name in ("kmodlab_core", "kmodlab_dep", "kmodlab_panic"):
         ko = image.files[f"usr/lib/modules/{kver}/extra/{name}.ko"]
@@ -130,7 +131,7 @@ def test_modules_installed_for_the_release_kernel(
 
 @pytest.mark.lab
 def test_depmod_indexed_the_dependency(release: dict[str, Any], built: tuple[BuildResult, PulledImage]) -> None:
-    _, image = built
+    image = built[1]
     modules_dep = image.files[f"usr/lib/modules/{release['kernel']}/modules.dep"].decode()
     lines = modules_dep.splitlines()
     assert "extra/kmodlab_dep.ko: extra/kmodlab_core.ko" in lines
@@ -141,13 +142,15 @@ def test_depmod_indexed_the_dependency(release: dict[str, Any], built: tuple[Bui
 
 @pytest.mark.lab
 def test_boot_configuration(built: tuple[BuildResult, PulledImage]) -> None:
-    _, image = built
+    image = built[1]
     assert image.files["etc/modules-load.d/kmodlab_core.conf"] == b"kmodlab_core\n"
     assert image.files["etc/modules-load.d/kmodlab_dep.conf"] == b"kmodlab_dep\n"
     assert "etc/modules-load.d/kmodlab_panic.conf" not in image.files
     assert image.files["etc/modprobe.d/kmodlab_core.conf"] == f"options kmodlab_core {CORE_OPTIONS}\n".encode()
     assert image.files["etc/modprobe.d/kmodlab_panic.conf"] == b"options kmodlab_panic panic_on_load=0\n"
     assert "etc/modprobe.d/kmodlab_dep.conf" not in image.files
+    firmware = layered.FIXTURE_KMODS / "kmodlab_core" / "firmware" / "kmodlab" / "core.bin"
+    assert image.files["usr/lib/firmware/kmodlab/core.bin"] == firmware.read_bytes()
 
 
 @pytest.mark.lab
@@ -168,7 +171,7 @@ def test_labels_record_the_build(release: dict[str, Any], built: tuple[BuildResu
 def test_same_inputs_same_tag_and_digest(lab: LabState, release: dict[str, Any], built: tuple[BuildResult, PulledImage]) -> None:
     """Rebuilding unchanged inputs hits podman's layer cache and lands on the
     same build key, tag and registry digest."""
-    first, _ = built
+    first = built[0]
     again = layered.build(lab, release["version"], MODULES)
     assert again.build_key == first.build_key
     assert again.tag_ref == first.tag_ref
@@ -235,10 +238,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def git_served_modules(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def git_served_modules(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """A git repository holding the fixture modules, with one commit on top
     that changes kmodlab_core, served by `git daemon` on 127.0.0.1.
-    Yields (clone URL, HEAD commit)."""
+    Yields (clone URL, first commit, HEAD commit)."""
     base = tmp_path / "git"
     repo = base / "kmods.git"
     work = tmp_path / "work"
@@ -251,6 +254,7 @@ def git_served_modules(tmp_path: Path) -> Iterator[tuple[str, str]]:
     git("init", "--quiet")
     git("add", ".")
     git("commit", "--quiet", "-m", "kmodlab modules")
+    first = git("rev-parse", "HEAD")
     source = work / "kmodlab_core" / "kmodlab_core.c"
     source.write_text(source.read_text().replace('greeting = "hello"', 'greeting = "from-git"'))
     git("commit", "--quiet", "-am", "greet from git")
@@ -267,11 +271,11 @@ def git_served_modules(tmp_path: Path) -> Iterator[tuple[str, str]]:
     try:
         url = f"git://127.0.0.1:{port}/kmods.git"
         deadline = time.monotonic() + 30
-        while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
+        while subprocess.run(["git", "ls-remote", url], capture_output=True, check=False).returncode != 0:
             if daemon.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"git daemon on port {port} did not serve {url}")
             time.sleep(0.2)
-        yield url, head
+        yield url, first, head
     finally:
         daemon.terminate()
         try:
@@ -283,9 +287,9 @@ def git_served_modules(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.lab
 def test_modules_from_a_git_repository(
-    lab: LabState, release: dict[str, Any], git_served_modules: tuple[str, str], tmp_path: Path
+    lab: LabState, release: dict[str, Any], git_served_modules: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    url, head = git_served_modules
+    url, _first, head = git_served_modules
     modules = [
         KmodSource(name="kmodlab_core", git_url=url, subdir="kmodlab_core", options=CORE_OPTIONS),
         KmodSource(name="kmodlab_dep", git_url=url, subdir="kmodlab_dep"),
@@ -303,6 +307,22 @@ def test_modules_from_a_git_repository(
     assert result.pullspec.endswith("@" + layered.registry_digest(lab, result.tag_ref))
 
 
+def test_git_source_at_a_given_commit(git_served_modules: tuple[str, str, str], tmp_path: Path) -> None:
+    """git_ref picks the commit: the context holds that commit's sources and
+    the source label names it."""
+    url, first, head = git_served_modules
+    assert first != head
+    context = tmp_path / "context"
+    kmod_modules = layered.prepare_context(
+        context, [KmodSource(name="kmodlab_core", git_url=url, git_ref=first, subdir="kmodlab_core")]
+    )
+    assert kmod_modules == [{"name": "kmodlab_core", "source": f"git+{url}@{first}#kmodlab_core", "load_at_boot": True}]
+    source = (context / "src" / "kmodlab_core" / "kmodlab_core.c").read_text()
+    assert 'greeting = "hello"' in source
+    assert not (context / "src" / "kmodlab_core" / ".git").exists()
+    assert (context / "check-vermagic.sh").read_bytes() == layered.CHECK_VERMAGIC.read_bytes()
+
+
 # ------------------------------------------------------------ booting it
 
 
@@ -315,7 +335,7 @@ def test_layered_image_boots_and_loads_the_modules(
     by kmodlab_dep through modules.dep) with the modprobe.d options."""
     from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
 
-    result, _ = built
+    result = built[0]
     rootfs = layered.pull_rootfs(lab, result.pullspec, tmp_path / "rootfs")
     boot = _boot.boot(str(rootfs), timeout=240)
     assert boot.ok, boot.failures
@@ -332,8 +352,9 @@ def test_panic_module_panics_the_booted_kernel(lab: LabState, release: dict[str,
     from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
 
     module = layered.fixture("kmodlab_panic", options="panic_on_load=1")
-    result = layered.build(lab, release["version"], [module], tag="panic")
-    rootfs = layered.pull_rootfs(lab, result.pullspec, tmp_path / "rootfs")
+    pullspec = layered.build_layered_image(lab, release["version"], [module], tag="panic")
+    assert pullspec.startswith(f"{lab.registry['host']}/kmodlab/layered@sha256:")
+    rootfs = layered.pull_rootfs(lab, pullspec, tmp_path / "rootfs")
     boot = _boot.boot(str(rootfs), timeout=240)
     assert boot.panic
     assert not boot.ok

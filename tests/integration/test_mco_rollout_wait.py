@@ -157,7 +157,7 @@ class ScriptedMCO:
         self.put_pool(change)
 
     def rollout(self, pause: float = 0.3, hold_old: int = 3) -> None:
-        for _ in range(hold_old):
+        for _round in range(hold_old):
             time.sleep(pause)
             self.old_status_churn()
         self.render()
@@ -218,7 +218,7 @@ def run_wait(tmp_path: Path, module_args: dict[str, Any], env: dict[str, str] | 
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(["ansible-playbook", str(tmp_path / "playbook.yml")],
-                          cwd=CHECKOUT, env=full_env, capture_output=True, text=True, timeout=600)
+                          cwd=CHECKOUT, env=full_env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(out.read_text())
 
@@ -236,14 +236,16 @@ def test_waits_through_old_updated_true_until_the_new_config_is_everywhere(clust
     progress = tmp_path / "progress.log"
     server.reset_requests()
 
+    pause, hold_old = 1.5, 8
+    # Lower bound of the rollout's length, from the scripted MCO's own pauses.
+    scripted_seconds = pause * (hold_old + 1 + 2 * 3 + 1)
+
     def script() -> None:
         wait_for_watches(server)
-        mco.rollout(pause=0.5, hold_old=4)
+        mco.rollout(pause=pause, hold_old=hold_old)
     driver = in_background(script)
-    started = time.monotonic()
     result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config=KMOD_MC, timeout=120,
                                      progress_file=str(progress)))
-    duration = time.monotonic() - started
     join_ok(driver)
 
     assert not result.get("failed"), result.get("msg")
@@ -271,17 +273,19 @@ def test_waits_through_old_updated_true_until_the_new_config_is_everywhere(clust
     assert lines[-1].endswith("rolled out to pool(s) worker")
     assert result["progress"][0].startswith("pool worker: pending")
 
-    # Requests: what the module counted is what the server logged, and it is
-    # a handful, whatever the number of status writes it followed.
+    # Requests: what the module counted is what the server logged: lists,
+    # one GET of the new rendered config, two watches, whatever the number
+    # of status writes it followed; far fewer than a 5-second poller of
+    # pools + nodes would have made over the same rollout.
     requests = server.count_requests()
-    for r in server.request_log():
-        print(r.method, r.path, r.query, r.verb, r.status)
     assert result["api_requests"] == requests
-    polls_every_5s = 2 * math.ceil(duration / 5)  # a poller reading pools + nodes every 5 s
-    print(f"\nrollout of {duration:.1f}s with {mco.steps} status writes: {requests} API requests "
-          f"({server.count_requests(verb='watch')} watches); a 5 s poller would have made {polls_every_5s}")
+    assert all(r.user_agent.startswith("ocp.kmod_layering.mco_rollout_wait") for r in server.request_log())
+    polls_every_5s = 2 * math.ceil(scripted_seconds / 5)
+    print(f"\nrollout of {result['elapsed_seconds']}s with {mco.steps} status writes: {requests} API requests "
+          f"({server.count_requests(verb='watch')} watches); a 5 s poller would have made {polls_every_5s}+")
+    assert mco.steps > 20
     assert server.count_requests(verb="watch") == 2
-    assert requests <= 12
+    assert requests <= 8 < polls_every_5s
     assert server.count_writes() == 0
 
 
@@ -442,3 +446,112 @@ def test_missing_pool_and_missing_machineconfig(cluster, tls, tmp_path):
     result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config="99-worker-nope", timeout=30))
     assert result["failed"] is True
     assert "MachineConfig 99-worker-nope not found on cluster %s" % cluster.url in result["msg"]
+
+
+# --- a full lab cluster: the MCO simulator rolls a MachineConfig out -------------------
+
+UA = "ocp.kmod_layering.mco_rollout_wait"
+
+
+def api_call(cluster: dict[str, Any], ca_file: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    import ssl
+    import urllib.request
+    request = urllib.request.Request(
+        cluster["api_url"] + path, method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": "Bearer " + cluster["token"], "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=ca_file), timeout=30) as response:
+        return json.loads(response.read())
+
+
+def run_tasks(tmp_path: Path, tasks: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """ansible-playbook with the given tasks; returns the registered results named in `names`."""
+    out = tmp_path / "results.json"
+    keep = {"name": "Keep the results", "ansible.builtin.copy": {
+        "content": "{{ {%s} | to_json }}" % ", ".join("'%s': %s | default({})" % (n, n) for n in names),
+        "dest": str(out)}}
+    playbook = [{"name": "Lab rollout", "hosts": "localhost", "connection": "local", "gather_facts": False,
+                 "tasks": tasks + [keep]}]
+    (tmp_path / "playbook.yml").write_text(yaml.safe_dump(playbook))
+    proc = subprocess.run(["ansible-playbook", str(tmp_path / "playbook.yml")], cwd=CHECKOUT,
+                          capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_lab_cluster_rollout_with_the_mco_simulator(lab, tmp_path):
+    cluster = lab.clusters[0]
+    ca_file = str(lab.ca_file)
+    own = lab.release(cluster["release"])
+    others = [r for r in lab.releases if r["version"] != cluster["release"]]
+    assert others, "the lab has a second release, whose OS image makes a real change"
+    image = others[0]["images"][others[0]["os_tag"]]
+    assert "@sha256:" in image
+    mc_name = "99-worker-kmod-rollout-wait-test"
+    pool_before = api_call(cluster, ca_file, "/apis/%s/machineconfigpools/worker" % MC_API)
+    rendered_before = api_call(cluster, ca_file, "/apis/%s/machineconfigs/%s" % (
+        MC_API, pool_before["spec"]["configuration"]["name"]))
+    image_before = rendered_before["spec"]["osImageURL"]
+    assert image_before != image and own["version"] != others[0]["version"]
+    log = apiserver.RequestLogClient(cluster["api_url"], cluster["token"], ca_file)
+    progress = tmp_path / "progress.log"
+    wait = {"kubeconfig": cluster["kubeconfig"], "pools": ["worker"], "timeout": 900,
+            "progress_file": str(progress)}
+    machineconfig = {"apiVersion": MC_API, "kind": "MachineConfig",
+                     "metadata": {"name": mc_name, "labels": {PREFIX + "role": "worker"}},
+                     "spec": {"osImageURL": image}}
+    log.reset()
+
+    def apply_when_watched() -> None:
+        # The waiter is started first and sees the pool Updated=True on the
+        # old config; only then is the MachineConfig applied.
+        deadline = time.monotonic() + 120
+        while sum(1 for r in log.records(verb="watch") if r["user_agent"].startswith(UA)) < 2:
+            assert time.monotonic() < deadline, "the waiter never started watching"
+            time.sleep(0.2)
+        api_call(cluster, ca_file, "/apis/%s/machineconfigs" % MC_API, machineconfig)
+    try:
+        applier = in_background(apply_when_watched)
+        results = run_tasks(tmp_path, [
+            {"name": "Wait for the image's rollout", "ocp.kmod_layering.mco_rollout_wait": dict(
+                wait, os_image_url=image), "register": "rollout"},
+        ], ["rollout"])
+        join_ok(applier)
+        rollout = results["rollout"]
+        records = log.records()
+        # What the lab's node agents say they booted, before the rollback below.
+        booted = dict((n["name"], api_call(cluster, ca_file, "/api/v1/nodes/" + n["name"])["metadata"]["annotations"]
+                       .get("kmodlab.io/booted-image")) for p in rollout["pools"] for n in p["nodes"])
+    finally:
+        # Leave the cluster as it was: remove ours, wait for the old image.
+        back = run_tasks(tmp_path, [
+            {"name": "Remove the MachineConfig", "kubernetes.core.k8s": {
+                "kubeconfig": cluster["kubeconfig"], "state": "absent", "api_version": MC_API,
+                "kind": "MachineConfig", "name": mc_name}},
+            {"name": "Wait for the rollback", "ocp.kmod_layering.mco_rollout_wait": dict(
+                wait, os_image_url=image_before), "register": "rollback"},
+        ], ["rollback"])
+    assert back["rollback"]["done"] is True
+
+    assert rollout["done"] is True and rollout["changed"] is False
+    (pool,) = rollout["pools"]
+    assert pool["rendered_config"] != pool_before["spec"]["configuration"]["name"]
+    assert pool["status_config"] == pool["rendered_config"]
+    assert len(pool["nodes"]) == cluster["pools"]["worker"]
+    for node in pool["nodes"]:
+        assert node["current_config"] == pool["rendered_config"] and node["state"] == "Done"
+    # The nodes really moved to the image (as the lab's node agents record it).
+    assert booted == dict((n["name"], image) for n in pool["nodes"])
+    lines = progress.read_text().splitlines()
+    assert lines[0].endswith("(%s has osImageURL %s, not %s)" % (
+        pool_before["spec"]["configuration"]["name"], image_before, image))
+    assert any("state=Working" in line for line in lines)
+    assert 0 < pool["pickup_seconds"] <= pool["done_seconds"]
+
+    mine = [r for r in records if r["user_agent"].startswith(UA)]
+    print(f"\nlab rollout of {cluster['pools']['worker']} workers ({cluster['node_mode']} mode) in "
+          f"{pool['done_seconds']}s (picked up after {pool['pickup_seconds']}s): {rollout['api_requests']} API "
+          f"requests by the waiter, {len(records)} by everyone (apply, MCO simulator, node agents)")
+    assert rollout["api_requests"] == len(mine)
+    assert sum(1 for r in mine if r["verb"] == "watch") >= 2
+    assert rollout["api_requests"] <= 10

@@ -51,7 +51,7 @@ def run_module(name: str, args: dict[str, Any], check: bool = False) -> dict[str
             "-a", json.dumps(args)]
     if check:
         argv.append("--check")
-    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=CHECKOUT, timeout=600)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=CHECKOUT, timeout=600, check=False)
     try:
         # the json callback's document comes first; other callbacks (profile_tasks) may follow
         out, _end = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
@@ -74,16 +74,22 @@ def failed(result: dict[str, Any]) -> str:
     return str(result["msg"])
 
 
+def cert_dir(lab: Any) -> Path:
+    """A --cert-dir for skopeo / podman holding the lab CA (under pytest's tmp dir)."""
+    path = CERT_DIRS[0] / "certs"
+    path.mkdir(exist_ok=True)
+    (path / "ca.crt").write_bytes(Path(lab.ca_file).read_bytes())
+    return path
+
+
 def skopeo(lab: Any, *args: str) -> bytes:
-    cert_dir = Path(lab.root) / "h3-skopeo-certs"
-    cert_dir.mkdir(exist_ok=True)
-    (cert_dir / "ca.crt").write_bytes(Path(lab.ca_file).read_bytes())
+    certs = str(cert_dir(lab))
     argv = ["skopeo", *args]
     for i, arg in enumerate(argv):
         if arg == "{auth}":
-            argv[i : i + 1] = ["--authfile", lab.registry.auth_file, "--cert-dir", str(cert_dir)]
+            argv[i : i + 1] = ["--authfile", lab.registry.auth_file, "--cert-dir", certs]
         elif arg == "{dest-auth}":
-            argv[i : i + 1] = ["--dest-authfile", lab.registry.auth_file, "--dest-cert-dir", str(cert_dir)]
+            argv[i : i + 1] = ["--dest-authfile", lab.registry.auth_file, "--dest-cert-dir", certs]
     return subprocess.run(argv, capture_output=True, check=True, timeout=300).stdout
 
 
@@ -123,8 +129,12 @@ def release_files(version: str, tags: dict[str, str]) -> dict[str, bytes]:
             "release-manifests/release-metadata": json.dumps(meta).encode()}
 
 
+CERT_DIRS: list[Path] = []
+
+
 @pytest.fixture(scope="module")
-def lab_releases(lab: Any) -> list[dict[str, Any]]:
+def lab_releases(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    CERT_DIRS[:] = [tmp_path_factory.mktemp("h3-resolve")]
     assert len(lab.releases) >= 2, "the lab must publish at least two releases"
     return lab.releases
 
@@ -148,7 +158,7 @@ def test_release_image_by_version_basic_auth(lab: Any, lab_releases: list[dict[s
         for extra in expected.extra_tags:
             assert extra in result["available_tags"]
         for name, pullspec in result["components"].items():
-            repo, _, comp_digest = pullspec.partition("@")
+            comp_digest = pullspec.partition("@")[2]
             assert comp_digest == registry_digest(lab, pullspec)[0]
             assert pullspec == release["images"][name]
         assert result["os_image"] == result["components"][expected.os_tag]
@@ -158,7 +168,7 @@ def test_release_image_by_version_basic_auth(lab: Any, lab_releases: list[dict[s
 
 def test_release_image_by_digest_over_token_auth(lab: Any, lab_releases: list[dict[str, Any]]) -> None:
     release = lab_releases[-1]
-    digest, _ = registry_digest(lab, release["pullspec"])
+    digest = registry_digest(lab, release["pullspec"])[0]
     pullspec = f"{lab.registry.token_host}/{RELEASE_REPO}@{digest}"
     result = ok(run_module("ocp_release_image", auth(lab, pullspec=pullspec), check=True))
     assert result["digest"] == digest
@@ -206,10 +216,10 @@ def test_cached_rerun_fetches_nothing_and_reads_less_than_images(
         (rel1, ker1), (rel2, ker2) = runs
         assert rel1["bytes_fetched"] > 0 and ker1["bytes_fetched"] > 0
         assert rel2["bytes_fetched"] == 0 and ker2["bytes_fetched"] == 0
-        assert (rel2["digest"], ker2["kernel_version"], ker2["source"]) == (rel1["digest"], ker1["kernel_version"],
-                                                                           ker1["source"])
+        assert rel2["digest"] == rel1["digest"]
+        assert (ker2["kernel_version"], ker2["source"]) == (ker1["kernel_version"], ker1["source"])
         # release: manifest + config + at most the last layer
-        _d, manifest = registry_digest(lab, release["pullspec"])
+        manifest = registry_digest(lab, release["pullspec"])[1]
         release_full = full_size(lab, release["pullspec"])
         assert rel1["bytes_fetched"] <= release_full - sum(l["size"] for l in manifest["layers"][:-1])
         images_full = full_size(lab, rel1["os_image"]) + full_size(lab, rel1["driver_toolkit_image"])
@@ -232,7 +242,7 @@ def test_unknown_release_and_repository(lab: Any) -> None:
     assert "no/such-repo" in msg and "not found" in msg
 
 
-def test_wrong_credentials_name_the_registry(lab: Any, lab_releases: list[dict[str, Any]]) -> None:
+def test_wrong_credentials_name_the_registry(lab: Any, lab_releases: list[dict[str, Any]], tmp_path: Path) -> None:
     release = lab_releases[0]
     for host in (lab.registry.host, lab.registry.token_host):
         pullspec = release["pullspec"].replace(lab.registry.host, host)
@@ -244,7 +254,7 @@ def test_wrong_credentials_name_the_registry(lab: Any, lab_releases: list[dict[s
         assert "username/password given" in msg and lab.registry.username in msg
         assert "Wr0ngPassw0rdValue" not in json.dumps(result)
     # anonymous: the message says no credentials were found and where they were looked for
-    empty = Path(lab.root) / "h3-empty-auth.json"
+    empty = tmp_path / "empty-auth.json"
     empty.write_text('{"auths": {}}')
     msg = failed(run_module("ocp_release_image", {"pullspec": release["pullspec"], "ca_path": lab.ca_file,
                                                   "auth_file": str(empty)}))
@@ -262,10 +272,9 @@ def test_manifest_list_arch(lab: Any, lab_releases: list[dict[str, Any]]) -> Non
     release = lab_releases[0]
     version = release["version"]
     listname = f"h3-list-{os.getpid()}"
-    dest = f"{lab.registry.host}/{RELEASE_REPO}:{version}-multi"
-    cert_dir = Path(lab.root) / "h3-skopeo-certs"
-    skopeo(lab, "inspect", "--raw", "{auth}", f"docker://{release['pullspec']}")  # writes cert_dir
-    common = ["--authfile", lab.registry.auth_file, "--cert-dir", str(cert_dir)]
+    mirror_repo = "h3test/ocp-release"  # a "mirror" repository, to exercise release_repository too
+    dest = f"{lab.registry.host}/{mirror_repo}:{version}-multi"
+    common = ["--authfile", lab.registry.auth_file, "--cert-dir", str(cert_dir(lab))]
     subprocess.run(["podman", "manifest", "create", listname], check=True, capture_output=True)
     try:
         subprocess.run(["podman", "manifest", "add", *common, listname, f"docker://{release['pullspec']}"],
@@ -273,21 +282,21 @@ def test_manifest_list_arch(lab: Any, lab_releases: list[dict[str, Any]]) -> Non
         subprocess.run(["podman", "manifest", "push", "--all", *common, listname, f"docker://{dest}"],
                        check=True, capture_output=True)
     finally:
-        subprocess.run(["podman", "manifest", "rm", listname], capture_output=True)
+        subprocess.run(["podman", "manifest", "rm", listname], capture_output=True, check=False)
     list_digest, index = registry_digest(lab, dest)
     assert "manifests" in index
-    release_digest, _ = registry_digest(lab, release["pullspec"])
+    release_digest = registry_digest(lab, release["pullspec"])[0]
 
     result = ok(run_module("ocp_release_image", auth(
         lab, version=version, multi_arch=True, arch="x86_64",
-        release_registry=lab.registry.host, release_repository=RELEASE_REPO)))
+        release_registry=lab.registry.host, release_repository=mirror_repo)))
     assert result["digest"] == list_digest
     assert result["platform_digest"] == release_digest
     assert result["version"] == version
 
     msg = failed(run_module("ocp_release_image", auth(
         lab, version=version, multi_arch=True, arch="aarch64",
-        release_registry=lab.registry.host, release_repository=RELEASE_REPO)))
+        release_registry=lab.registry.host, release_repository=mirror_repo)))
     assert "arm64" in msg and "platforms present: linux/amd64" in msg and f"{version}-multi" in msg
 
 
@@ -338,3 +347,19 @@ def test_dtk_rhcos_kernel_mismatch(lab: Any, lab_releases: list[dict[str, Any]])
                                                          allow_kernel_mismatch=True)))
     assert (allowed["kernel_version"], allowed["dtk_kernel_version"], allowed["kernel_match"]) == (
         kernel_a, kernel_b, False)
+
+
+def test_image_mirrors_rewrite_components(lab: Any, lab_releases: list[dict[str, Any]]) -> None:
+    """Components read from a mirror (the token-auth registry serves the same storage)."""
+    release = lab_releases[-1]
+    expected = releases.by_version(release["version"])
+    art = "openshift-release-dev/ocp-v4.0-art-dev"
+    mirrors = [{"source": f"{lab.registry.host}/{art}", "mirror": f"{lab.registry.token_host}/{art}"}]
+    result = ok(run_module("ocp_release_image", auth(lab, pullspec=release["pullspec"], image_mirrors=mirrors)))
+    for name, original in release["images"].items():
+        assert result["source_components"][name] == original
+        assert result["components"][name] == original.replace(lab.registry.host, lab.registry.token_host)
+    kernel = ok(run_module("rhcos_kernel_version", auth(lab, image=result["os_image"],
+                                                        driver_toolkit_image=result["driver_toolkit_image"])))
+    assert kernel["kernel_version"] == expected.kernel
+    assert kernel["image"].startswith(lab.registry.token_host)

@@ -24,8 +24,9 @@ It serves, over HTTPS with bearer-token auth, what ``kubernetes.core`` (``k8s``,
 - watch (``?watch=1``): ADDED/MODIFIED/DELETED, resume from a
   ``resourceVersion``, ERROR 410 "too old resource version" after compaction,
   ``timeoutSeconds``, BOOKMARK events when ``allowWatchBookmarks=true``;
-- CRD ``openAPIV3Schema`` pruning + validation (:mod:`kmodlab.schema`) → 422
-  ``Invalid`` Status with ``details.causes[].field``;
+- CRD ``openAPIV3Schema`` pruning + validation, including the CEL rules of
+  the vendored CRDs (:mod:`kmodlab.schema`) → 422 ``Invalid`` Status with
+  ``details.causes[].field``;
 - ``GET /api/v1/namespaces/{ns}/pods/{name}/log`` returns the pod annotation
   ``kmodlab.io/log`` (400 "is waiting to start" while the pod is Pending).
 
@@ -40,6 +41,7 @@ Public API (used by ``kmodlab/cluster.py`` and the tests)::
     server.delete_object('v1', 'Pod', 'x', namespace='default')
     server.count_requests(verb='watch', resource='pods')   # request log (see RequestRecord)
     server.count_writes()                      # POST/PUT/PATCH/DELETE requests
+    server.count_by_request()                  # {(method, path, verb): n}
     server.reset_requests()
     server.compact_watch_history()             # older resourceVersions now answer 410
     await server.stop()
@@ -64,9 +66,15 @@ Writers to know: node agents set a pod's log through the main resource
 schema. Kmock reactions (``server['get /version'] << 503``) take precedence
 over the emulated API, for fault injection; ``clear_reactions()`` drops them.
 
-Not done: CEL ``x-kubernetes-validations``, defaulting, SSA list merging
-(lists are atomic), managedFields in responses, ObjectMeta validation beyond
-names, graceful pod deletion, namespace Terminating phase.
+Built on kmock: requests are recorded as kmock ``Request`` objects (so kmock's
+DSL filters and reactions work) and objects live in kmock's ``objects`` array
+with their history (``server.objects['v1/pods', 'default', 'x'].history``).
+``__call__`` parses paths itself: kmock 0.8's parser raises on
+``/api/v1/namespaces`` (cluster-scoped ``namespaces`` list).
+
+Not done: CEL rules beyond the shapes the vendored CRDs use, defaulting, SSA
+list merging (lists are atomic), managedFields in responses, ObjectMeta
+validation beyond names, graceful pod deletion, namespace Terminating phase.
 """
 
 from __future__ import annotations
@@ -98,7 +106,6 @@ import attrs
 import kmock
 import yaml
 from kmock._internal import apps as kmock_apps
-from kmock._internal import enums as kmock_enums
 from kmock._internal import rendering as kmock_rendering
 from typing_extensions import override
 
@@ -690,7 +697,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
         stored['status'] = {'acceptedNames': crd['spec']['names'],
                             'storedVersions': [v['name'] for v in crd['spec']['versions'] if v.get('storage')],
                             'conditions': [{'type': 'Established', 'status': 'True', 'reason': 'InitialNamesAccepted',
-                                            'lastTransitionTime': _now(), 'message': 'the initial names have been accepted'}]}
+                                            'lastTransitionTime': _now(),
+                                            'message': 'the initial names have been accepted'}]}
         self.seed(stored)
 
     async def start(self, host: str = '127.0.0.1', port: int = 0, certfile: str | os.PathLike[str] | None = None,
@@ -754,7 +762,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
             old = self._get(rt, namespace, meta['name'])
             self._fill_metadata(rt, new, namespace, old)
             if rt.schema is not None:
-                new = self._check_schema(rt, new)
+                new = self._check_schema(rt, new, old)
             if old is not None and rt.has_generation and _spec_part(old) != _spec_part(new):
                 new['metadata']['generation'] = old['metadata'].get('generation', 1) + 1
             return self._commit(rt, new, old)
@@ -917,7 +925,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(exc.status(), status=exc.code)
         return await super()._render_error(exc)
 
-    async def _dispatch(self, request: kmock_rendering.Request, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+    async def _dispatch(self, request: kmock_rendering.Request,
+                        raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         method = raw.method.upper()
         path = raw.path
         if path.startswith('/kmodlab/'):
@@ -1068,8 +1077,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
             for sub in rt.subresources:
                 resources.append({'name': f'{rt.plural}/{sub}', 'singularName': '', 'namespaced': rt.namespaced,
                                   'kind': rt.kind, 'verbs': ['get'] if sub == 'log' else ['get', 'patch', 'update']})
-        return {'kind': 'APIResourceList', 'apiVersion': 'v1', 'groupVersion': f'{group}/{version}' if group else version,
-                'resources': resources}
+        return {'kind': 'APIResourceList', 'apiVersion': 'v1',
+                'groupVersion': f'{group}/{version}' if group else version, 'resources': resources}
 
     # ----------------------------------------------------------------- store (callers hold _store_lock)
 
@@ -1187,10 +1196,10 @@ class LabAPIServer(kmock.KubernetesEmulator):
                            f"alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
                            f"character (e.g. '{example}')"}])
 
-    def _check_schema(self, rt: ResourceType, obj: JSON) -> JSON:
+    def _check_schema(self, rt: ResourceType, obj: JSON, old: JSON | None = None) -> JSON:
         assert rt.schema is not None
         pruned = rt.schema.prune(obj)
-        causes = rt.schema.validate(pruned)
+        causes = rt.schema.validate(pruned, old)
         if causes:
             raise invalid(rt, obj['metadata'].get('name', ''), causes)
         return pruned
@@ -1227,7 +1236,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
             for key, value in new.pop('stringData').items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
         if rt.schema is not None:
-            new = self._check_schema(rt, new)
+            new = self._check_schema(rt, new, old)
         if old is not None and rt.has_generation and _spec_part(old) != _spec_part(new):
             new['metadata']['generation'] = old['metadata'].get('generation', 1) + 1
         return new
@@ -1284,12 +1293,14 @@ class LabAPIServer(kmock.KubernetesEmulator):
         if rt.namespaced:
             body_ns = meta.get('namespace')
             if body_ns and namespace and body_ns != namespace:
-                raise bad_request('the namespace of the provided object does not match the namespace sent on the request')
+                raise bad_request('the namespace of the provided object does not match the namespace sent '
+                                  'on the request')
             namespace = namespace or body_ns
             self._require_namespace(rt, namespace)
         if not meta.get('name'):
             if meta.get('generateName'):
-                meta['name'] = meta['generateName'] + ''.join(random.choices(string.ascii_lowercase + string.digits, k=5))
+                suffix = ''.join(random.choices(string.ascii_lowercase + string.digits, k=5))
+                meta['name'] = meta['generateName'] + suffix
             else:
                 raise invalid(rt, '', [{'reason': 'FieldValueRequired', 'field': 'metadata.name',
                                         'message': 'Required value: name or generateName is required'}])
@@ -1320,9 +1331,11 @@ class LabAPIServer(kmock.KubernetesEmulator):
         old = self._existing(rt, namespace, name)
         meta = body.setdefault('metadata', {})
         if meta.get('name', name) != name:
-            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
+            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL '
+                              f'({name})')
         meta['name'] = name
-        if meta.get('resourceVersion') not in (None, '') and meta['resourceVersion'] != old['metadata']['resourceVersion']:
+        current_rv = old['metadata']['resourceVersion']
+        if meta.get('resourceVersion') not in (None, '') and meta['resourceVersion'] != current_rv:
             raise stale_conflict(rt, name)
         new = self._admit(rt, copy.deepcopy(body), old, subresource, namespace)
         return self._finish_write(rt, new, old, self._manager(params, request), params.get('dryRun') == 'All')
@@ -1376,7 +1389,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
         self._check_type(rt, config)
         meta = config.setdefault('metadata', {})
         if meta.get('name', name) != name:
-            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
+            raise bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL '
+                              f'({name})')
         meta['name'] = name
         old = self._get(rt, namespace, name)
         if old is None and subresource == 'status':
@@ -1435,7 +1449,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
             raise APIStatusError(409, 'Conflict', f'Operation cannot be fulfilled on {rt.group_resource} "{name}": '
                                  f'Precondition failed: UID in precondition: {preconditions["uid"]}, UID in object '
                                  f'meta: {old["metadata"]["uid"]}', _details(rt, name))
-        if preconditions.get('resourceVersion') and preconditions['resourceVersion'] != old['metadata']['resourceVersion']:
+        expected_rv = preconditions.get('resourceVersion')
+        if expected_rv and expected_rv != old['metadata']['resourceVersion']:
             raise stale_conflict(rt, name)
         if params.get('dryRun') == 'All' or (isinstance(options, dict) and options.get('dryRun') == ['All']):
             return copy.deepcopy(old)
@@ -1483,8 +1498,8 @@ class LabAPIServer(kmock.KubernetesEmulator):
         limit = int(params['limit']) if params.get('limit', '').isdigit() and int(params['limit']) > 0 else None
         if limit is not None and len(items) > limit:
             last = items[limit - 1]['metadata']
-            meta['continue'] = base64.urlsafe_b64encode(json.dumps(
-                {'after': [last.get('namespace') or '', last['name']], 'rv': meta['resourceVersion']}).encode()).decode()
+            token_data = {'after': [last.get('namespace') or '', last['name']], 'rv': meta['resourceVersion']}
+            meta['continue'] = base64.urlsafe_b64encode(json.dumps(token_data).encode()).decode()
             meta['remainingItemCount'] = len(items) - limit
             items = items[:limit]
         return {'kind': rt.list_kind, 'apiVersion': rt.api_version, 'metadata': meta, 'items': items}
@@ -1704,7 +1719,8 @@ class RequestLogClient:
 
 
 def write_kubeconfig(path: str | os.PathLike[str], server_url: str, ca_file: str | os.PathLike[str] | None,
-                     token: str, cluster_name: str, *, namespace: str = 'default', user: str | None = None) -> pathlib.Path:
+                     token: str, cluster_name: str, *, namespace: str = 'default',
+                     user: str | None = None) -> pathlib.Path:
     """Write a real kubeconfig (CA embedded, so it stays valid wherever it is copied); mode 0600."""
     user = user or f'{cluster_name}-admin'
     cluster: JSON = {'server': server_url}
@@ -1714,7 +1730,8 @@ def write_kubeconfig(path: str | os.PathLike[str], server_url: str, ca_file: str
         'apiVersion': 'v1', 'kind': 'Config', 'preferences': {},
         'clusters': [{'name': cluster_name, 'cluster': cluster}],
         'users': [{'name': user, 'user': {'token': token}}],
-        'contexts': [{'name': cluster_name, 'context': {'cluster': cluster_name, 'user': user, 'namespace': namespace}}],
+        'contexts': [{'name': cluster_name,
+                      'context': {'cluster': cluster_name, 'user': user, 'namespace': namespace}}],
         'current-context': cluster_name,
     }
     target = pathlib.Path(path)

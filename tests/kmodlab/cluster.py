@@ -23,11 +23,11 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -237,6 +237,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def stop_cluster(state: LabState, name: str) -> None:
+    """Stop one cluster and drop it from `state` and the inventory."""
+    for cluster in list(state.clusters):
+        if cluster.get("name") == name:
+            _stop_one(state, cluster)
+            state.clusters.remove(cluster)
+    write_inventory(state)
+
+
 def stop_clusters(state: LabState) -> None:
     """Stop every cluster of `state` (and their qemu children)."""
     for cluster in list(state.clusters):
@@ -244,6 +253,8 @@ def stop_clusters(state: LabState) -> None:
     state.clusters = []
     with contextlib.suppress(FileNotFoundError):
         state.layout.inventory.unlink()
+    # Unpacked OS images of the node agents: large, and useless without clusters.
+    shutil.rmtree(state.layout.clusters / "node-images", ignore_errors=True)
 
 
 # ---------------------------------------------------------------- seeding
@@ -453,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    for noisy in ("kubernetes", "aiohttp.access", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = json.loads(Path(args.config).read_text())
     asyncio.run(serve(config))
     return 0

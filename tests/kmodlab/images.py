@@ -254,6 +254,13 @@ def fetch_debs(names: Iterable[str], deb_dir: Path) -> list[Path]:
 # --- OCI layouts --------------------------------------------------------------
 
 
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ImageError("expected a JSON object")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """A cached OCI image layout holding one image under tag LAYOUT_TAG."""
@@ -267,7 +274,8 @@ class Layout:
     @property
     def manifest_descriptor(self) -> dict[str, Any]:
         index = json.loads((self.path / "index.json").read_text())
-        for desc in index["manifests"]:
+        descriptors: list[dict[str, Any]] = index["manifests"]
+        for desc in descriptors:
             if desc.get("annotations", {}).get("org.opencontainers.image.ref.name") == LAYOUT_TAG:
                 return desc
         raise ImageError(f"{self.path}: no {LAYOUT_TAG!r} in index.json")
@@ -278,11 +286,11 @@ class Layout:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self._blob(self.digest).read_bytes())
+        return _json_object(self._blob(self.digest).read_bytes())
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads(self._blob(self.manifest["config"]["digest"]).read_bytes())
+        return _json_object(self._blob(self.manifest["config"]["digest"]).read_bytes())
 
     def layer_sizes(self) -> list[int]:
         return [int(layer["size"]) for layer in self.manifest["layers"]]
@@ -318,6 +326,22 @@ def _export_to_layout(image: str, dest: Path) -> Layout:
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return Layout(dest)
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf a chroot dir, unmounting first anything a failed debootstrap
+    left mounted in it (its /proc, /sys), so rmtree never walks into them."""
+    prefix = str(path.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _key_of(layout: Layout) -> str:
+    """The (short) cache key a layout directory is named by."""
+    return layout.path.name.rsplit("-", 1)[1]
 
 
 def _podman_rmi(*images: str) -> None:
@@ -522,14 +546,14 @@ def assemble_rhcos_rootfs(debs: list[Path], kver: str, dest: Path, os_release: s
             assert proc.stdout is not None
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 for member in tar:
-                    name = merged_usr_path(member.name, kver)
-                    if name is None or name in seen:
+                    target = merged_usr_path(member.name, kver)
+                    if target is None or target in seen:
                         continue
                     if member.isdir():
-                        add_dir(name, member.mode)
+                        add_dir(target, member.mode)
                         continue
-                    seen.add(name)
-                    member.name = name
+                    seen.add(target)
+                    member.name = target
                     member.uid = member.gid = 0
                     member.uname = member.gname = "root"
                     if member.islnk():
@@ -588,21 +612,25 @@ class Builder:
             return tar_path
         started = time.monotonic()
         target = self.work_dir / f"debootstrap-{key[:16]}"
-        shutil.rmtree(target, ignore_errors=True)
+        _remove_tree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         debootstrap_cache = self.deb_dir / "debootstrap"
         debootstrap_cache.mkdir(parents=True, exist_ok=True)
-        _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(DTK_BASE_PACKAGES)}",
-                f"--cache-dir={debootstrap_cache}",
-                SUITE,
-                str(target),
-                MIRROR,
-            ]
-        )
+        try:
+            _run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(DTK_BASE_PACKAGES)}",
+                    f"--cache-dir={debootstrap_cache}",
+                    SUITE,
+                    str(target),
+                    MIRROR,
+                ]
+            )
+        except ImageError:
+            _remove_tree(target)
+            raise
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale", "var/log"):
             for child in (target / junk).glob("*"):
                 if child.is_dir() and not child.is_symlink():
@@ -619,7 +647,7 @@ class Builder:
             ]
         )
         tmp.rename(tar_path)
-        shutil.rmtree(target)
+        _remove_tree(target)
         self.stats.debootstraps += 1
         self.stats.timed("debootstrap", started)
         return tar_path
@@ -637,24 +665,32 @@ class Builder:
         self._base_image = image
         return image
 
-    def dtk(self, release: LabRelease) -> Layout:
+    @staticmethod
+    def dtk_packages(release: LabRelease) -> list[str]:
         abi, _ = split_kernel(release.kernel)
-        packages = [f"linux-headers-{release.kernel}", f"linux-headers-{abi}-common", "linux-kbuild-6.1"]
-        labels = self.dtk_labels(release)
-        release_json = self.dtk_release_json(release)
+        return [f"linux-headers-{release.kernel}", f"linux-headers-{abi}-common", "linux-kbuild-6.1"]
+
+    def dtk_layout(self, release: LabRelease) -> Layout:
+        """Where the release's DTK is (or will be) cached: named by its inputs' hash."""
         key = cache_key(
             {
                 "what": "driver-toolkit",
                 "base": self.dtk_base_key(),
                 "kernel": release.kernel,
-                "packages": packages,
-                "labels": labels,
-                "release-json": release_json,
+                "packages": self.dtk_packages(release),
+                "labels": self.dtk_labels(release),
+                "release-json": self.dtk_release_json(release),
                 "recipe": _recipe("dtk.Containerfile"),
                 "revision": RECIPE_REVISION,
             }
         )
-        layout = Layout(self.oci_dir / f"dtk-{release.kernel}-{key[:16]}")
+        return Layout(self.oci_dir / f"dtk-{release.kernel}-{key[:16]}")
+
+    def dtk(self, release: LabRelease) -> Layout:
+        packages = self.dtk_packages(release)
+        labels = self.dtk_labels(release)
+        release_json = self.dtk_release_json(release)
+        layout = self.dtk_layout(release)
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
@@ -665,7 +701,7 @@ class Builder:
             os.link(deb, context / "debs" / deb.name)
         (context / "driver-toolkit-release.json").write_text(release_json)
         shutil.copy(RECIPES / "dtk.Containerfile", context / "Containerfile")
-        image = f"localhost/kmodlab-dtk:{key[:16]}-{self.tag_suffix}"
+        image = f"localhost/kmodlab-dtk:{_key_of(layout)}-{self.tag_suffix}"
         self._podman_build(image, context, {"BASE_IMAGE": base, "KERNEL_VERSION": release.kernel}, labels, "dtk")
         layout = self._export(image, layout.path, "dtk")
         self._check_dtk(layout, release)
@@ -697,9 +733,12 @@ class Builder:
 
     # RHCOS ---------------------------------------------------------------------------
 
-    def rhcos(self, release: LabRelease) -> Layout:
-        packages = [*RHCOS_USERLAND_PACKAGES, f"linux-image-{release.kernel}"]
-        labels = self.rhcos_labels(release)
+    @staticmethod
+    def rhcos_packages(release: LabRelease) -> list[str]:
+        return [*RHCOS_USERLAND_PACKAGES, f"linux-image-{release.kernel}"]
+
+    def rhcos_layout(self, release: LabRelease) -> Layout:
+        """Where the release's RHCOS stand-in is (or will be) cached."""
         recipes = {"rhcos.Containerfile": _recipe("rhcos.Containerfile")}
         if release.metalayer:
             recipes["metalayer.Containerfile"] = _recipe("metalayer.Containerfile")
@@ -708,15 +747,20 @@ class Builder:
                 "what": "rhel-coreos",
                 "suite": SUITE,
                 "kernel": release.kernel,
-                "packages": packages,
-                "labels": labels,
+                "packages": self.rhcos_packages(release),
+                "labels": self.rhcos_labels(release),
                 "metalayer": release.metalayer,
                 "os-release": self.os_release(release),
                 "recipes": recipes,
                 "revision": RECIPE_REVISION,
             }
         )
-        layout = Layout(self.oci_dir / f"rhcos-{release.kernel}-{key[:16]}")
+        return Layout(self.oci_dir / f"rhcos-{release.kernel}-{key[:16]}")
+
+    def rhcos(self, release: LabRelease) -> Layout:
+        packages = self.rhcos_packages(release)
+        labels = self.rhcos_labels(release)
+        layout = self.rhcos_layout(release)
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
@@ -726,7 +770,7 @@ class Builder:
         assemble_rhcos_rootfs(debs, release.kernel, context / "rootfs.tar", self.os_release(release))
         self.stats.timed("rhcos-rootfs", started)
         shutil.copy(RECIPES / "rhcos.Containerfile", context / "Containerfile")
-        image = f"localhost/kmodlab-rhcos:{key[:16]}-{self.tag_suffix}"
+        image = f"localhost/kmodlab-rhcos:{_key_of(layout)}-{self.tag_suffix}"
         # The metalayer's labels go on the last image only.
         os_labels = {k: v for k, v in labels.items() if k != "io.openshift.metalayer"}
         self._podman_build(image, context, {"KERNEL_VERSION": release.kernel}, os_labels, "rhcos")
@@ -736,7 +780,7 @@ class Builder:
             meta = self._context(f"rhcos-meta-{release.version}")
             (meta / "meta.json").write_text(json.dumps(rhcos_meta_json(release, package_version), indent=2) + "\n")
             shutil.copy(RECIPES / "metalayer.Containerfile", meta / "Containerfile")
-            meta_image = f"localhost/kmodlab-rhcos:{key[:16]}-meta-{self.tag_suffix}"
+            meta_image = f"localhost/kmodlab-rhcos:{_key_of(layout)}-meta-{self.tag_suffix}"
             self._podman_build(meta_image, meta, {"BASE_IMAGE": image}, labels, "rhcos-metalayer")
             image = meta_image
         layout = self._export(image, layout.path, "rhcos")
@@ -907,15 +951,11 @@ class Registry:
                 f"oci:{layout.path}:{LAYOUT_TAG}", ref,
             ]
         )
-        repo = repo_tag.rsplit(":", 1)[0]
-        raw = subprocess.run(
-            ["skopeo", "inspect", "--raw", *self._auth(), f"docker://{self.host}/{repo}@{layout.digest}"],
-            capture_output=True,
-            check=False,
-        )
-        tagged = _run(["skopeo", "inspect", "--raw", *self._auth(), ref], capture=True).encode()
-        if raw.returncode != 0 or f"sha256:{sha256_hex(tagged)}" != layout.digest:
-            raise ImageError(f"{ref}: registry digest differs from the cached {layout.digest}")
+        # The registry must serve, under the tag, exactly the manifest whose
+        # digest the release image names.
+        served = _run(["skopeo", "inspect", "--raw", *self._auth(), ref], capture=True).encode()
+        if f"sha256:{sha256_hex(served)}" != layout.digest:
+            raise ImageError(f"{ref}: registry digest sha256:{sha256_hex(served)} differs from the cached {layout.digest}")
         return layout.digest
 
 
@@ -983,16 +1023,12 @@ def _publish_one(
 
 
 def cached_layouts(versions: Iterable[str]) -> dict[str, dict[str, Layout]]:
-    """The cached DTK/RHCOS layouts of releases (for sizes and tests); builds nothing."""
-    stats = BuildStats()
-    builder = Builder(cache_root(), stats)
+    """The cached DTK/RHCOS layouts of releases, where present (for sizes and
+    tests); builds nothing."""
+    builder = Builder(cache_root(), BuildStats())
     found: dict[str, dict[str, Layout]] = {}
     for version in versions:
         release = by_version(version)
-        found[version] = {}
-        for what, directory in (("driver-toolkit", "dtk"), ("rhel-coreos", "rhcos")):
-            matches = sorted((builder.oci_dir).glob(f"{directory}-{release.kernel}-*"))
-            layouts = [Layout(m) for m in matches if Layout(m).exists()]
-            if layouts:
-                found[version][what] = layouts[-1]
+        layouts = {"driver-toolkit": builder.dtk_layout(release), "rhel-coreos": builder.rhcos_layout(release)}
+        found[version] = {what: layout for what, layout in layouts.items() if layout.exists()}
     return found

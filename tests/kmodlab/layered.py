@@ -226,10 +226,6 @@ def _auth_args(state: LabState) -> list[str]:
     return ["--authfile", str(state.registry["auth_file"]), "--cert-dir", str(Path(state.ca_file).parent)]
 
 
-def _run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
-
-
 def registry_digest(state: LabState, ref: str) -> str:
     """The digest of the manifest the registry serves for `ref` (repo:tag)."""
     raw = subprocess.run(
@@ -240,11 +236,9 @@ def registry_digest(state: LabState, ref: str) -> str:
 
 def _split_ref(pullspec: str) -> tuple[str, str, str]:
     """host, repository, reference (tag or digest) of host/repo[:tag|@digest]."""
-    host, _, rest = pullspec.partition("/")
-    if "@" in rest:
-        repo, _, reference = rest.partition("@")
-    else:
-        repo, _, reference = rest.rpartition(":")
+    host, rest = pullspec.split("/", 1)
+    separator = "@" if "@" in rest else ":"
+    repo, reference = rest.rsplit(separator, 1)
     return host, repo, reference
 
 
@@ -289,9 +283,9 @@ def pull_image(state: LabState, pullspec: str, base: str) -> PulledImage:
     Layers are matched on the config's diff_ids (uncompressed digests), so
     a push that recompressed the base's layers still counts them as base.
     """
-    host, repo, _ = _split_ref(pullspec)
+    host, repo = _split_ref(pullspec)[:2]
     manifest, config = _manifest_and_config(state, pullspec)
-    _, base_config = _manifest_and_config(state, base)
+    base_config = _manifest_and_config(state, base)[1]
     base_diff_ids = set(base_config["rootfs"]["diff_ids"])
     files: dict[str, bytes] = {}
     added_sizes: list[int] = []
@@ -329,8 +323,8 @@ def pull_rootfs(state: LabState, pullspec: str, dest: Path) -> Path:
     (with the product's layer code, whiteouts applied), e.g. to boot it."""
     from ansible_collections.ocp.kmod_layering.plugins.module_utils import _rootfs
 
-    host, repo, _ = _split_ref(pullspec)
-    manifest, _config = _manifest_and_config(state, pullspec)
+    host, repo = _split_ref(pullspec)[:2]
+    manifest = _manifest_and_config(state, pullspec)[0]
     streams = (io.BytesIO(_registry_get(state, host, f"{repo}/blobs/{layer['digest']}")) for layer in manifest["layers"])
     _rootfs.apply_layers(streams, str(dest))
     return dest
@@ -356,6 +350,9 @@ def build(
     kernel_version = kernel_version_override or release["kernel"]
     dtk_image = release["images"]["driver-toolkit"]
     rhcos_image = release["images"][release["os_tag"]]
+    for base in (dtk_image, rhcos_image):
+        if "@sha256:" not in base:
+            raise ValueError(f"release {release_version}: base image {base} is not pinned by digest")
     sources = _as_sources(modules)
 
     work = state.root / "layered"
@@ -380,7 +377,7 @@ def build(
         "podman", "build", "--isolation", "chroot", "--layers", "--pull=missing",
         *_auth_args(state), "-f", str(context / "Containerfile"), "-t", tag_ref, str(context),
     ]  # fmt: skip
-    result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     (context / "build.log").write_text(result.stdout)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-40:])
@@ -389,7 +386,12 @@ def build(
             result.stdout,
         )
     build_seconds = time.monotonic() - started
-    _run(["podman", "push", "--quiet", *_auth_args(state), tag_ref, f"docker://{tag_ref}"])
+    push = subprocess.run(
+        ["podman", "push", "--quiet", *_auth_args(state), tag_ref, f"docker://{tag_ref}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if push.returncode != 0:
+        raise BuildError(f"podman push of {tag_ref} failed (exit {push.returncode}): {push.stderr.strip()}", push.stderr)
     repo = tag_ref.rsplit(":", 1)[0]
     pullspec = f"{repo}@{registry_digest(state, tag_ref)}"
     return BuildResult(pullspec=pullspec, tag_ref=tag_ref, build_key=build_key, build_seconds=build_seconds, context=context)

@@ -31,13 +31,11 @@ import json
 import logging
 import math
 import threading
-import time
 from typing import Any, Callable, Iterable
 
-import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import dynamic, watch
-from kubernetes.dynamic.exceptions import ApiException, NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
 
@@ -121,14 +119,14 @@ class Api:
                     on_event(item.to_dict())
                 version = listing.metadata.resourceVersion
                 watcher = watch.Watch()
-                for event in watcher.stream(resource.get, namespace=namespace, field_selector=field_selector,
-                                            resource_version=version, timeout_seconds=30, watch=True):
+                for event in self.dyn.watch(resource, namespace=namespace, field_selector=field_selector,
+                                            resource_version=version, timeout=30, watcher=watcher):
                     if stop.is_set():
                         watcher.stop()
                         break
                     obj = event.get("raw_object") or event["object"]
                     on_event(obj if isinstance(obj, dict) else obj.to_dict())
-            except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError, KeyError) as error:
+            except Exception as error:  # noqa: BLE001 - a watch never dies, it falls back to polling
                 if stop.is_set():
                     return
                 log.debug("%s: watch %s failed (%s); polling", self.name, kind, error)
@@ -277,17 +275,22 @@ def pool_status(pool: dict[str, Any], nodes: list[dict[str, Any]], render_error:
 
 def nodes_to_update(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
     """Names of the nodes to point at the pool's target now: none while
-    paused; otherwise up to maxUnavailable minus the unavailable ones, by
-    name (the real controller prefers zones/age; the lab has neither)."""
+    paused; nodes already unavailable (e.g. degraded on a config since
+    replaced) are retargeted freely, others up to maxUnavailable minus the
+    unavailable ones, by name (the real controller prefers zones/age; the lab
+    has neither)."""
     spec = pool.get("spec") or {}
     target = (spec.get("configuration") or {}).get("name")
     if not target or spec.get("paused"):
         return []
     capacity = parse_max_unavailable(spec.get("maxUnavailable"), len(nodes))
     capacity -= sum(1 for n in nodes if node_unavailable(n))
-    candidates = [n for n in nodes
-                  if ((n.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_DESIRED_CONFIG) != target]
-    return [n["metadata"]["name"] for n in sorted(candidates, key=lambda n: n["metadata"]["name"])][:max(0, capacity)]
+    candidates = sorted((n for n in nodes
+                         if ((n.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_DESIRED_CONFIG)
+                         != target), key=lambda n: n["metadata"]["name"])
+    chosen = [n["metadata"]["name"] for n in candidates if node_unavailable(n)]
+    chosen += [n["metadata"]["name"] for n in candidates if not node_unavailable(n)][:max(0, capacity)]
+    return chosen
 
 
 class MCOSimulator:
@@ -295,13 +298,14 @@ class MCOSimulator:
     MachineConfigs, MachineConfigPools and Nodes (plus a slow resync)."""
 
     def __init__(self, kubeconfig: str, release_os_images: dict[str, str], drain_seconds: float = 1.0,
-                 resync_seconds: float = 30.0) -> None:
+                 resync_seconds: float = 30.0, coalesce_seconds: float = 0.2) -> None:
         self.api = Api(kubeconfig, "mco")
         self.watch_api = Api(kubeconfig, "mco-watch")
         # release pullspec (ClusterVersion status.desired.image) -> OS image
         self.release_os_images = release_os_images
         self.drain_seconds = drain_seconds
         self.resync_seconds = resync_seconds
+        self.coalesce_seconds = coalesce_seconds
         self.stop_event = threading.Event()
         self.dirty = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -326,6 +330,8 @@ class MCOSimulator:
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             self.dirty.wait(self.resync_seconds)
+            # Let a burst of watch events (one node update is several) settle into one pass.
+            self.stop_event.wait(self.coalesce_seconds)
             self.dirty.clear()
             if self.stop_event.is_set():
                 return

@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -190,6 +189,7 @@ class NodeAgent:
         self.proc_modules: list[str] = []
         self.busy = False
         self.failed_for: str | None = None  # desired config whose update failed (no retry)
+        self.applied: str | None = None  # config this agent last booted into
         self.lock = threading.Lock()
         self.boots: list[dict[str, Any]] = []
 
@@ -225,8 +225,18 @@ class NodeAgent:
         ann = (node.get("metadata") or {}).get("annotations") or {}
         desired = ann.get(_mco.ANNOTATION_DESIRED_CONFIG)
         current = ann.get(_mco.ANNOTATION_CURRENT_CONFIG)
+        state = ann.get(_mco.ANNOTATION_STATE)
+        if desired and desired == current and state == _mco.STATE_DEGRADED and not self.busy:
+            # Pointed back at the config it runs: nothing to apply, recover.
+            self.failed_for = None
+            if not _mco._node_ready(node):  # noqa: SLF001 - the shared rule
+                self._set_ready(True, "KubeletReady", "kubelet is posting ready status")
+            self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_DONE, _mco.ANNOTATION_REASON: "",
+                              ANN_DESIRED_DRAIN: f"uncordon-{desired}"})
+            return
         with self.lock:
-            if not desired or desired == current or self.busy or desired == self.failed_for:
+            if (not desired or desired == current or self.busy or desired == self.failed_for
+                    or desired == self.applied):
                 return
             self.busy = True
         threading.Thread(target=self._update, args=(desired,), name=f"update-{self.name}", daemon=True).start()
@@ -306,9 +316,11 @@ class NodeAgent:
             ANN_BOOTED_IMAGE: image,
             ANN_BOOTED_DIGEST: digest,
             ANN_LOADED: ",".join(result.loaded),
-            ANN_BOOT: json.dumps({k: summary[k] for k in ("mode", "kernel", "loaded", "failures", "duration")}),
+            ANN_BOOT: json.dumps({k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures",
+                                                           "duration", "tools")}),
         })
         self.failed_for = None
+        self.applied = desired
         log.info("node %s: done on %s", self.name, desired)
 
 
@@ -347,8 +359,10 @@ class NodeFleet:
 
     def wake(self) -> None:
         """Re-check nodes after an update finished (desired may have moved on)."""
-        for name, node in list(self._pending_nodes.items()):
-            self.agents[name].on_node(node)
+        for name in list(self._pending_nodes):
+            node = self.api.get("v1", "Node", name)
+            if node is not None:
+                self.agents[name].on_node(node)
 
     def on_node(self, node: dict[str, Any]) -> None:
         name = (node.get("metadata") or {}).get("name")

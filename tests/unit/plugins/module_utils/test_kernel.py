@@ -68,8 +68,8 @@ def test_parse_meta_json_kernel_core_only_and_errors():
 def test_rhcos_matcher_prefers_what_comes_first():
     match = k.rhcos_matcher()
     meta = _meta([["kernel", "0", "6.1.0", "55.el9", "x86_64"]]).encode()
-    assert match("usr/share/openshift/base/meta.json", io.BytesIO(meta)) == {"kernel": "6.1.0-55.el9.x86_64",
-                                                                           "kind": "meta.json"}
+    expected = {"kernel": "6.1.0-55.el9.x86_64", "kind": "meta.json"}
+    assert match("usr/share/openshift/base/meta.json", io.BytesIO(meta)) == expected
     assert match("usr/lib/modules/6.1.0-1/vmlinuz", io.BytesIO(b"")) == {"kernel": "6.1.0-1", "kind": "vmlinuz"}
     assert match("usr/share/openshift/base", None) is None
 

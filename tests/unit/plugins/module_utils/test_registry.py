@@ -277,3 +277,11 @@ def test_corrupt_cache_entry_is_not_trusted(tmp_path):
     client = r.RegistryClient(cache_dir=cache, timeout=2)
     with pytest.raises(r.RegistryConnectionError):
         client.get_manifest(r.parse_pullspec("127.0.0.1:1/x/y@" + digest))
+
+
+def test_check_platform():
+    ref = r.parse_pullspec("quay.io/a/b:1")
+    r.check_platform({"architecture": "amd64", "os": "linux"}, "x86_64", ref)
+    r.check_platform({}, "x86_64", ref)  # configs that do not say are accepted
+    with pytest.raises(r.PlatformNotFoundError, match="quay.io/a/b:1 is a linux/arm64 image, not linux/amd64"):
+        r.check_platform({"architecture": "arm64", "os": "linux"}, "x86_64", ref)

@@ -138,3 +138,23 @@ def test_expected_os_tag():
     assert rel.expected_os_tag("4.12.0") == "rhel-coreos-8"
     assert rel.expected_os_tag("4.20.1") == "rhel-coreos"
     assert rel.expected_os_tag("4.14.0-0.okd-2023-11-12-042703") == "stream-coreos"
+
+
+MIRRORS = [{"source": "quay.io/openshift-release-dev/ocp-v4.0-art-dev", "mirror": "mirror.example.com:8443/ocp/release"},
+           {"source": "quay.io/openshift-release-dev", "mirror": "mirror.example.com:8443/ocp4"}]
+
+
+@pytest.mark.parametrize("pullspec, expected", [
+    (ART + "ab" * 32, "mirror.example.com:8443/ocp/release@sha256:" + "ab" * 32),
+    ("quay.io/openshift-release-dev/ocp-release:4.16.30-x86_64", "mirror.example.com:8443/ocp4/ocp-release:4.16.30-x86_64"),
+    # a path prefix only matches at a '/' boundary
+    ("quay.io/openshift-release-dev-other/x:1", "quay.io/openshift-release-dev-other/x:1"),
+    ("registry.example.com/other/img@sha256:" + "cd" * 32, "registry.example.com/other/img@sha256:" + "cd" * 32),
+])
+def test_apply_mirrors(pullspec, expected):
+    assert rel.apply_mirrors(pullspec, MIRRORS) == expected
+
+
+def test_apply_mirrors_incomplete_entry():
+    with pytest.raises(rel.ReleaseError, match="source and mirror"):
+        rel.apply_mirrors(ART + "ab" * 32, [{"source": "quay.io"}])
