@@ -19,13 +19,109 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
 
-from kmodlab import cluster, layered, state
+from kmodlab import apiserver, cluster, layered, mco, node, state
 
-pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 
 MC_API = "machineconfiguration.openshift.io/v1"
 ANN = "machineconfiguration.openshift.io/"
 WAIT = 900.0  # generous: TCG boots on a shared 2-core machine
+
+
+# ---------------------------------------------------------------- the rules, no lab needed
+
+
+def make_node(name: str, current: str, desired: str, state_: str = "Done", ready: bool = True,
+              unschedulable: bool = False, reason: str = "") -> dict[str, Any]:
+    return {"metadata": {"name": name, "annotations": {ANN + "currentConfig": current, ANN + "desiredConfig": desired,
+                                                       ANN + "state": state_, ANN + "reason": reason}},
+            "spec": {"unschedulable": True} if unschedulable else {},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def make_pool(target: str, max_unavailable: Any = None, paused: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"configuration": {"name": target, "source": []}, "paused": paused}
+    if max_unavailable is not None:
+        spec["maxUnavailable"] = max_unavailable
+    return {"metadata": {"name": "worker", "generation": 3}, "spec": spec,
+            "status": {"configuration": {"name": "old"}, "conditions": []}}
+
+
+def test_max_unavailable_int_percent_default() -> None:
+    assert mco.parse_max_unavailable(None, 10) == 1
+    assert mco.parse_max_unavailable(3, 10) == 3
+    assert mco.parse_max_unavailable("25%", 10) == 2  # rounded down
+    assert mco.parse_max_unavailable("5%", 3) == 1  # never below one
+
+
+def test_node_walk_respects_capacity_pause_and_retargets_unavailable() -> None:
+    nodes = [make_node(f"w{i}", "old", "old") for i in range(4)]
+    assert mco.nodes_to_update(make_pool("new"), nodes) == ["w0"]
+    assert mco.nodes_to_update(make_pool("new", "50%"), nodes) == ["w0", "w1"]
+    assert mco.nodes_to_update(make_pool("new", paused=True), nodes) == []
+    nodes[0] = make_node("w0", "old", "new", "Working", unschedulable=True)  # in progress: no capacity left
+    assert mco.nodes_to_update(make_pool("new"), nodes) == []
+    nodes[0] = make_node("w0", "old", "bad", "Degraded", unschedulable=True)  # stuck on a replaced config
+    assert mco.nodes_to_update(make_pool("new"), nodes) == ["w0"]
+
+
+def test_pool_status_counts_and_conditions() -> None:
+    nodes = [make_node("w0", "new", "new"), make_node("w1", "old", "new", "Working", unschedulable=True),
+             make_node("w2", "old", "new", "Degraded", reason="error pulling image: 404")]
+    status = mco.pool_status(make_pool("new"), nodes, None)
+    assert (status["machineCount"], status["updatedMachineCount"], status["readyMachineCount"],
+            status["unavailableMachineCount"], status["degradedMachineCount"]) == (3, 1, 1, 2, 1)
+    assert status["observedGeneration"] == 3
+    assert status["configuration"]["name"] == "old"  # follows only when all are updated
+    cond = {c["type"]: c for c in status["conditions"]}
+    assert cond["Updated"]["status"] == "False"
+    assert (cond["Updating"]["status"], cond["Updating"]["message"]) == ("True", "All nodes are updating to MachineConfig new")
+    assert cond["NodeDegraded"]["reason"] == "1 nodes are reporting degraded status on sync"
+    assert cond["NodeDegraded"]["message"] == 'Node w2 is reporting: "error pulling image: 404"'
+    assert (cond["Degraded"]["status"], cond["Degraded"]["message"]) == ("True", cond["NodeDegraded"]["message"])
+
+    paused = mco.pool_status(make_pool("new", paused=True), nodes[:2], "Failed to render configuration for pool worker: x")
+    cond = {c["type"]: c for c in paused["conditions"]}
+    assert (cond["Updating"]["status"], cond["Updating"]["message"]) == ("False", "Pool is paused; will not update to MachineConfig new")
+    assert cond["RenderDegraded"]["status"] == "True" and cond["Degraded"]["status"] == "True"
+
+    done = mco.pool_status(make_pool("new"), [make_node("w0", "new", "new")], None)
+    cond = {c["type"]: c for c in done["conditions"]}
+    assert done["configuration"]["name"] == "new"
+    assert (cond["Updated"]["status"], cond["Updated"]["message"]) == ("True", "All nodes are updated with MachineConfig new")
+
+
+def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
+    def mc(name: str, image: str = "", generated: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "labels": {ANN + "role": "worker"}}
+        if generated:
+            meta["annotations"] = {ANN + "generated-by-controller-version": "x"}
+        return {"metadata": meta, "spec": {"osImageURL": image, "kernelArguments": ["a"] if image else []}}
+
+    spec = mco.merge_configs([mc("00-worker", "gen@sha256:1", True), mc("50-a", "a@sha256:2"), mc("90-b", "b@sha256:3")],
+                             "release-os@sha256:0")
+    assert spec["osImageURL"] == "b@sha256:3"
+    assert spec["kernelArguments"] == ["a"]
+    assert mco.merge_configs([mc("00-worker", "gen@sha256:1", True)], "release-os@sha256:0")["osImageURL"] == "release-os@sha256:0"
+    name = mco.rendered_name("worker", spec)
+    assert name.startswith("rendered-worker-") and len(name) == len("rendered-worker-") + 32
+    assert name != mco.rendered_name("worker", dict(spec, osImageURL="c@sha256:4"))
+
+
+def test_debug_outputs_have_the_real_formats() -> None:
+    lsmod = node.lsmod_output(["kmodlab_dep 16384 0 - Live 0xffffffffc0450000",
+                               "kmodlab_core 16384 1 kmodlab_dep, Live 0xffffffffc044d000"])
+    assert lsmod.splitlines() == ["Module                  Size  Used by",
+                                  "kmodlab_dep            16384  0",
+                                  "kmodlab_core           16384  1 kmodlab_dep"]
+    status = json.loads(node.rpm_ostree_status([node.deployment("r/img@sha256:ab", "sha256:ab", "4.16.30", True, 1)]))
+    deployment = status["deployments"][0]
+    assert deployment["container-image-reference"] == "ostree-unverified-registry:r/img@sha256:ab"
+    assert deployment["container-image-reference-digest"] == "sha256:ab"
+    assert deployment["booted"] is True and len(deployment["checksum"]) == 64
+    assert deployment["version"].startswith("416.94.")
+
+
+# ---------------------------------------------------------------- a real lab cluster
 
 
 class Cluster:
@@ -103,6 +199,8 @@ def layered_image(lab: state.LabState, release: dict[str, Any]) -> str:
     return layered.build_layered_image(lab, release["version"], [layered.fixture("kmodlab_core", options="level=7")])
 
 
+@pytest.mark.lab
+@pytest.mark.qemu
 def test_seeded_cluster_follows_the_mco_shape(lab_cluster: Cluster, lab: state.LabState) -> None:
     pool = lab_cluster.pool()
     status = pool["status"]
@@ -116,8 +214,10 @@ def test_seeded_cluster_follows_the_mco_shape(lab_cluster: Cluster, lab: state.L
         assert lab_cluster.entry["name"] in stream.read()
 
 
+@pytest.mark.lab
+@pytest.mark.qemu
 def test_paused_pool_holds_then_rollout_boots_every_worker(lab_cluster: Cluster, layered_image: str,
-                                                           release: dict[str, Any]) -> None:
+                                                           release: dict[str, Any], lab: state.LabState) -> None:
     before = {n["metadata"]["name"]: n["metadata"]["annotations"][ANN + "currentConfig"] for n in lab_cluster.workers()}
     lab_cluster.pools.patch(name="worker", body={"spec": {"paused": True}},
                             content_type="application/merge-patch+json")
@@ -140,6 +240,8 @@ def test_paused_pool_holds_then_rollout_boots_every_worker(lab_cluster: Cluster,
             for n in lab_cluster.workers()} == before
     assert conditions(lab_cluster.pool())["Updated"][0] == "False"
 
+    requests = apiserver.RequestLogClient(lab_cluster.entry["api_url"], lab_cluster.entry["token"], lab.ca_file)
+    requests.reset()
     lab_cluster.pools.patch(name="worker", body={"spec": {"paused": False}},
                             content_type="application/merge-patch+json")
     busy_max = 0
@@ -160,6 +262,12 @@ def test_paused_pool_holds_then_rollout_boots_every_worker(lab_cluster: Cluster,
 
     lab_cluster.wait("the rollout", done, observe)
     assert busy_max == 1  # maxUnavailable: 1
+    records = requests.records()
+    for agent in ("machine-config-controller", "machine-config-daemon"):
+        mine = [r for r in records if r["user_agent"].startswith(agent + "/")]
+        verbs = sorted({r["verb"] for r in mine})
+        print(f"{agent}: {len(mine)} API requests during the rollout "
+              + ", ".join(f"{v} {sum(1 for r in mine if r['verb'] == v)}" for v in verbs))
     digest = layered_image.split("@", 1)[1]
     for node in lab_cluster.workers():
         ann = node["metadata"]["annotations"]
@@ -180,6 +288,8 @@ def test_paused_pool_holds_then_rollout_boots_every_worker(lab_cluster: Cluster,
         assert "kmodlab_core" in lab_cluster.debug(node["metadata"]["name"], "cat /proc/modules")
 
 
+@pytest.mark.lab
+@pytest.mark.qemu
 def test_unpullable_image_degrades_the_node_with_the_registry_error(lab_cluster: Cluster, lab: state.LabState) -> None:
     good = lab_cluster.pool()["status"]["configuration"]["name"]
     missing = f"{lab.registry.host}/kmodlab/does-not-exist@sha256:{'0' * 64}"

@@ -371,6 +371,31 @@ def test_degraded_node_fails_fast_naming_node_and_reason(cluster, tls, tmp_path)
     assert time.monotonic() - started < 300 / 2  # failed fast, long before its timeout
 
 
+def test_on_degraded_wait_rides_out_a_node_that_recovers(cluster, tls, tmp_path):
+    server = cluster.server
+    mco = ScriptedMCO(server)
+    nodes = mco.nodes()
+
+    def script() -> None:
+        wait_for_watches(server)
+        mco.render()
+        mco.observe()
+        mco.degrade(nodes[0], "failed to drain node: timed out waiting for pod eviction")
+        time.sleep(0.5)
+        # The drain goes through on retry; the daemon clears the reason.
+        mco.put_node(nodes[0], {"state": "Working", "reason": ""})
+        mco.put_pool(lambda p: (mco.counts(p, 0, 0, 1), mco.set_conditions(p, NodeDegraded="False", Degraded="False")))
+        for i, name in enumerate(nodes):
+            mco.update_node(name, i, 0.1)
+        mco.complete()
+    driver = in_background(script)
+    result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config=KMOD_MC, timeout=120, on_degraded="wait"))
+    join_ok(driver)
+    assert not result.get("failed"), result.get("msg")
+    assert result["done"] is True
+    assert any("degraded" in line and "timed out waiting for pod eviction" in line for line in result["progress"])
+
+
 def test_timeout_names_cluster_pool_and_waiting_nodes(cluster, tls, tmp_path):
     server = cluster.server
     mco = ScriptedMCO(server)

@@ -45,6 +45,7 @@ ANN_DESIRED_DRAIN = _mco.MCO_PREFIX + "desiredDrain"
 ANN_LAST_APPLIED_DRAIN = _mco.MCO_PREFIX + "lastAppliedDrain"
 CONTROLLER_VERSION = "kmodlab-mco-0.1"
 MC_API = "machineconfiguration.openshift.io/v1"
+USER_AGENTS = {"mco": "machine-config-controller", "nodes": "machine-config-daemon"}
 
 
 def now() -> str:
@@ -62,6 +63,8 @@ class Api:
 
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         self.api_client = k8s_client.ApiClient(configuration)
+        # As the real components identify themselves (the API request log tells them apart).
+        self.api_client.user_agent = f"{USER_AGENTS.get(name.split('-')[0], name)}/kmodlab"
         self.name = name
         self.requests = 0
         self.by_verb: dict[str, int] = {}

@@ -97,8 +97,10 @@ def ostree_checksum(digest: str) -> str:
 
 
 def rhcos_version(release: str, digest: str) -> str:
+    """RHCOS-style `416.94.<build stamp>-0`, the stamp stable per image."""
     major, minor = (release.split(".") + ["0"])[:2]
-    return f"{major}{minor}.94.{int(digest[-6:], 16) % 10**6:06d}-0" if digest else f"{major}{minor}.94.000000-0"
+    stamp = int(hashlib.sha256(digest.encode()).hexdigest()[:10], 16) % 10**12
+    return f"{major}{minor}.94.{stamp:012d}-0"
 
 
 def deployment(image: str, digest: str, release: str, booted: bool, timestamp: int) -> dict[str, Any]:
