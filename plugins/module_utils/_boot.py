@@ -17,9 +17,11 @@ Two evaluations that answer the same question:
     parsed into a ``BootResult``.
 
 ``evaluate_fast()`` (fast mode)
-    No boot: resolves the same list through ``modules.dep`` and compares each
-    module's ``vermagic`` (read from the ELF ``.modinfo`` section) with the
-    image's kernel release, the check the kernel's loader makes first.
+    No boot: resolves the same list through ``modules.dep`` and makes the
+    kernel loader's checks on each module: ``vermagic`` (ELF ``.modinfo``)
+    against the kernel's, and with modversions the symbol CRCs
+    (``__versions``) against those the image's in-tree modules import. It
+    cannot foresee what a module does once loaded (a panic in its init).
 
 Limits: x86_64 kernels only (TCG, no KVM: a boot takes seconds, not
 milliseconds). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
@@ -326,6 +328,25 @@ def parse_modinfo(data):
     return pairs
 
 
+def parse_versions(data):
+    """``__versions`` of a module built with CONFIG_MODVERSIONS: ``{symbol:
+    crc}`` of what it imports (struct modversion_info: a word of CRC, then the
+    name, 64 bytes an entry)."""
+    elf = _Elf(data)
+    section = elf.section_bytes("__versions")
+    if not section:
+        return {}
+    word = 8 if elf.is64 else 4
+    fmt = elf.endian + ("Q" if elf.is64 else "I")
+    versions = {}
+    for offset in range(0, len(section) - 63, 64):
+        crc = struct.unpack_from(fmt, section, offset)[0] & 0xFFFFFFFF
+        name = section[offset + word:offset + 64].split(b"\0", 1)[0].decode("ascii", "replace")
+        if name:
+            versions[name] = crc
+    return versions
+
+
 def read_module_bytes(path):
     """A module file's ELF bytes, decompressing ``.xz``/``.gz``."""
     with open(path, "rb") as handle:
@@ -426,6 +447,10 @@ class ImageModules:
         self.dep_map = parse_modules_dep(_read_text(dep_path)) if os.path.isfile(dep_path) else {}
         alias_path = os.path.join(rootfs, self.moddir, "modules.alias")
         self.aliases = parse_modules_alias(_read_text(alias_path)) if os.path.isfile(alias_path) else []
+        self._vermagic = None
+        self._vermagic_read = False
+        self._crcs = {}
+        self._unread = None
         builtin_path = os.path.join(rootfs, self.moddir, "modules.builtin")
         self.builtin = set()
         if os.path.isfile(builtin_path):
@@ -433,6 +458,66 @@ class ImageModules:
 
     def module_path(self, name):
         return os.path.join(self.rootfs, self.moddir, self.dep_map[name][0])
+
+    def _in_tree(self):
+        return [path for path, _deps in self.dep_map.values() if path.startswith("kernel/")]
+
+    def kernel_vermagic(self):
+        """The booted kernel's vermagic, as its own (in-tree) modules carry
+        it; None when the image has no in-tree module to read."""
+        if not self._vermagic_read:
+            self._vermagic_read = True
+            for path in sorted(self._in_tree())[:5]:
+                try:
+                    info = dict(parse_modinfo(read_module_bytes(os.path.join(self.rootfs, self.moddir, path))))
+                except (OSError, ValueError):
+                    continue
+                if info.get("vermagic"):
+                    self._vermagic = info["vermagic"]
+                    break
+        return self._vermagic
+
+    def kernel_crcs(self, symbols):
+        """CRCs the kernel build gave ``symbols``, read from the ``__versions``
+        of its in-tree modules (same build, so the kernel's own values);
+        symbols no in-tree module imports are left out."""
+        if self._unread is None:
+            self._unread = sorted(self._in_tree())
+        wanted = set(symbols) - set(self._crcs)
+        while wanted and self._unread:
+            path = self._unread.pop(0)
+            try:
+                versions = parse_versions(read_module_bytes(os.path.join(self.rootfs, self.moddir, path)))
+            except (OSError, ValueError):
+                continue
+            for name, crc in versions.items():
+                self._crcs.setdefault(name, crc)
+            wanted -= set(versions)
+        return dict((name, self._crcs[name]) for name in symbols if name in self._crcs)
+
+    def refusal(self, name, data):
+        """Why the kernel would refuse module ``name`` (ELF ``data``), in its
+        own words, or None. Mirrors load_module: with modversions the release
+        part of vermagic is not compared (same_magic), the CRCs are
+        (check_version); without, vermagic must match exactly."""
+        vermagic = dict(parse_modinfo(data)).get("vermagic", "")
+        versions = parse_versions(data)
+        kernel_magic = self.kernel_vermagic()
+        if kernel_magic is None:
+            if vermagic_release(vermagic) != self.kernel:
+                return "%s: version magic '%s' should be '%s'" % (name, vermagic, self.kernel)
+            return None
+        if versions:
+            same = vermagic.split()[1:] == kernel_magic.split()[1:]
+        else:
+            same = vermagic.split() == kernel_magic.split()
+        if not same:
+            return "%s: version magic '%s' should be '%s'" % (name, vermagic, kernel_magic)
+        crcs = self.kernel_crcs(list(versions))
+        for symbol in ["module_layout"] + sorted(versions):
+            if symbol in versions and symbol in crcs and crcs[symbol] != versions[symbol]:
+                return "%s: disagrees about version of symbol %s" % (name, symbol)
+        return None
 
     def initramfs_module_files(self):
         """Relative paths (under the module dir) the initramfs needs: index
@@ -729,6 +814,7 @@ def judge(result, parsed):
             continue
         why = list(parsed["errors"].get(name, []))
         why += [line for line in parsed["dmesg"] if line.startswith(key + ":") or line.startswith(name + ":")]
+        why = [line for index, line in enumerate(why) if line not in why[:index]]  # retries repeat them
         rc = parsed["loads"].get(name)
         result.failures.append("module %s not loaded%s: %s" % (
             name, "" if rc is None else " (modprobe exit %d)" % rc, "; ".join(why) or "no error message"))
@@ -784,8 +870,9 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
 
 def evaluate_fast(rootfs):
     """Decide without booting whether the requested modules would load: each
-    module and its dependencies must exist in modules.dep and carry the
-    image kernel's release in ``vermagic``."""
+    module and its dependencies must exist in modules.dep and pass the
+    kernel's checks (``ImageModules.refusal``: vermagic, modversions CRCs).
+    It cannot see what a module does once loaded (a panic in its init)."""
     started = time.monotonic()
     image = ImageModules(rootfs)
     result = BootResult("fast", image.kernel)
@@ -807,16 +894,15 @@ def evaluate_fast(rootfs):
         for mod in chain:
             if mod in loaded:
                 continue
-            try:
-                info = parse_modinfo(read_module_bytes(image.module_path(mod)))
-            except (OSError, ValueError) as exc:
-                refused = "%s: %s" % (mod, exc)
-                break
-            vermagic = dict(info).get("vermagic", "")
-            if vermagic_release(vermagic) != image.kernel:
-                refused = ("%s: version magic '%s' should be '%s' (Exec format error)"
-                           % (mod, vermagic, image.kernel))
-                break
+            # In-tree modules were built with the kernel itself: nothing to check.
+            if not image.dep_map[mod][0].startswith("kernel/"):
+                try:
+                    refused = image.refusal(mod, read_module_bytes(image.module_path(mod)))
+                except (OSError, ValueError) as exc:
+                    refused = "%s: %s" % (mod, exc)
+                if refused:
+                    refused += " (Exec format error)"
+                    break
             loaded.append(mod)
             if mod in image.options:
                 result.params[mod] = dict(image.options[mod])

@@ -782,8 +782,8 @@ class RegistryClient(object):
         if exc.code == 404:
             if "NAME_UNKNOWN" in codes:
                 raise NotFoundError("repository %s not found on registry %s%s" % (ref.repository, ref.registry, detail))
-            if "BLOB_UNKNOWN" in codes:
-                raise NotFoundError("blob of %s not found%s" % (what, detail))
+            if "BLOB_UNKNOWN" in codes or what.startswith("blob "):
+                raise NotFoundError("%s not found on registry %s%s" % (what, ref.registry, detail))
             if ref.digest:
                 missing = "no manifest %s in repository %s" % (ref.digest, ref.repository)
             else:

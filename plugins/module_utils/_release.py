@@ -164,6 +164,8 @@ def choose_os_image_tag(version, available_tags, stream="default", prefer=None):
         if prefer == "rhel-coreos-9":
             raise ReleaseError("there is no rhel-coreos-9 tag in OpenShift releases (RHEL 9 based releases use "
                                "rhel-coreos); %s" % described)
+        if prefer.endswith("-extensions") or prefer.startswith("driver-toolkit"):
+            raise ReleaseError("%r is not an OS image tag; %s" % (prefer, described))
         if prefer not in available:
             raise ReleaseError("%s has no %r image; %s" % (who, prefer, described))
         tag = prefer

@@ -173,6 +173,8 @@ def apply_layer(stream, root, keep=None):
                     _remove(host)
                 os.symlink(member.linkname, host)
             elif member.islnk():
+                if keep is not None and not keep(normalize(member.linkname)):
+                    continue  # its target was filtered out: so is the link
                 target = secure_join(root, member.linkname)
                 if not os.path.lexists(target):
                     raise LayerError("hard link %s to missing %s" % (path, member.linkname))

@@ -378,9 +378,9 @@ def call_with_retry(fn, deadline, stopped):
             return fn()
         except Exception as exc:  # pylint: disable=broad-except
             failures += 1
-            if not _transient(exc) or failures > MAX_FAILURES or time.time() >= deadline:
+            if not _transient(exc) or failures > MAX_FAILURES or time.monotonic() >= deadline:
                 raise
-            stopped.wait(min(_backoff(failures), max(0.0, deadline - time.time())))
+            stopped.wait(min(_backoff(failures), max(0.0, deadline - time.monotonic())))
 
 
 class RequestCounter(object):
@@ -451,12 +451,12 @@ class ResourceWatcher(object):
         failures = 0
         last_error = None
         while not self.stopped.is_set():
-            remaining = self.deadline - time.time()
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 return
             seconds = int(max(1, min(remaining + 1, MAX_WATCH_SECONDS)))
             watcher = k8s_watch.Watch()
-            opened = time.time()
+            opened = time.monotonic()
             received = 0
             try:
                 self.watches += 1
@@ -483,7 +483,7 @@ class ResourceWatcher(object):
                         self.events.put(("event", self.kind, event["type"], obj))
                 # The server ended the watch (timeoutSeconds): resume. One
                 # that ends at once, empty, is a failure (no hot loop).
-                if not received and time.time() - opened < 1:
+                if not received and time.monotonic() - opened < 1:
                     failures += 1
                     last_error = WatchFailed("the server ended the watch at once")
             except (ApiException, DynamicApiError) as exc:
@@ -521,7 +521,7 @@ class RolloutWaiter(object):
         self.target = target
         self.cluster = client.configuration.host
         self.counter = counter
-        self.started = time.time()
+        self.started = time.monotonic()
         self.deadline = self.started + self.params["timeout"]
         self.progress = []
         self._last_pool_lines = {}
@@ -577,7 +577,7 @@ class RolloutWaiter(object):
             target=dict(machine_config=self.target.machine_config, os_image_url=self.target.os_image_url),
             pools=pools,
             done=bool(pools) and all(p["done"] or (p["phase"] == _mco.PHASE_PAUSED and self.params["on_paused"] == "ignore") for p in pools),
-            elapsed_seconds=round(time.time() - self.started, 1),
+            elapsed_seconds=round(time.monotonic() - self.started, 1),
             api_requests=self.counter.count,
             progress=list(self.progress),
         )
@@ -650,7 +650,7 @@ class RolloutWaiter(object):
         rendered = self.rendered_configs()
         all_pools = list(self.pools.values())
         all_nodes = list(self.nodes.values())
-        now = round(time.time() - self.started, 1)
+        now = round(time.monotonic() - self.started, 1)
         evaluations = {}
         for name in self.params["pools"]:
             pool = self.pools.get(name)
@@ -758,7 +758,7 @@ class RolloutWaiter(object):
             watcher.start()
         try:
             while True:
-                remaining = self.deadline - time.time()
+                remaining = self.deadline - time.monotonic()
                 if remaining <= 0:
                     return self.finish(("fail", self.timeout_message(evaluations)), evaluations)
                 try:

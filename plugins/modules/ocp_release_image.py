@@ -26,6 +26,11 @@ author:
 extends_documentation_fragment:
   - ocp.kmod_layering.registry
 attributes:
+  action_group:
+    description: Use C(group/ocp.kmod_layering.registry) in C(module_defaults) to set the registry options once.
+    support: full
+    membership:
+      - ocp.kmod_layering.registry
   check_mode:
     support: full
     description: The module only reads; check mode runs it fully.

@@ -29,6 +29,11 @@ author:
 extends_documentation_fragment:
   - ocp.kmod_layering.registry
 attributes:
+  action_group:
+    description: Use C(group/ocp.kmod_layering.registry) in C(module_defaults) to set the registry options once.
+    support: full
+    membership:
+      - ocp.kmod_layering.registry
   check_mode:
     support: full
     description: The module only reads; check mode runs it fully.
@@ -84,7 +89,9 @@ kernel_version:
   type: str
   sample: 5.14.0-284.25.1.el9_2.x86_64
 source:
-  description: Where the kernel version was found.
+  description:
+    - Where the kernel version was found, C(layer <i>/<n> <path>) (layers
+      counted from the first, 1-based) or C(metalayer meta.json (layer <i>/<n> <path>)).
   returned: success
   type: str
   sample: layer 3/4 usr/lib/modules/5.14.0-284.25.1.el9_2.x86_64/vmlinuz

@@ -107,6 +107,14 @@ def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
     assert name != mco.rendered_name("worker", dict(spec, osImageURL="c@sha256:4"))
 
 
+def test_render_refuses_an_unsupported_ignition_version() -> None:
+    good = {"metadata": {"name": "00-worker"}, "spec": {"config": {"ignition": {"version": "3.2.0"}}}}
+    bad = {"metadata": {"name": "50-bad"}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
+    assert mco.render_error_of([good]) is None
+    assert mco.render_error_of([good, bad]) == ("parsing Ignition config failed for 50-bad: invalid version '9.9.9'. "
+                                                "Supported spec versions: 2.2, 3.0, 3.1, 3.2, 3.3, 3.4")
+
+
 def test_debug_outputs_have_the_real_formats() -> None:
     lsmod = node.lsmod_output(["kmodlab_dep 16384 0 - Live 0xffffffffc0450000",
                                "kmodlab_core 16384 1 kmodlab_dep, Live 0xffffffffc044d000"])

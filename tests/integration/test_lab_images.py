@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from kmodlab import images, releases
+from kmodlab import cli, images, releases
 from kmodlab.state import LabState
 
 MANIFEST_ACCEPT = ", ".join(
@@ -119,7 +119,8 @@ def reader(lab: LabState) -> RegistryReader:
 @pytest.fixture(scope="module")
 def published(lab: LabState) -> list[dict[str, Any]]:
     assert len(lab.releases) >= 2, "the lab publishes at least two releases"
-    return lab.releases
+    entries: list[dict[str, Any]] = lab.releases
+    return entries
 
 
 def image_references(reader: RegistryReader, release: dict[str, Any]) -> dict[str, str]:
@@ -297,6 +298,39 @@ def test_second_publish_is_a_cache_hit(lab: LabState, published: list[dict[str, 
     assert images.last_stats.copies > 0
     assert [r["digest"] for r in again] == [r["digest"] for r in published]
     assert [r["images"] for r in again] == [r["images"] for r in published]
+
+
+@pytest.mark.lab
+def test_warm_publish_to_an_empty_registry_only_copies(
+    lab: LabState, published: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second lab (fresh registry storage) gets the same component digests
+    from the cache: copied, not rebuilt, digests preserved."""
+    versions = [r["version"] for r in published]
+    port_base = int(lab.registry["host"].rsplit(":", 1)[1]) + 60  # clear of the lab's ports
+    root = tmp_path / "second-lab"
+    monkeypatch.setenv("KMODLAB_STATE", str(root))
+    monkeypatch.setenv("KMODLAB_PORT_BASE", str(port_base))
+    try:
+        second = cli.up(root, releases=versions)
+        assert second.registry["host"] != lab.registry["host"]
+        # Only the tiny release image is new (it names the new host); no
+        # debootstrap, no podman build.
+        stats = images.last_stats
+        assert stats.debootstraps == 0 and stats.podman_builds == 0 and stats.copies > 0
+        assert stats.release_writes <= len(versions)
+        second_reader = RegistryReader(second)
+        for new, old in zip(second.releases, published):
+            assert new["version"] == old["version"]
+            for name, pullspec in new["images"].items():
+                digest = pullspec.split("@", 1)[1]
+                assert digest == old["images"][name].split("@", 1)[1]
+                assert second_reader.manifest(pullspec)[1] == digest
+            # The release names the new registry, so its image differs.
+            assert new["digest"] != old["digest"]
+            assert all(ref.startswith(second.registry["host"] + "/") for ref in image_references(second_reader, new).values())
+    finally:
+        cli.down(root)
 
 
 MODULE_SOURCE = """\

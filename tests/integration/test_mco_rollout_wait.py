@@ -440,8 +440,6 @@ def test_dropped_watch_and_410_gone_resume_by_relisting(cluster, tls, tmp_path):
     for resource in ("machineconfigpools", "nodes"):
         assert server.count_requests(verb="list", resource=resource) == 2
         assert server.count_requests(verb="watch", resource=resource) >= 3
-    print("\n" + "\n".join("%s %s %s %s" % (r.method, r.path, r.query.get("resourceVersion", ""), r.status)
-                           for r in server.request_log() if r.verb in ("list", "watch")))
 
 
 def test_credentials_from_k8s_auth_env_and_check_mode(cluster, tls, tmp_path):

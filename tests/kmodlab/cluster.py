@@ -73,7 +73,7 @@ def _pids_file(layout: paths.StateLayout, name: str) -> Path:
 
 
 def start_clusters(state: LabState, count: int, releases: Sequence[str], workers: int = 2, masters: int = 1,
-                   infra: int = 0, node_mode: str = "qemu") -> list[dict[str, Any]]:
+                   infra: int = 0, node_mode: str = "qemu", drain_seconds: float = 1.0) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
     cluster entries once every API answers with its nodes seeded."""
@@ -113,10 +113,14 @@ def start_clusters(state: LabState, count: int, releases: Sequence[str], workers
                 "auth_file": str(state.registry.auth_file or layout.auth_file),
                 "kubeconfig": str(directory / "kubeconfig"),
                 "release": release,
+                # Every lab release, so a ClusterVersion moved to another one re-renders.
+                "release_os_images": {_digest_pullspec(r["pullspec"], r["digest"]): r["images"][r["os_tag"]]
+                                      for r in state.releases if r.get("digest") and r.get("os_tag") in (r.get("images") or {})},
                 "workers": workers,
                 "masters": masters,
                 "infra": infra,
                 "node_mode": node_mode,
+                "drain_seconds": drain_seconds,
                 "stats_file": str(directory / "stats.json"),
                 "image_store": str(layout.clusters / "node-images"),
             }
@@ -424,7 +428,8 @@ async def serve(config: dict[str, Any]) -> None:
         loop.add_signal_handler(signum, stopping.set)
 
     def start_controllers() -> tuple[Any, Any]:
-        controller = mco.MCOSimulator(config["kubeconfig"], {release_image: os_image},
+        os_images = dict(config.get("release_os_images") or {}, **{release_image: os_image})
+        controller = mco.MCOSimulator(config["kubeconfig"], os_images,
                                       drain_seconds=float(config.get("drain_seconds", 1.0)))
         fleet = node.NodeFleet(config["kubeconfig"], agents, release["version"], config["node_mode"],
                                node.ImageStore(Path(config["image_store"]), config["ca_file"]))

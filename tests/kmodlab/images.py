@@ -45,10 +45,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import paths
 from .releases import LabRelease, by_version
+
+if TYPE_CHECKING:
+    from .state import LabState
 
 RECIPES = Path(__file__).resolve().parent / "image_recipes"
 # Bumped when the Python side of a recipe (rootfs assembly, layer writing)
@@ -959,13 +962,15 @@ class Registry:
         return layout.digest
 
 
-def _registry_from_state(state: Any, cert_dir: Path) -> Registry:
+def _registry_from_state(state: LabState, cert_dir: Path) -> Registry:
+    # skopeo wants a cert dir: a private one holding just the lab CA.
     shutil.copy(state.ca_file, cert_dir / "ca.crt")
     return Registry(state.registry["host"], state.registry["auth_file"], str(cert_dir))
 
 
-def publish_releases(state: Any, versions: list[str]) -> list[dict[str, Any]]:
-    """Build (or take from the cache) and publish the given lab releases.
+def publish_releases(state: LabState, versions: list[str]) -> list[dict[str, Any]]:
+    """Build (or take from the cache) and publish the given lab releases to
+    the lab registry (reads only state.ca_file and state.registry).
 
     Returns one lab.json `releases` entry per version. `last_stats` tells what
     was built (0 builds on a warm cache).

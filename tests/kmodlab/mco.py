@@ -187,6 +187,19 @@ def merge_configs(machineconfigs: list[dict[str, Any]], default_os_image: str) -
     }
 
 
+SUPPORTED_IGNITION = ("2.2.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
+
+
+def render_error_of(machineconfigs: list[dict[str, Any]]) -> str | None:
+    """What the render controller would refuse in the selected configs."""
+    for mc in sorted(machineconfigs, key=lambda m: m["metadata"]["name"]):
+        version = (((mc.get("spec") or {}).get("config") or {}).get("ignition") or {}).get("version")
+        if version is not None and version not in SUPPORTED_IGNITION:
+            return (f"parsing Ignition config failed for {mc['metadata']['name']}: invalid version {version!r}. "
+                    "Supported spec versions: 2.2, 3.0, 3.1, 3.2, 3.3, 3.4")
+    return None
+
+
 def rendered_name(pool: str, spec: dict[str, Any]) -> str:
     digest = hashlib.md5(json.dumps(spec, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
     return f"rendered-{pool}-{digest}"
@@ -317,7 +330,8 @@ class MCOSimulator:
 
     # -- lifecycle
     def start(self) -> None:
-        for kind, api_version in (("MachineConfig", MC_API), ("MachineConfigPool", MC_API), ("Node", "v1")):
+        for kind, api_version in (("MachineConfig", MC_API), ("MachineConfigPool", MC_API), ("Node", "v1"),
+                                  ("ClusterVersion", "config.openshift.io/v1")):
             thread = threading.Thread(target=self.watch_api.watch, name=f"mco-watch-{kind}", daemon=True,
                                       args=(api_version, kind, self.stop_event, lambda _obj: self.dirty.set()))
             thread.start()
@@ -377,6 +391,7 @@ class MCOSimulator:
         render_error = os_error
         if not render_error and not selected:
             render_error = f"no MachineConfigs found matching selector for pool {name}"
+        render_error = render_error or render_error_of(selected)
         if render_error:
             render_error = f"Failed to render configuration for pool {name}: {render_error}"
         else:

@@ -31,6 +31,7 @@ import logging
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -209,8 +210,9 @@ class NodeAgent:
         conditions.append({"type": "Ready", "status": "True" if ready else "False", "reason": reason,
                            "message": message, "lastHeartbeatTime": now(), "lastTransitionTime": now()})
         status: dict[str, Any] = {"conditions": conditions}
-        if kernel:
-            status["nodeInfo"] = dict(((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel)
+        if kernel:  # back from a reboot: the kubelet reports the new boot
+            status["nodeInfo"] = dict(((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel,
+                                      bootID=str(uuid.uuid4()))
         self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status")
 
     def _wait_drain(self, wanted: str, timeout: float) -> bool:

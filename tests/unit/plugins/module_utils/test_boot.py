@@ -18,20 +18,22 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
 KVER = "6.1.0-55-cloud-amd64"
 
 
-def fake_module(vermagic: str, extra: tuple[str, ...] = ()) -> bytes:
-    """A minimal ELF64 relocatable with a .modinfo section."""
+def fake_module(vermagic: str, extra: tuple[str, ...] = (), versions: dict[str, int] | None = None) -> bytes:
+    """A minimal ELF64 relocatable with a .modinfo (and optionally a
+    __versions: 8-byte CRC + 56-byte name per entry) section."""
     modinfo = b"".join(f"{item}\0".encode() for item in (*extra, f"vermagic={vermagic}"))
-    shstrtab = b"\0.modinfo\0.shstrtab\0"
-    header_size, shentsize = 64, 64
-    modinfo_off = header_size
-    shstr_off = modinfo_off + len(modinfo)
-    shoff = shstr_off + len(shstrtab)
+    vers = b"".join(struct.pack("<Q", crc) + name.encode().ljust(56, b"\0") for name, crc in (versions or {}).items())
+    shstrtab = b"\0.modinfo\0.shstrtab\0__versions\0"
+    bodies = [(1, 1, modinfo), (10, 3, shstrtab)] + ([(20, 1, vers)] if versions else [])
+    offset, data = 64, b""
+    headers = b"\0" * 64
+    for name_off, sh_type, body in bodies:
+        headers += struct.pack("<IIQQQQIIQQ", name_off, sh_type, 0, 0, offset + len(data), len(body), 0, 0, 1, 0)
+        data += body
+    shoff = 64 + len(data)
     ident = b"\x7fELF" + bytes([2, 1, 1]) + b"\0" * 9
-    header = ident + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, shentsize, 3, 2)
-    sections = b"\0" * shentsize
-    sections += struct.pack("<IIQQQQIIQQ", 1, 1, 0, 0, modinfo_off, len(modinfo), 0, 0, 1, 0)
-    sections += struct.pack("<IIQQQQIIQQ", 10, 3, 0, 0, shstr_off, len(shstrtab), 0, 0, 1, 0)
-    return header + modinfo + shstrtab + sections
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, len(bodies) + 1, 2)
+    return header + data + headers
 
 
 def make_image(root: Path, modules: dict[str, bytes], dep: str, load: dict[str, str],
@@ -153,8 +155,32 @@ def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
     assert result.params == {"good": {"level": "3"}}
     assert not result.ok
     assert result.failures == [
-        "module bad not loaded: bad: version magic '6.1.0-50-cloud-amd64 SMP' should be '%s' (Exec format error)" % KVER,
+        "module bad not loaded: bad: version magic '6.1.0-50-cloud-amd64 SMP' should be '%s SMP' (Exec format error)" % KVER,
         "module missing not loaded: Module missing not found in directory /lib/modules/%s" % KVER,
+    ]
+
+
+def test_fast_mode_with_modversions_compares_crcs_not_release(tmp_path: Path) -> None:
+    """As the kernel: with modversions the release in vermagic is skipped and
+    the symbol CRCs decide (module_layout first)."""
+    magic = "{} SMP preempt mod_unload modversions "
+    kernel_crcs = {"module_layout": 0x1111, "_printk": 0x2222}
+    image = make_image(
+        tmp_path,
+        {"kernel/net/intree.ko": fake_module(magic.format(KVER), versions=kernel_crcs),
+         "extra/same_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"), versions=kernel_crcs),
+         "extra/other_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"),
+                                           versions={"_printk": 0x9999, "module_layout": 0x3333}),
+         "extra/no_preempt.ko": fake_module(f"{KVER} SMP mod_unload modversions ", versions=kernel_crcs)},
+        "kernel/net/intree.ko:\nextra/same_abi.ko:\nextra/other_abi.ko:\nextra/no_preempt.ko:\n",
+        {"x.conf": "same_abi\nother_abi\nno_preempt\n"})
+    assert _boot.parse_versions(fake_module("x", versions=kernel_crcs)) == kernel_crcs
+    result = _boot.evaluate_fast(str(image))
+    assert result.loaded == ["same_abi"]
+    assert result.failures == [
+        "module other_abi not loaded: other_abi: disagrees about version of symbol module_layout (Exec format error)",
+        "module no_preempt not loaded: no_preempt: version magic '%s SMP mod_unload modversions ' should be "
+        "'%s SMP preempt mod_unload modversions ' (Exec format error)" % (KVER, KVER),
     ]
 
 
@@ -184,17 +210,19 @@ def test_no_kernel_is_a_boot_error(tmp_path: Path) -> None:
 
 def debian_kernel_rootfs(kver: str) -> Path:
     """A Debian kernel package unpacked as an RHCOS-like tree (cached)."""
-    cache = Path(os.environ.get("KMODLAB_CACHE") or Path.home() / ".cache/kmodlab") / "boot-test" / kver
+    lab_cache = Path(os.environ.get("KMODLAB_CACHE") or Path.home() / ".cache/kmodlab")
+    cache = lab_cache / "boot-test" / kver
     root = cache / "rootfs"
     moddir = root / "usr/lib/modules" / kver
     if not (moddir / "modules.dep").exists():
-        if not shutil.which("apt-get") or not shutil.which("depmod"):
-            pytest.skip("apt-get/depmod needed to fetch a kernel")
         shutil.rmtree(cache, ignore_errors=True)
         (cache / "deb").mkdir(parents=True)
-        subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=cache / "deb", check=True,
-                       capture_output=True)
-        deb = next((cache / "deb").glob("*.deb"))
+        # The lab's image builds keep the Debian packages they used.
+        deb = next((lab_cache / "debs").glob(f"linux-image-{kver}_*.deb"), None)
+        if deb is None:
+            subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=cache / "deb", check=True,
+                           capture_output=True)
+            deb = next((cache / "deb").glob("*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(deb), str(cache / "x")], check=True)
         moddir.parent.mkdir(parents=True)
         shutil.move(str(cache / "x/lib/modules" / kver), str(moddir))
@@ -206,13 +234,41 @@ def debian_kernel_rootfs(kver: str) -> Path:
     return root
 
 
+def foreign_module(kver: str, relpath: str, dest: Path) -> None:
+    """One module file out of another kernel's Debian package."""
+    lab_cache = Path(os.environ.get("KMODLAB_CACHE") or Path.home() / ".cache/kmodlab")
+    deb = next((lab_cache / "debs").glob(f"linux-image-{kver}_*.deb"), None)
+    if deb is None:
+        subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=dest.parent, check=True,
+                       capture_output=True)
+        deb = next(dest.parent.glob(f"linux-image-{kver}_*.deb"))
+    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        member = archive.extractfile(f"./lib/modules/{kver}/{relpath}")
+        assert member is not None
+        dest.write_bytes(member.read())
+
+
 @pytest.mark.qemu
-def test_real_boot_loads_modules_with_options(tmp_path: Path) -> None:
+def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path: Path) -> None:
+    """One boot: modules-load.d with a dependency (bonding -> tls), a
+    modprobe.d option, a missing module, and dummy.ko taken from another
+    kernel ABI (6.1.0-50) in extra/; fast mode must say the same."""
     base = debian_kernel_rootfs(KVER)
     image = tmp_path / "img"
     shutil.copytree(base, image, symlinks=True, copy_function=os.link)
+    moddir = image / "usr/lib/modules" / KVER
+    (moddir / "kernel/drivers/net/dummy.ko").unlink()
+    (moddir / "extra").mkdir()
+    foreign_module("6.1.0-50-cloud-amd64", "kernel/drivers/net/dummy.ko", moddir / "extra/dummy.ko")
+    for index in moddir.glob("modules.*"):  # depmod replaces them; keep the cached tree's own
+        if index.name not in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+            index.unlink()
+    subprocess.run(["depmod", "-b", str(image / "usr"), KVER], check=True)
     (image / "etc/modules-load.d").mkdir(parents=True)
-    (image / "etc/modules-load.d/lab.conf").write_text("# lab\nbonding\nloop\nno-such-module\n")
+    (image / "etc/modules-load.d/lab.conf").write_text("# lab\nbonding\nloop\nno-such-module\ndummy\n")
     (image / "etc/modprobe.d").mkdir(parents=True)
     (image / "etc/modprobe.d/lab.conf").write_text("options loop max_loop=5\n")
     result = _boot.boot(str(image), timeout=300)
@@ -220,8 +276,17 @@ def test_real_boot_loads_modules_with_options(tmp_path: Path) -> None:
     assert result.completed, result.console
     assert result.kernel == KVER
     assert {"bonding", "tls", "loop"} <= set(result.loaded)  # tls: bonding's dependency
+    assert "dummy" not in result.loaded
     assert result.params["loop"]["max_loop"] == "5"  # modprobe.d applied
-    assert result.failures == ["module no-such-module not loaded (modprobe exit 1): "
-                               "modprobe: module no-such-module not found in modules.dep"]
+    assert result.failures == [
+        "module no-such-module not loaded (modprobe exit 1): modprobe: module no-such-module not found in modules.dep",
+        "module dummy not loaded (modprobe exit 1): modprobe: can't load module dummy (extra/dummy.ko): "
+        "invalid module format; dummy: disagrees about version of symbol module_layout",
+    ]
     assert not result.ok
     assert result.tools["busybox"] == "host:/bin/busybox"
+
+    fast = _boot.evaluate_fast(str(image))
+    assert set(fast.loaded) == {"bonding", "tls", "loop"}
+    assert [f.split(":")[0] for f in fast.failures] == ["module no-such-module not loaded", "module dummy not loaded"]
+    assert "dummy: disagrees about version of symbol module_layout" in fast.failures[1]

@@ -122,6 +122,8 @@ def test_choose_os_image_tag_rhel10_before_421():
 def test_choose_os_image_tag_prefer():
     assert rel.choose_os_image_tag("4.12.77", TAGS_412, prefer="machine-os-content") == \
         ("machine-os-content", "driver-toolkit")
+    with pytest.raises(rel.ReleaseError, match="'rhel-coreos-extensions' is not an OS image tag"):
+        rel.choose_os_image_tag("4.16.30", TAGS_413, prefer="rhel-coreos-extensions")
     with pytest.raises(rel.ReleaseError, match="no rhel-coreos-9 tag"):
         rel.choose_os_image_tag("4.16.30", TAGS_413, prefer="rhel-coreos-9")
     with pytest.raises(rel.ReleaseError, match="has no 'rhel-coreos-8' image; OS image tags present: rhel-coreos"):

@@ -123,3 +123,11 @@ def test_zstd_without_library_is_a_clear_error(tmp_path: Path) -> None:
             _rootfs.apply_layer(io.BytesIO(_rootfs.ZSTD_MAGIC + b"\0" * 100), str(tmp_path))
     else:
         pytest.skip("zstandard installed")
+
+
+def test_hardlink_to_a_filtered_file_is_skipped_not_an_error(tmp_path: Path) -> None:
+    _rootfs.apply_layer(layer(("file", "usr/share/big", b"d"), ("hard", "usr/bin/alias", "usr/share/big")),
+                        str(tmp_path), keep=lambda p: not p.startswith("usr/share/"))
+    assert not (tmp_path / "usr/bin/alias").exists()
+    with pytest.raises(_rootfs.LayerError, match="hard link"):
+        _rootfs.apply_layer(layer(("hard", "x", "missing")), str(tmp_path))
