@@ -72,8 +72,16 @@ def _pids_file(layout: paths.StateLayout, name: str) -> Path:
     return layout.pids / f"cluster-{name}.pid"
 
 
-def start_clusters(state: LabState, count: int, releases: Sequence[str], workers: int = 2, masters: int = 1,
-                   infra: int = 0, node_mode: str = "qemu", drain_seconds: float = 1.0) -> list[dict[str, Any]]:
+def start_clusters(
+    state: LabState,
+    count: int,
+    releases: Sequence[str],
+    workers: int = 2,
+    masters: int = 1,
+    infra: int = 0,
+    node_mode: str = "qemu",
+    drain_seconds: float = 1.0,
+) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
     cluster entries once every API answers with its nodes seeded."""
@@ -114,8 +122,11 @@ def start_clusters(state: LabState, count: int, releases: Sequence[str], workers
                 "kubeconfig": str(directory / "kubeconfig"),
                 "release": release,
                 # Every lab release, so a ClusterVersion moved to another one re-renders.
-                "release_os_images": {_digest_pullspec(r["pullspec"], r["digest"]): r["images"][r["os_tag"]]
-                                      for r in state.releases if r.get("digest") and r.get("os_tag") in (r.get("images") or {})},
+                "release_os_images": {
+                    _digest_pullspec(r["pullspec"], r["digest"]): r["images"][r["os_tag"]]
+                    for r in state.releases
+                    if r.get("digest") and r.get("os_tag") in (r.get("images") or {})
+                },
                 "workers": workers,
                 "masters": masters,
                 "infra": infra,
@@ -134,12 +145,18 @@ def start_clusters(state: LabState, count: int, releases: Sequence[str], workers
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 [str(paths.CHECKOUT / ".build" / "collections"), str(paths.CHECKOUT / "tests")]
-                + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+                + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            )
             with open(log_path, "ab") as log_stream:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "kmodlab.cluster", "serve", "--config", str(config_path)],
-                    stdin=subprocess.DEVNULL, stdout=log_stream, stderr=subprocess.STDOUT,
-                    env=env, cwd=str(paths.CHECKOUT), start_new_session=True)
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_stream,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(paths.CHECKOUT),
+                    start_new_session=True,
+                )
             _pids_file(layout, name).write_text(f"{process.pid}\n")
             entry = {
                 "name": name,
@@ -175,8 +192,9 @@ def _wait_ready(entry: dict[str, Any], process: subprocess.Popen[bytes], ca_file
         if process.poll() is not None:
             tail = Path(entry["log"]).read_text(errors="replace")[-3000:]
             raise ClusterError(f"cluster {entry['name']} exited with {process.returncode}:\n{tail}")
-        request = urllib.request.Request(entry["api_url"] + "/api/v1/nodes",
-                                         headers={"Authorization": f"Bearer {entry['token']}"})
+        request = urllib.request.Request(
+            entry["api_url"] + "/api/v1/nodes", headers={"Authorization": f"Bearer {entry['token']}"}
+        )
         try:
             with urllib.request.urlopen(request, context=context, timeout=5) as response:
                 if len(json.load(response).get("items") or []) == nodes:
@@ -195,6 +213,8 @@ def write_inventory(state: LabState) -> Path:
         pools = ["worker"] + (["infra"] if (cluster.get("pools") or {}).get("infra") else [])
         hosts[cluster["name"]] = {
             "ansible_connection": "local",
+            # Modules run on the controller: its Python has the kubernetes client.
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "kubeconfig": cluster["kubeconfig"],
             "ocp_release": cluster["release"],
             "pools": pools,
@@ -273,26 +293,54 @@ def base_machine_configs(role: str) -> list[dict[str, Any]]:
     the user's ssh key config (neither sets osImageURL)."""
     return [
         {
-            "apiVersion": MC_API, "kind": "MachineConfig",
-            "metadata": {"name": f"00-{role}", "labels": {ROLE_LABEL: role},
-                         "annotations": {GENERATED_BY: "kmodlab-mco-0.1"}},
-            "spec": {"config": {"ignition": {"version": "3.2.0"}, "storage": {"files": [{
-                "path": "/etc/kmodlab-role", "mode": 420, "overwrite": True,
-                "contents": {"source": "data:," + role}}]}},
-                "extensions": [], "fips": False, "kernelArguments": [], "kernelType": "default", "osImageURL": ""},
+            "apiVersion": MC_API,
+            "kind": "MachineConfig",
+            "metadata": {
+                "name": f"00-{role}",
+                "labels": {ROLE_LABEL: role},
+                "annotations": {GENERATED_BY: "kmodlab-mco-0.1"},
+            },
+            "spec": {
+                "config": {
+                    "ignition": {"version": "3.2.0"},
+                    "storage": {
+                        "files": [
+                            {
+                                "path": "/etc/kmodlab-role",
+                                "mode": 420,
+                                "overwrite": True,
+                                "contents": {"source": "data:," + role},
+                            }
+                        ]
+                    },
+                },
+                "extensions": [],
+                "fips": False,
+                "kernelArguments": [],
+                "kernelType": "default",
+                "osImageURL": "",
+            },
         },
         {
-            "apiVersion": MC_API, "kind": "MachineConfig",
+            "apiVersion": MC_API,
+            "kind": "MachineConfig",
             "metadata": {"name": f"99-{role}-ssh", "labels": {ROLE_LABEL: role}},
-            "spec": {"config": {"ignition": {"version": "3.2.0"}, "passwd": {"users": [
-                {"name": "core", "sshAuthorizedKeys": ["ssh-ed25519 AAAAkmodlab lab@kmodlab"]}]}}},
+            "spec": {
+                "config": {
+                    "ignition": {"version": "3.2.0"},
+                    "passwd": {
+                        "users": [{"name": "core", "sshAuthorizedKeys": ["ssh-ed25519 AAAAkmodlab lab@kmodlab"]}]
+                    },
+                }
+            },
         },
     ]
 
 
 def pool_object(name: str, role_selector: dict[str, Any], node_role: str) -> dict[str, Any]:
     return {
-        "apiVersion": MC_API, "kind": "MachineConfigPool",
+        "apiVersion": MC_API,
+        "kind": "MachineConfigPool",
         "metadata": {"name": name, "labels": {f"pools.operator.machineconfiguration.openshift.io/{name}": ""}},
         "spec": {
             "machineConfigSelector": role_selector,
@@ -304,31 +352,55 @@ def pool_object(name: str, role_selector: dict[str, Any], node_role: str) -> dic
 
 
 def node_object(name: str, roles: list[str], rendered: str, kernel: str, release: str) -> dict[str, Any]:
-    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-              "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
-              "node.openshift.io/os_id": "rhcos"}
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
+        "node.openshift.io/os_id": "rhcos",
+    }
     labels.update({f"node-role.kubernetes.io/{role}": "" for role in roles})
     major_minor = "".join(release.split(".")[:2])
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels, "annotations": {
-            "machineconfiguration.openshift.io/currentConfig": rendered,
-            "machineconfiguration.openshift.io/desiredConfig": rendered,
-            "machineconfiguration.openshift.io/state": "Done",
-            "machineconfiguration.openshift.io/reason": "",
-            "machineconfiguration.openshift.io/lastAppliedDrain": f"uncordon-{rendered}",
-            "machineconfiguration.openshift.io/desiredDrain": f"uncordon-{rendered}",
-        }},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {
+                "machineconfiguration.openshift.io/currentConfig": rendered,
+                "machineconfiguration.openshift.io/desiredConfig": rendered,
+                "machineconfiguration.openshift.io/state": "Done",
+                "machineconfiguration.openshift.io/reason": "",
+                "machineconfiguration.openshift.io/lastAppliedDrain": f"uncordon-{rendered}",
+                "machineconfiguration.openshift.io/desiredDrain": f"uncordon-{rendered}",
+            },
+        },
         "spec": {},
         "status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "kubelet is posting ready status",
-                            "lastHeartbeatTime": _now(), "lastTransitionTime": _now()}],
-            "nodeInfo": {"architecture": "amd64", "kernelVersion": kernel, "operatingSystem": "linux",
-                         "osImage": f"Red Hat Enterprise Linux CoreOS {major_minor}.94 (Plow)",
-                         "containerRuntimeVersion": "cri-o://1.29.0", "kubeletVersion": "v1.29.0",
-                         "kubeProxyVersion": "", "machineID": uuid.uuid4().hex, "systemUUID": str(uuid.uuid4()),
-                         "bootID": str(uuid.uuid4())},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "kernelVersion": kernel,
+                "operatingSystem": "linux",
+                "osImage": f"Red Hat Enterprise Linux CoreOS {major_minor}.94 (Plow)",
+                "containerRuntimeVersion": "cri-o://1.29.0",
+                "kubeletVersion": "v1.29.0",
+                "kubeProxyVersion": "",
+                "machineID": uuid.uuid4().hex,
+                "systemUUID": str(uuid.uuid4()),
+                "bootID": str(uuid.uuid4()),
+            },
             "addresses": [{"type": "Hostname", "address": name}],
         },
     }
@@ -342,38 +414,78 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
     release_image = _digest_pullspec(release["pullspec"], release["digest"])
     os_image = release["images"][release["os_tag"]]
     os_digest = os_image.split("@", 1)[1] if "@" in os_image else ""
-    server.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openshift-config"},
-                 "status": {"phase": "Active"}})
-    server.seed({
-        "apiVersion": "config.openshift.io/v1", "kind": "ClusterVersion",
-        "metadata": {"name": "version"},
-        "spec": {"clusterID": str(uuid.uuid4()), "channel": "stable-" + ".".join(release["version"].split(".")[:2])},
-        "status": {
-            "desired": {"image": release_image, "version": release["version"]},
-            "history": [{"state": "Completed", "version": release["version"], "image": release_image,
-                         "startedTime": _now(), "completionTime": _now(), "verified": False}],
-            "observedGeneration": 1, "versionHash": base64.b32encode(os.urandom(5)).decode()[:8],
-            "availableUpdates": None,
-            "conditions": [{"type": "Available", "status": "True", "lastTransitionTime": _now(),
-                            "message": f"Done applying {release['version']}"}],
-        },
-    })
-    server.seed({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "pull-secret", "namespace": "openshift-config"},
-        "data": {".dockerconfigjson": base64.b64encode(Path(config["auth_file"]).read_bytes()).decode()},
-    })
-    pools = [("master", {"matchLabels": {ROLE_LABEL: "master"}}, "master"),
-             ("worker", {"matchLabels": {ROLE_LABEL: "worker"}}, "worker")]
+    server.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "openshift-config"},
+            "status": {"phase": "Active"},
+        }
+    )
+    server.seed(
+        {
+            "apiVersion": "config.openshift.io/v1",
+            "kind": "ClusterVersion",
+            "metadata": {"name": "version"},
+            "spec": {
+                "clusterID": str(uuid.uuid4()),
+                "channel": "stable-" + ".".join(release["version"].split(".")[:2]),
+            },
+            "status": {
+                "desired": {"image": release_image, "version": release["version"]},
+                "history": [
+                    {
+                        "state": "Completed",
+                        "version": release["version"],
+                        "image": release_image,
+                        "startedTime": _now(),
+                        "completionTime": _now(),
+                        "verified": False,
+                    }
+                ],
+                "observedGeneration": 1,
+                "versionHash": base64.b32encode(os.urandom(5)).decode()[:8],
+                "availableUpdates": None,
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "True",
+                        "lastTransitionTime": _now(),
+                        "message": f"Done applying {release['version']}",
+                    }
+                ],
+            },
+        }
+    )
+    server.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "pull-secret", "namespace": "openshift-config"},
+            "data": {".dockerconfigjson": base64.b64encode(Path(config["auth_file"]).read_bytes()).decode()},
+        }
+    )
+    pools = [
+        ("master", {"matchLabels": {ROLE_LABEL: "master"}}, "master"),
+        ("worker", {"matchLabels": {ROLE_LABEL: "worker"}}, "worker"),
+    ]
     if config["infra"]:
-        pools.append(("infra", {"matchExpressions": [{"key": ROLE_LABEL, "operator": "In",
-                                                       "values": ["worker", "infra"]}]}, "infra"))
+        pools.append(
+            (
+                "infra",
+                {"matchExpressions": [{"key": ROLE_LABEL, "operator": "In", "values": ["worker", "infra"]}]},
+                "infra",
+            )
+        )
     machineconfigs = base_machine_configs("master") + base_machine_configs("worker")
     for mc in machineconfigs:
         server.seed(mc)
-    node_roles = ([(f"master-{i}", ["master"], "master") for i in range(config["masters"])]
-                  + [(f"worker-{i}", ["worker"], "worker") for i in range(config["workers"])]
-                  + [(f"infra-{i}", ["worker", "infra"], "infra") for i in range(config["infra"])])
+    node_roles = (
+        [(f"master-{i}", ["master"], "master") for i in range(config["masters"])]
+        + [(f"worker-{i}", ["worker"], "worker") for i in range(config["workers"])]
+        + [(f"infra-{i}", ["worker", "infra"], "infra") for i in range(config["infra"])]
+    )
     agents: dict[str, dict[str, str]] = {}
     nodes = []
     pool_objects = []
@@ -384,17 +496,34 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
         selected = _mco.pool_machine_configs(pool, machineconfigs)
         spec = mco.merge_configs(selected, os_image)
         rendered = mco.rendered_name(name, spec)
-        server.seed({
-            "apiVersion": MC_API, "kind": "MachineConfig",
-            "metadata": {"name": rendered, "annotations": {GENERATED_BY: mco.CONTROLLER_VERSION},
-                         "ownerReferences": [{"apiVersion": MC_API, "kind": "MachineConfigPool", "name": name,
-                                              "uid": pool["metadata"]["uid"], "controller": True,
-                                              "blockOwnerDeletion": True}]},
-            "spec": spec,
-        })
-        pool["spec"]["configuration"] = {"name": rendered, "source": [
-            {"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
-            for mc in sorted(selected, key=lambda m: m["metadata"]["name"])]}
+        server.seed(
+            {
+                "apiVersion": MC_API,
+                "kind": "MachineConfig",
+                "metadata": {
+                    "name": rendered,
+                    "annotations": {GENERATED_BY: mco.CONTROLLER_VERSION},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": MC_API,
+                            "kind": "MachineConfigPool",
+                            "name": name,
+                            "uid": pool["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": spec,
+            }
+        )
+        pool["spec"]["configuration"] = {
+            "name": rendered,
+            "source": [
+                {"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
+                for mc in sorted(selected, key=lambda m: m["metadata"]["name"])
+            ],
+        }
         pool = server.seed(pool)
         pool_objects.append((pool, rendered))
     for node_name, roles, node_role in node_roles:
@@ -429,10 +558,16 @@ async def serve(config: dict[str, Any]) -> None:
 
     def start_controllers() -> tuple[Any, Any]:
         os_images = dict(config.get("release_os_images") or {}, **{release_image: os_image})
-        controller = mco.MCOSimulator(config["kubeconfig"], os_images,
-                                      drain_seconds=float(config.get("drain_seconds", 1.0)))
-        fleet = node.NodeFleet(config["kubeconfig"], agents, release["version"], config["node_mode"],
-                               node.ImageStore(Path(config["image_store"]), config["ca_file"]))
+        controller = mco.MCOSimulator(
+            config["kubeconfig"], os_images, drain_seconds=float(config.get("drain_seconds", 1.0))
+        )
+        fleet = node.NodeFleet(
+            config["kubeconfig"],
+            agents,
+            release["version"],
+            config["node_mode"],
+            node.ImageStore(Path(config["image_store"]), config["ca_file"]),
+        )
         controller.start()
         fleet.start()
         return controller, fleet

@@ -101,17 +101,33 @@ class Api:
     def create(self, api_version: str, kind: str, body: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         return self.resource(api_version, kind).create(body=body, namespace=namespace).to_dict()
 
-    def patch(self, api_version: str, kind: str, name: str, body: dict[str, Any],
-              namespace: str | None = None, subresource: str | None = None) -> dict[str, Any]:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        body: dict[str, Any],
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
         """JSON merge patch, on the object or its subresource (``status``)."""
         resource = self.resource(api_version, kind)
         if subresource:
             resource = resource.subresources[subresource]
-        return resource.patch(body=body, name=name, namespace=namespace,
-                              content_type="application/merge-patch+json").to_dict()
+        return resource.patch(
+            body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"
+        ).to_dict()
 
-    def watch(self, api_version: str, kind: str, stop: threading.Event, on_event: Callable[[dict[str, Any]], None],
-              namespace: str | None = None, field_selector: str | None = None, poll: float = 1.0) -> None:
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        stop: threading.Event,
+        on_event: Callable[[dict[str, Any]], None],
+        namespace: str | None = None,
+        field_selector: str | None = None,
+        poll: float = 1.0,
+    ) -> None:
         """Call `on_event(object)` for every change until `stop`; restarts
         the watch when the server ends it; polls if watching fails."""
         resource = self.resource(api_version, kind)
@@ -122,8 +138,14 @@ class Api:
                     on_event(item.to_dict())
                 version = listing.metadata.resourceVersion
                 watcher = watch.Watch()
-                for event in self.dyn.watch(resource, namespace=namespace, field_selector=field_selector,
-                                            resource_version=version, timeout=30, watcher=watcher):
+                for event in self.dyn.watch(
+                    resource,
+                    namespace=namespace,
+                    field_selector=field_selector,
+                    resource_version=version,
+                    timeout=30,
+                    watcher=watcher,
+                ):
                     if stop.is_set():
                         watcher.stop()
                         break
@@ -195,8 +217,10 @@ def render_error_of(machineconfigs: list[dict[str, Any]]) -> str | None:
     for mc in sorted(machineconfigs, key=lambda m: m["metadata"]["name"]):
         version = (((mc.get("spec") or {}).get("config") or {}).get("ignition") or {}).get("version")
         if version is not None and version not in SUPPORTED_IGNITION:
-            return (f"parsing Ignition config failed for {mc['metadata']['name']}: invalid version {version!r}. "
-                    "Supported spec versions: 2.2, 3.0, 3.1, 3.2, 3.3, 3.4")
+            return (
+                f"parsing Ignition config failed for {mc['metadata']['name']}: invalid version {version!r}. "
+                "Supported spec versions: 2.2, 3.0, 3.1, 3.2, 3.3, 3.4"
+            )
     return None
 
 
@@ -225,15 +249,18 @@ def node_degraded(node: dict[str, Any]) -> bool:
     return bool(ann.get(_mco.ANNOTATION_DESIRED_CONFIG)) and ann.get(_mco.ANNOTATION_STATE) in _mco.FAILING_STATES
 
 
-def _set_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str = "", message: str = "") -> None:
+def _set_condition(
+    conditions: list[dict[str, Any]], ctype: str, status: str, reason: str = "", message: str = ""
+) -> None:
     for cond in conditions:
         if cond.get("type") == ctype:
             if cond.get("status") != status:
                 cond["lastTransitionTime"] = now()
             cond.update(status=status, reason=reason, message=message)
             return
-    conditions.append({"type": ctype, "status": status, "reason": reason, "message": message,
-                       "lastTransitionTime": now()})
+    conditions.append(
+        {"type": ctype, "status": status, "reason": reason, "message": message, "lastTransitionTime": now()}
+    )
 
 
 def pool_status(pool: dict[str, Any], nodes: list[dict[str, Any]], render_error: str | None) -> dict[str, Any]:
@@ -273,8 +300,13 @@ def pool_status(pool: dict[str, Any], nodes: list[dict[str, Any]], render_error:
             reasons.append(f"Node {node['metadata']['name']} is reporting: {json.dumps(reason)}")
     node_message = ", ".join(reasons)
     if degraded:
-        _set_condition(conditions, "NodeDegraded", "True",
-                       f"{len(degraded)} nodes are reporting degraded status on sync", node_message)
+        _set_condition(
+            conditions,
+            "NodeDegraded",
+            "True",
+            f"{len(degraded)} nodes are reporting degraded status on sync",
+            node_message,
+        )
     else:
         _set_condition(conditions, "NodeDegraded", "False")
     if render_error:
@@ -301,11 +333,16 @@ def nodes_to_update(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> list[s
         return []
     capacity = parse_max_unavailable(spec.get("maxUnavailable"), len(nodes))
     capacity -= sum(1 for n in nodes if node_unavailable(n))
-    candidates = sorted((n for n in nodes
-                         if ((n.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_DESIRED_CONFIG)
-                         != target), key=lambda n: n["metadata"]["name"])
+    candidates = sorted(
+        (
+            n
+            for n in nodes
+            if ((n.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_DESIRED_CONFIG) != target
+        ),
+        key=lambda n: n["metadata"]["name"],
+    )
     chosen = [n["metadata"]["name"] for n in candidates if node_unavailable(n)]
-    chosen += [n["metadata"]["name"] for n in candidates if not node_unavailable(n)][:max(0, capacity)]
+    chosen += [n["metadata"]["name"] for n in candidates if not node_unavailable(n)][: max(0, capacity)]
     return chosen
 
 
@@ -313,8 +350,14 @@ class MCOSimulator:
     """The controller: one reconcile thread woken by watches on
     MachineConfigs, MachineConfigPools and Nodes (plus a slow resync)."""
 
-    def __init__(self, kubeconfig: str, release_os_images: dict[str, str], drain_seconds: float = 1.0,
-                 resync_seconds: float = 30.0, coalesce_seconds: float = 0.2) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        release_os_images: dict[str, str],
+        drain_seconds: float = 1.0,
+        resync_seconds: float = 30.0,
+        coalesce_seconds: float = 0.2,
+    ) -> None:
         self.api = Api(kubeconfig, "mco")
         self.watch_api = Api(kubeconfig, "mco-watch")
         # release pullspec (ClusterVersion status.desired.image) -> OS image
@@ -330,10 +373,18 @@ class MCOSimulator:
 
     # -- lifecycle
     def start(self) -> None:
-        for kind, api_version in (("MachineConfig", MC_API), ("MachineConfigPool", MC_API), ("Node", "v1"),
-                                  ("ClusterVersion", "config.openshift.io/v1")):
-            thread = threading.Thread(target=self.watch_api.watch, name=f"mco-watch-{kind}", daemon=True,
-                                      args=(api_version, kind, self.stop_event, lambda _obj: self.dirty.set()))
+        for kind, api_version in (
+            ("MachineConfig", MC_API),
+            ("MachineConfigPool", MC_API),
+            ("Node", "v1"),
+            ("ClusterVersion", "config.openshift.io/v1"),
+        ):
+            thread = threading.Thread(
+                target=self.watch_api.watch,
+                name=f"mco-watch-{kind}",
+                daemon=True,
+                args=(api_version, kind, self.stop_event, lambda _obj: self.dirty.set()),
+            )
             thread.start()
             self.threads.append(thread)
         thread = threading.Thread(target=self._loop, name="mco", daemon=True)
@@ -382,12 +433,22 @@ class MCOSimulator:
             self._reconcile_pool(pool, pools, nodes, machineconfigs, existing, default_os_image, os_error)
         self._drain(nodes)
 
-    def _reconcile_pool(self, pool: dict[str, Any], pools: list[dict[str, Any]], nodes: list[dict[str, Any]],
-                        machineconfigs: list[dict[str, Any]], existing: set[str], default_os_image: str,
-                        os_error: str | None) -> None:
+    def _reconcile_pool(
+        self,
+        pool: dict[str, Any],
+        pools: list[dict[str, Any]],
+        nodes: list[dict[str, Any]],
+        machineconfigs: list[dict[str, Any]],
+        existing: set[str],
+        default_os_image: str,
+        os_error: str | None,
+    ) -> None:
         name = pool["metadata"]["name"]
-        selected = [mc for mc in _mco.pool_machine_configs(pool, machineconfigs)
-                    if not mc["metadata"]["name"].startswith(_mco.RENDERED_PREFIX)]
+        selected = [
+            mc
+            for mc in _mco.pool_machine_configs(pool, machineconfigs)
+            if not mc["metadata"]["name"].startswith(_mco.RENDERED_PREFIX)
+        ]
         render_error = os_error
         if not render_error and not selected:
             render_error = f"no MachineConfigs found matching selector for pool {name}"
@@ -398,24 +459,40 @@ class MCOSimulator:
             spec = merge_configs(selected, default_os_image)
             rendered = rendered_name(name, spec)
             if rendered not in existing:
-                self.api.create(MC_API, "MachineConfig", {
-                    "apiVersion": MC_API, "kind": "MachineConfig",
-                    "metadata": {
-                        "name": rendered,
-                        "annotations": {_mco.ANNOTATION_GENERATED_BY: CONTROLLER_VERSION,
-                                        _mco.MCO_PREFIX + "release-image-version": ""},
-                        "ownerReferences": [{"apiVersion": MC_API, "kind": "MachineConfigPool", "name": name,
-                                             "uid": pool["metadata"].get("uid", ""), "controller": True,
-                                             "blockOwnerDeletion": True}],
+                self.api.create(
+                    MC_API,
+                    "MachineConfig",
+                    {
+                        "apiVersion": MC_API,
+                        "kind": "MachineConfig",
+                        "metadata": {
+                            "name": rendered,
+                            "annotations": {
+                                _mco.ANNOTATION_GENERATED_BY: CONTROLLER_VERSION,
+                                _mco.MCO_PREFIX + "release-image-version": "",
+                            },
+                            "ownerReferences": [
+                                {
+                                    "apiVersion": MC_API,
+                                    "kind": "MachineConfigPool",
+                                    "name": name,
+                                    "uid": pool["metadata"].get("uid", ""),
+                                    "controller": True,
+                                    "blockOwnerDeletion": True,
+                                }
+                            ],
+                        },
+                        "spec": spec,
                     },
-                    "spec": spec,
-                })
+                )
                 existing.add(rendered)
                 log.info("pool %s: rendered %s (osImageURL %s)", name, rendered, spec["osImageURL"])
             configuration = {
                 "name": rendered,
-                "source": [{"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
-                           for mc in sorted(selected, key=lambda m: m["metadata"]["name"])],
+                "source": [
+                    {"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
+                    for mc in sorted(selected, key=lambda m: m["metadata"]["name"])
+                ],
             }
             if (pool.get("spec") or {}).get("configuration") != configuration:
                 pool = self.api.patch(MC_API, "MachineConfigPool", name, {"spec": {"configuration": configuration}})
@@ -424,8 +501,9 @@ class MCOSimulator:
             for node_name in nodes_to_update(pool, members):
                 target = pool["spec"]["configuration"]["name"]
                 log.info("pool %s: node %s -> %s", name, node_name, target)
-                patched = self.api.patch("v1", "Node", node_name,
-                                         {"metadata": {"annotations": {_mco.ANNOTATION_DESIRED_CONFIG: target}}})
+                patched = self.api.patch(
+                    "v1", "Node", node_name, {"metadata": {"annotations": {_mco.ANNOTATION_DESIRED_CONFIG: target}}}
+                )
                 members = [patched if n["metadata"]["name"] == node_name else n for n in members]
         status = pool_status(pool, members, render_error)
         if _comparable(status) != _comparable(pool.get("status") or {}):
@@ -440,8 +518,7 @@ class MCOSimulator:
             if not wanted or wanted == ann.get(ANN_LAST_APPLIED_DRAIN) or name in self._draining:
                 continue
             self._draining.add(name)
-            threading.Thread(target=self._drain_node, args=(name, wanted), daemon=True,
-                             name=f"drain-{name}").start()
+            threading.Thread(target=self._drain_node, args=(name, wanted), daemon=True, name=f"drain-{name}").start()
 
     def _drain_node(self, name: str, wanted: str) -> None:
         try:

@@ -24,6 +24,7 @@ bound to the node with the host's / at /host running `rpm-ostree status
 from __future__ import annotations
 
 import base64
+import datetime
 import fcntl
 import hashlib
 import json
@@ -134,12 +135,31 @@ def deployment(image: str, digest: str, release: str, booted: bool, timestamp: i
 
 
 def rpm_ostree_status(deployments: list[dict[str, Any]]) -> str:
-    return json.dumps({
-        "deployments": deployments,
-        "transaction": None,
-        "cached-update": None,
-        "update-driver": None,
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "deployments": deployments,
+                "transaction": None,
+                "cached-update": None,
+                "update-driver": None,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def rpm_ostree_text(deployments: list[dict[str, Any]]) -> str:
+    """`rpm-ostree status` (human form) for container-image deployments."""
+    lines = ["State: idle", "Deployments:"]
+    for index, item in enumerate(deployments):
+        stamp = datetime.datetime.fromtimestamp(item["timestamp"], datetime.timezone.utc)
+        if index:
+            lines.append("")
+        lines.append(("* " if item["booted"] else "  ") + item["container-image-reference"])
+        lines.append(f"                   Digest: {item['container-image-reference-digest']}")
+        lines.append(f"                  Version: {item['version']} ({stamp.strftime('%Y-%m-%dT%H:%M:%SZ')})")
+    return "\n".join(lines) + "\n"
 
 
 def lsmod_output(proc_modules: list[str]) -> str:
@@ -171,8 +191,10 @@ def debug_command_output(pod: dict[str, Any], agent: NodeAgent) -> tuple[int, st
         return 1, "error: the debug pod must be privileged to read the host\n"
     if "rpm-ostree status" in text:
         if "--json" not in text:
-            return 1, "kmodlab: only `rpm-ostree status --json` is supported\n"
+            return 0, rpm_ostree_text(agent.deployments)
         return 0, agent.rpm_ostree_json()
+    if "uname -r" in text:
+        return 0, agent.kernel + "\n"
     if "lsmod" in text:
         return 0, lsmod_output(agent.proc_modules)
     if "/proc/modules" in text:
@@ -205,14 +227,22 @@ class NodeAgent:
 
     def _set_ready(self, ready: bool, reason: str, message: str, kernel: str | None = None) -> None:
         node = self.fleet.api.get("v1", "Node", self.name) or {}
-        conditions = [dict(c) for c in ((node.get("status") or {}).get("conditions") or [])
-                      if c.get("type") != "Ready"]
-        conditions.append({"type": "Ready", "status": "True" if ready else "False", "reason": reason,
-                           "message": message, "lastHeartbeatTime": now(), "lastTransitionTime": now()})
+        conditions = [dict(c) for c in ((node.get("status") or {}).get("conditions") or []) if c.get("type") != "Ready"]
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": now(),
+                "lastTransitionTime": now(),
+            }
+        )
         status: dict[str, Any] = {"conditions": conditions}
         if kernel:  # back from a reboot: the kubelet reports the new boot
-            status["nodeInfo"] = dict(((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel,
-                                      bootID=str(uuid.uuid4()))
+            status["nodeInfo"] = dict(
+                ((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel, bootID=str(uuid.uuid4())
+            )
         self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status")
 
     def _wait_drain(self, wanted: str, timeout: float) -> bool:
@@ -235,12 +265,16 @@ class NodeAgent:
             self.failed_for = None
             if not _mco._node_ready(node):  # noqa: SLF001 - the shared rule
                 self._set_ready(True, "KubeletReady", "kubelet is posting ready status")
-            self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_DONE, _mco.ANNOTATION_REASON: "",
-                              ANN_DESIRED_DRAIN: f"uncordon-{desired}"})
+            self._annotate(
+                **{
+                    _mco.ANNOTATION_STATE: _mco.STATE_DONE,
+                    _mco.ANNOTATION_REASON: "",
+                    ANN_DESIRED_DRAIN: f"uncordon-{desired}",
+                }
+            )
             return
         with self.lock:
-            if (not desired or desired == current or self.busy or desired == self.failed_for
-                    or desired == self.applied):
+            if not desired or desired == current or self.busy or desired == self.failed_for or desired == self.applied:
                 return
             self.busy = True
         threading.Thread(target=self._update, args=(desired,), name=f"update-{self.name}", daemon=True).start()
@@ -270,7 +304,7 @@ class NodeAgent:
         self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_WORKING, _mco.ANNOTATION_REASON: ""})
         rendered = api.get(MC_API, "MachineConfig", desired)
         if rendered is None:
-            self._degrade(desired, f"machineconfig.machineconfiguration.openshift.io \"{desired}\" not found")
+            self._degrade(desired, f'machineconfig.machineconfiguration.openshift.io "{desired}" not found')
             return
         image = (rendered.get("spec") or {}).get("osImageURL") or ""
         self._annotate(**{ANN_DESIRED_DRAIN: f"drain-{desired}"})
@@ -296,33 +330,39 @@ class NodeAgent:
                 return
         summary = result.to_dict()
         self.boots.append(dict(summary, image=image, digest=digest))
-        log.info("node %s: boot %s in %.1fs: %s", self.name, "ok" if result.ok else "with failures",
-                 result.duration, summary)
+        log.info(
+            "node %s: boot %s in %.1fs: %s", self.name, "ok" if result.ok else "with failures", result.duration, summary
+        )
         if result.panic or result.timed_out or not result.completed or result.kernel != result.expected_kernel:
             # The node is gone: NotReady, Degraded, still on its old config.
-            self._degrade(desired, f"node {self.name} did not come back after reboot into {image}: "
-                                   + "; ".join(result.failures))
+            self._degrade(
+                desired, f"node {self.name} did not come back after reboot into {image}: " + "; ".join(result.failures)
+            )
             return
         previous = dict(self.deployments[0], booted=False)
         self.deployments = [deployment(image, digest, self.fleet.release, True, int(time.time())), previous]
         self.kernel = result.kernel or self.kernel
         if result.mode == "qemu":
-            self.proc_modules = [line.split(" ", 1)[1] for line in result.console.splitlines()
-                                 if line.startswith("KMODLAB:MOD ")]
+            self.proc_modules = [
+                line.split(" ", 1)[1] for line in result.console.splitlines() if line.startswith("KMODLAB:MOD ")
+            ]
         else:
             self.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" for m in result.loaded]
         self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
-        self._annotate(**{
-            _mco.ANNOTATION_CURRENT_CONFIG: desired,
-            _mco.ANNOTATION_STATE: _mco.STATE_DONE,
-            _mco.ANNOTATION_REASON: "",
-            ANN_DESIRED_DRAIN: f"uncordon-{desired}",
-            ANN_BOOTED_IMAGE: image,
-            ANN_BOOTED_DIGEST: digest,
-            ANN_LOADED: ",".join(result.loaded),
-            ANN_BOOT: json.dumps({k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures",
-                                                           "duration", "tools")}),
-        })
+        self._annotate(
+            **{
+                _mco.ANNOTATION_CURRENT_CONFIG: desired,
+                _mco.ANNOTATION_STATE: _mco.STATE_DONE,
+                _mco.ANNOTATION_REASON: "",
+                ANN_DESIRED_DRAIN: f"uncordon-{desired}",
+                ANN_BOOTED_IMAGE: image,
+                ANN_BOOTED_DIGEST: digest,
+                ANN_LOADED: ",".join(result.loaded),
+                ANN_BOOT: json.dumps(
+                    {k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures", "duration", "tools")}
+                ),
+            }
+        )
         self.failed_for = None
         self.applied = desired
         log.info("node %s: done on %s", self.name, desired)
@@ -331,8 +371,15 @@ class NodeAgent:
 class NodeFleet:
     """All node agents of a cluster: one watch on Nodes, one on Pods."""
 
-    def __init__(self, kubeconfig: str, nodes: dict[str, dict[str, str]], release: str, node_mode: str,
-                 image_store: ImageStore, boot_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        nodes: dict[str, dict[str, str]],
+        release: str,
+        node_mode: str,
+        image_store: ImageStore,
+        boot_timeout: float = 300.0,
+    ) -> None:
         self.api = Api(kubeconfig, "nodes")
         self.watch_api = Api(kubeconfig, "nodes-watch")
         self.release = release
@@ -340,8 +387,9 @@ class NodeFleet:
         self.images = image_store
         self.boot_timeout = boot_timeout
         self.stop_event = threading.Event()
-        self.agents = {name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"])
-                       for name, info in nodes.items()}
+        self.agents = {
+            name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"]) for name, info in nodes.items()
+        }
         self.handled_pods: set[str] = set()
         self.threads: list[threading.Thread] = []
         self._pending_nodes: dict[str, dict[str, Any]] = {}
@@ -353,8 +401,12 @@ class NodeFleet:
 
     def start(self) -> None:
         for kind, handler in (("Node", self.on_node), ("Pod", self.on_pod)):
-            thread = threading.Thread(target=self.watch_api.watch, args=("v1", kind, self.stop_event, handler),
-                                      name=f"nodes-watch-{kind}", daemon=True)
+            thread = threading.Thread(
+                target=self.watch_api.watch,
+                args=("v1", kind, self.stop_event, handler),
+                name=f"nodes-watch-{kind}",
+                daemon=True,
+            )
             thread.start()
             self.threads.append(thread)
 
@@ -390,20 +442,38 @@ class NodeFleet:
         meta = pod["metadata"]
         try:
             code, output = debug_command_output(pod, agent)
-            self.api.patch("v1", "Pod", meta["name"], {"metadata": {"annotations": {ANN_LOG: output}}},
-                           namespace=meta.get("namespace"))
+            self.api.patch(
+                "v1",
+                "Pod",
+                meta["name"],
+                {"metadata": {"annotations": {ANN_LOG: output}}},
+                namespace=meta.get("namespace"),
+            )
             container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "container-00")
             finished = now()
             status = {
                 "phase": "Succeeded" if code == 0 else "Failed",
-                "containerStatuses": [{
-                    "name": container, "ready": False, "restartCount": 0, "image": "", "imageID": "",
-                    "state": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                             "startedAt": finished, "finishedAt": finished}},
-                }],
+                "containerStatuses": [
+                    {
+                        "name": container,
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "",
+                        "imageID": "",
+                        "state": {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": "Completed" if code == 0 else "Error",
+                                "startedAt": finished,
+                                "finishedAt": finished,
+                            }
+                        },
+                    }
+                ],
             }
-            self.api.patch("v1", "Pod", meta["name"], {"status": status}, namespace=meta.get("namespace"),
-                           subresource="status")
+            self.api.patch(
+                "v1", "Pod", meta["name"], {"status": status}, namespace=meta.get("namespace"), subresource="status"
+            )
             log.info("debug pod %s/%s on %s: exit %d", meta.get("namespace"), meta["name"], agent.name, code)
         except Exception:  # noqa: BLE001
             log.exception("debug pod %s failed", meta.get("name"))

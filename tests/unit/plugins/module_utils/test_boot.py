@@ -36,8 +36,9 @@ def fake_module(vermagic: str, extra: tuple[str, ...] = (), versions: dict[str, 
     return header + data + headers
 
 
-def make_image(root: Path, modules: dict[str, bytes], dep: str, load: dict[str, str],
-               modprobe: str = "", kver: str = KVER) -> Path:
+def make_image(
+    root: Path, modules: dict[str, bytes], dep: str, load: dict[str, str], modprobe: str = "", kver: str = KVER
+) -> Path:
     moddir = root / "usr/lib/modules" / kver
     moddir.mkdir(parents=True)
     (moddir / "vmlinuz").write_bytes(b"kernel")
@@ -122,10 +123,12 @@ def test_modules_load_order_masking_and_comments() -> None:
 
 
 def test_modprobe_options_and_modules_dep_resolution() -> None:
-    opts = _boot.parse_modprobe_options("options my-mod a=1 b=\"x\" # c\noptions my_mod a=2 \\\n c=3\nblacklist x\n")
+    opts = _boot.parse_modprobe_options('options my-mod a=1 b="x" # c\noptions my_mod a=2 \\\n c=3\nblacklist x\n')
     assert opts == {"my_mod": {"a": "2", "b": "x", "c": "3"}}
-    dep = _boot.parse_modules_dep("extra/top.ko: kernel/mid.ko.xz kernel/low-level.ko\n"
-                                  "kernel/mid.ko.xz: kernel/low-level.ko\nkernel/low-level.ko:\n")
+    dep = _boot.parse_modules_dep(
+        "extra/top.ko: kernel/mid.ko.xz kernel/low-level.ko\n"
+        "kernel/mid.ko.xz: kernel/low-level.ko\nkernel/low-level.ko:\n"
+    )
     assert dep["low_level"] == ("kernel/low-level.ko", [])
     assert _boot.resolve_module("top", dep) == ["low_level", "mid", "top"]
     assert _boot.resolve_module("net-pf-99", {"dummy": ("d.ko", [])}, [("net-pf-*", "dummy")]) == ["dummy"]
@@ -145,17 +148,23 @@ def test_parse_modinfo_and_vermagic() -> None:
 def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
     image = make_image(
         tmp_path,
-        {"extra/good.ko": fake_module(f"{KVER} SMP"), "kernel/dep.ko.xz": lzma.compress(fake_module(f"{KVER} SMP")),
-         "extra/bad.ko": fake_module("6.1.0-50-cloud-amd64 SMP")},
+        {
+            "extra/good.ko": fake_module(f"{KVER} SMP"),
+            "kernel/dep.ko.xz": lzma.compress(fake_module(f"{KVER} SMP")),
+            "extra/bad.ko": fake_module("6.1.0-50-cloud-amd64 SMP"),
+        },
         "extra/good.ko: kernel/dep.ko.xz\nkernel/dep.ko.xz:\nextra/bad.ko:\n",
-        {"x.conf": "good\nbad\nmissing\next4\n"}, "options good level=3\n")
+        {"x.conf": "good\nbad\nmissing\next4\n"},
+        "options good level=3\n",
+    )
     result = _boot.evaluate_fast(str(image))
     assert result.kernel == KVER
     assert result.loaded == ["dep", "good"]
     assert result.params == {"good": {"level": "3"}}
     assert not result.ok
     assert result.failures == [
-        "module bad not loaded: bad: version magic '6.1.0-50-cloud-amd64 SMP' should be '%s SMP' (Exec format error)" % KVER,
+        "module bad not loaded: bad: version magic '6.1.0-50-cloud-amd64 SMP' should be '%s SMP' (Exec format error)"
+        % KVER,
         "module missing not loaded: Module missing not found in directory /lib/modules/%s" % KVER,
     ]
 
@@ -167,13 +176,17 @@ def test_fast_mode_with_modversions_compares_crcs_not_release(tmp_path: Path) ->
     kernel_crcs = {"module_layout": 0x1111, "_printk": 0x2222}
     image = make_image(
         tmp_path,
-        {"kernel/net/intree.ko": fake_module(magic.format(KVER), versions=kernel_crcs),
-         "extra/same_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"), versions=kernel_crcs),
-         "extra/other_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"),
-                                           versions={"_printk": 0x9999, "module_layout": 0x3333}),
-         "extra/no_preempt.ko": fake_module(f"{KVER} SMP mod_unload modversions ", versions=kernel_crcs)},
+        {
+            "kernel/net/intree.ko": fake_module(magic.format(KVER), versions=kernel_crcs),
+            "extra/same_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"), versions=kernel_crcs),
+            "extra/other_abi.ko": fake_module(
+                magic.format("6.1.0-50-cloud-amd64"), versions={"_printk": 0x9999, "module_layout": 0x3333}
+            ),
+            "extra/no_preempt.ko": fake_module(f"{KVER} SMP mod_unload modversions ", versions=kernel_crcs),
+        },
         "kernel/net/intree.ko:\nextra/same_abi.ko:\nextra/other_abi.ko:\nextra/no_preempt.ko:\n",
-        {"x.conf": "same_abi\nother_abi\nno_preempt\n"})
+        {"x.conf": "same_abi\nother_abi\nno_preempt\n"},
+    )
     assert _boot.parse_versions(fake_module("x", versions=kernel_crcs)) == kernel_crcs
     result = _boot.evaluate_fast(str(image))
     assert result.loaded == ["same_abi"]
@@ -189,16 +202,30 @@ def test_initramfs_holds_only_what_is_needed(tmp_path: Path) -> None:
         tmp_path / "img",
         {"extra/good.ko": b"g", "kernel/dep.ko": b"d", "kernel/unrelated.ko": b"u", "updates/u.ko": b"x"},
         "extra/good.ko: kernel/dep.ko\nkernel/dep.ko:\nkernel/unrelated.ko:\nupdates/u.ko:\n",
-        {"x.conf": "good\n"}, "options good level=3\n")
+        {"x.conf": "good\n"},
+        "options good level=3\n",
+    )
     out = tmp_path / "initrd.cpio"
     tools = _boot.build_initramfs(_boot.ImageModules(str(image)), str(out))
     assert tools["busybox"] == "host:/bin/busybox"
-    listing = subprocess.run(["cpio", "-it", "--quiet"], input=out.read_bytes(), capture_output=True,
-                             check=True).stdout.decode().split()
+    listing = (
+        subprocess.run(["cpio", "-it", "--quiet"], input=out.read_bytes(), capture_output=True, check=True)
+        .stdout.decode()
+        .split()
+    )
     base = f"usr/lib/modules/{KVER}/"
-    assert {base + "extra/good.ko", base + "kernel/dep.ko", base + "updates/u.ko", base + "modules.dep",
-            "etc/modules-load.d/x.conf", "etc/modprobe.d/opts.conf", "init", "kmodlab/busybox",
-            "kmodlab/load.list", "lib"} <= set(listing)
+    assert {
+        base + "extra/good.ko",
+        base + "kernel/dep.ko",
+        base + "updates/u.ko",
+        base + "modules.dep",
+        "etc/modules-load.d/x.conf",
+        "etc/modprobe.d/opts.conf",
+        "init",
+        "kmodlab/busybox",
+        "kmodlab/load.list",
+        "lib",
+    } <= set(listing)
     assert base + "kernel/unrelated.ko" not in listing
     assert base + "vmlinuz" not in listing
 
@@ -220,8 +247,9 @@ def debian_kernel_rootfs(kver: str) -> Path:
         # The lab's image builds keep the Debian packages they used.
         deb = next((lab_cache / "debs").glob(f"linux-image-{kver}_*.deb"), None)
         if deb is None:
-            subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=cache / "deb", check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["apt-get", "download", f"linux-image-{kver}"], cwd=cache / "deb", check=True, capture_output=True
+            )
             deb = next((cache / "deb").glob("*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(deb), str(cache / "x")], check=True)
         moddir.parent.mkdir(parents=True)
@@ -239,8 +267,7 @@ def foreign_module(kver: str, relpath: str, dest: Path) -> None:
     lab_cache = Path(os.environ.get("KMODLAB_CACHE") or Path.home() / ".cache/kmodlab")
     deb = next((lab_cache / "debs").glob(f"linux-image-{kver}_*.deb"), None)
     if deb is None:
-        subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=dest.parent, check=True,
-                       capture_output=True)
+        subprocess.run(["apt-get", "download", f"linux-image-{kver}"], cwd=dest.parent, check=True, capture_output=True)
         deb = next(dest.parent.glob(f"linux-image-{kver}_*.deb"))
     tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
     import tarfile

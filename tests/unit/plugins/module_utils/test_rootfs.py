@@ -39,12 +39,26 @@ def layer(*entries: tuple, compress: bool = True) -> io.BytesIO:
 
 def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    _rootfs.apply_layers([
-        layer(("dir", "etc"), ("file", "etc/a", b"1"), ("file", "etc/b", b"2"),
-              ("dir", "opt/x"), ("file", "opt/x/old", b"o"), ("file", "usr/bin/tool", b"t", "x")),
-        layer(("file", "etc/a", b"new"), ("file", "etc/.wh.b", b""),
-              ("file", "opt/x/.wh..wh..opq", b""), ("file", "opt/x/fresh", b"f"), compress=False),
-    ], str(root))
+    _rootfs.apply_layers(
+        [
+            layer(
+                ("dir", "etc"),
+                ("file", "etc/a", b"1"),
+                ("file", "etc/b", b"2"),
+                ("dir", "opt/x"),
+                ("file", "opt/x/old", b"o"),
+                ("file", "usr/bin/tool", b"t", "x"),
+            ),
+            layer(
+                ("file", "etc/a", b"new"),
+                ("file", "etc/.wh.b", b""),
+                ("file", "opt/x/.wh..wh..opq", b""),
+                ("file", "opt/x/fresh", b"f"),
+                compress=False,
+            ),
+        ],
+        str(root),
+    )
     assert (root / "etc/a").read_bytes() == b"new"
     assert not (root / "etc/b").exists()
     assert not (root / "etc/.wh.b").exists()
@@ -63,8 +77,9 @@ def test_opaque_marker_before_new_entries_in_same_layer(tmp_path: Path) -> None:
 def test_dotdot_and_absolute_names_stay_inside(tmp_path: Path) -> None:
     root = tmp_path / "root"
     outside = tmp_path / "outside"
-    _rootfs.apply_layer(layer(("file", "../outside", b"x"), ("file", "/abs", b"y"),
-                              ("file", "a/../../../b", b"z")), str(root))
+    _rootfs.apply_layer(
+        layer(("file", "../outside", b"x"), ("file", "/abs", b"y"), ("file", "a/../../../b", b"z")), str(root)
+    )
     assert not outside.exists()
     assert (root / "outside").read_bytes() == b"x"
     assert (root / "abs").read_bytes() == b"y"
@@ -75,10 +90,15 @@ def test_symlinked_directories_resolve_inside_root(tmp_path: Path) -> None:
     root = tmp_path / "root"
     victim = tmp_path / "victim"
     victim.mkdir()
-    _rootfs.apply_layer(layer(("dir", "usr/lib"), ("sym", "lib", "/usr/lib"),
-                              ("sym", "escape", str(victim)), ("sym", "up", "../../..")), str(root))
-    _rootfs.apply_layer(layer(("file", "lib/modules/x", b"m"), ("file", "escape/pwned", b"p"),
-                              ("file", "up/pwned2", b"q")), str(root))
+    _rootfs.apply_layer(
+        layer(
+            ("dir", "usr/lib"), ("sym", "lib", "/usr/lib"), ("sym", "escape", str(victim)), ("sym", "up", "../../..")
+        ),
+        str(root),
+    )
+    _rootfs.apply_layer(
+        layer(("file", "lib/modules/x", b"m"), ("file", "escape/pwned", b"p"), ("file", "up/pwned2", b"q")), str(root)
+    )
     assert (root / "usr/lib/modules/x").read_bytes() == b"m"  # followed lib -> /usr/lib in root
     assert os.listdir(victim) == []
     assert not (tmp_path / "pwned2").exists()
@@ -97,10 +117,17 @@ def test_whiteout_through_symlink_does_not_touch_host(tmp_path: Path) -> None:
 
 def test_hardlinks_symlinks_devices_and_keep_filter(tmp_path: Path) -> None:
     root = tmp_path
-    count = _rootfs.apply_layer(layer(("file", "bin/busybox", b"bb", "x"), ("hard", "bin/sh", "bin/busybox"),
-                                      ("sym", "bin/ls", "busybox"), ("chr", "dev/null"),
-                                      ("file", "usr/share/doc/big", b"d")), str(root),
-                                keep=lambda p: not p.startswith("usr/share/"))
+    count = _rootfs.apply_layer(
+        layer(
+            ("file", "bin/busybox", b"bb", "x"),
+            ("hard", "bin/sh", "bin/busybox"),
+            ("sym", "bin/ls", "busybox"),
+            ("chr", "dev/null"),
+            ("file", "usr/share/doc/big", b"d"),
+        ),
+        str(root),
+        keep=lambda p: not p.startswith("usr/share/"),
+    )
     assert os.stat(root / "bin/sh").st_ino == os.stat(root / "bin/busybox").st_ino
     assert os.readlink(root / "bin/ls") == "busybox"
     assert not (root / "dev/null").exists()
@@ -126,8 +153,11 @@ def test_zstd_without_library_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_hardlink_to_a_filtered_file_is_skipped_not_an_error(tmp_path: Path) -> None:
-    _rootfs.apply_layer(layer(("file", "usr/share/big", b"d"), ("hard", "usr/bin/alias", "usr/share/big")),
-                        str(tmp_path), keep=lambda p: not p.startswith("usr/share/"))
+    _rootfs.apply_layer(
+        layer(("file", "usr/share/big", b"d"), ("hard", "usr/bin/alias", "usr/share/big")),
+        str(tmp_path),
+        keep=lambda p: not p.startswith("usr/share/"),
+    )
     assert not (tmp_path / "usr/bin/alias").exists()
     with pytest.raises(_rootfs.LayerError, match="hard link"):
         _rootfs.apply_layer(layer(("hard", "x", "missing")), str(tmp_path))
