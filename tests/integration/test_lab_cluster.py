@@ -396,6 +396,7 @@ def test_paused_pool_holds_then_rollout_boots_every_worker(
         assert booted[0]["container-image-reference"] == f"ostree-unverified-registry:{layered_image}"
         assert booted[0]["container-image-reference-digest"] == digest
         assert "kmodlab_core" in lab_cluster.debug(node["metadata"]["name"], "cat /proc/modules")
+        assert lab_cluster.debug(node["metadata"]["name"], "uname -r") == release["kernel"] + "\n"
 
 
 @pytest.mark.lab

@@ -17,8 +17,11 @@ boots): `lsmod` shows it is missing, as on a real node.
 
 Debug pods (`oc debug node/<n> -- chroot /host <cmd>`): a privileged pod
 bound to the node with the host's / at /host running `rpm-ostree status
---json`, `lsmod` or `cat /proc/modules` gets the output in annotation
-`kmodlab.io/log` (the lab API serves it as the pod log) and phase Succeeded.
+[--json]`, `lsmod`, `cat /proc/modules` or `uname -r` gets the output in
+annotation `kmodlab.io/log` (the lab API serves it as the pod log) and phase
+Succeeded; anything else fails as a shell would (exit 127), a pod without the
+host mount as chroot does (125). A node never rebooted by the lab has no
+module list yet: its `lsmod` shows the header only.
 """
 
 from __future__ import annotations
