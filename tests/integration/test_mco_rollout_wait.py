@@ -474,15 +474,18 @@ def test_missing_pool_and_missing_machineconfig(cluster, tls, tmp_path):
 # --- a full lab cluster: the MCO simulator rolls a MachineConfig out -------------------
 
 UA = "ocp.kmod_layering.mco_rollout_wait"
+LAB_MC = "99-worker-kmod-rollout-wait-test"
 
 
-def api_call(cluster: dict[str, Any], ca_file: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def api_call(cluster: dict[str, Any], ca_file: str, path: str, body: dict[str, Any] | None = None,
+             method: str | None = None) -> dict[str, Any]:
     import ssl
     import urllib.request
+    method = method or ("POST" if body is not None else "GET")
+    content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
     request = urllib.request.Request(
-        cluster["api_url"] + path, method="POST" if body is not None else "GET",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": "Bearer " + cluster["token"], "Content-Type": "application/json"})
+        cluster["api_url"] + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": "Bearer " + cluster["token"], "Content-Type": content_type})
     with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=ca_file), timeout=30) as response:
         return json.loads(response.read())
 
@@ -502,79 +505,155 @@ def run_tasks(tmp_path: Path, tasks: list[dict[str, Any]], names: list[str]) -> 
     return json.loads(out.read_text())
 
 
-def test_lab_cluster_rollout_with_the_mco_simulator(lab, tmp_path):
-    cluster = lab.clusters[0]
-    ca_file = str(lab.ca_file)
-    own = lab.release(cluster["release"])
-    others = [r for r in lab.releases if r["version"] != cluster["release"]]
-    assert others, "the lab has a second release, whose OS image makes a real change"
-    image = others[0]["images"][others[0]["os_tag"]]
-    assert "@sha256:" in image
-    mc_name = "99-worker-kmod-rollout-wait-test"
-    pool_before = api_call(cluster, ca_file, "/apis/%s/machineconfigpools/worker" % MC_API)
-    rendered_before = api_call(cluster, ca_file, "/apis/%s/machineconfigs/%s" % (
-        MC_API, pool_before["spec"]["configuration"]["name"]))
-    image_before = rendered_before["spec"]["osImageURL"]
-    assert image_before != image and own["version"] != others[0]["version"]
-    log = apiserver.RequestLogClient(cluster["api_url"], cluster["token"], ca_file)
-    progress = tmp_path / "progress.log"
-    wait = {"kubeconfig": cluster["kubeconfig"], "pools": ["worker"], "timeout": 900,
-            "progress_file": str(progress)}
-    machineconfig = {"apiVersion": MC_API, "kind": "MachineConfig",
-                     "metadata": {"name": mc_name, "labels": {PREFIX + "role": "worker"}},
-                     "spec": {"osImageURL": image}}
-    log.reset()
+class LabWorkers:
+    """The worker pool of the first lab cluster, put back as found afterwards."""
 
-    def apply_when_watched() -> None:
-        # The waiter is started first and sees the pool Updated=True on the
-        # old config; only then is the MachineConfig applied.
-        deadline = time.monotonic() + 120
-        while sum(1 for r in log.records(verb="watch") if r["user_agent"].startswith(UA)) < 2:
-            assert time.monotonic() < deadline, "the waiter never started watching"
-            time.sleep(0.2)
-        api_call(cluster, ca_file, "/apis/%s/machineconfigs" % MC_API, machineconfig)
-    try:
-        applier = in_background(apply_when_watched)
-        results = run_tasks(tmp_path, [
-            {"name": "Wait for the image's rollout", "ocp.kmod_layering.mco_rollout_wait": dict(
-                wait, os_image_url=image), "register": "rollout"},
-        ], ["rollout"])
-        join_ok(applier)
-        rollout = results["rollout"]
-        records = log.records()
-        # What the lab's node agents say they booted, before the rollback below.
-        booted = dict((n["name"], api_call(cluster, ca_file, "/api/v1/nodes/" + n["name"])["metadata"]["annotations"]
-                       .get("kmodlab.io/booted-image")) for p in rollout["pools"] for n in p["nodes"])
-    finally:
-        # Leave the cluster as it was: remove ours, wait for the old image.
-        back = run_tasks(tmp_path, [
+    def __init__(self, lab: Any, tmp_path: Path) -> None:
+        self.cluster = lab.clusters[0]
+        self.ca_file = str(lab.ca_file)
+        self.tmp_path = tmp_path
+        others = [r for r in lab.releases if r["version"] != self.cluster["release"]]
+        assert others, "the lab has a second release, whose OS image makes a real change"
+        self.image = others[0]["images"][others[0]["os_tag"]]
+        self.pool_before = self.get("/apis/%s/machineconfigpools/worker" % MC_API)
+        self.rendered_before = self.pool_before["spec"]["configuration"]["name"]
+        self.image_before = self.get("/apis/%s/machineconfigs/%s" % (MC_API, self.rendered_before))["spec"]["osImageURL"]
+        assert self.image_before != self.image and "@sha256:" in self.image
+        self.log = apiserver.RequestLogClient(self.cluster["api_url"], self.cluster["token"], self.ca_file)
+        self.progress = tmp_path / "progress.log"
+        self.wait = {"kubeconfig": self.cluster["kubeconfig"], "pools": ["worker"], "timeout": 900,
+                     "progress_file": str(self.progress)}
+
+    def get(self, path: str) -> dict[str, Any]:
+        return api_call(self.cluster, self.ca_file, path)
+
+    def machineconfig(self, image: str) -> dict[str, Any]:
+        return {"apiVersion": MC_API, "kind": "MachineConfig",
+                "metadata": {"name": LAB_MC, "labels": {PREFIX + "role": "worker"}}, "spec": {"osImageURL": image}}
+
+    def apply(self, image: str) -> None:
+        api_call(self.cluster, self.ca_file, "/apis/%s/machineconfigs" % MC_API, self.machineconfig(image))
+
+    def set_paused(self, paused: bool) -> None:
+        api_call(self.cluster, self.ca_file, "/apis/%s/machineconfigpools/worker" % MC_API,
+                 {"spec": {"paused": paused}}, method="PATCH")
+
+    def waiter_watches(self) -> int:
+        return sum(1 for r in self.log.records(verb="watch") if r["user_agent"].startswith(UA))
+
+    def when_watched(self, action: Callable[[], None]) -> threading.Thread:
+        """Run `action` once the waiter (started next) is watching."""
+        def run() -> None:
+            deadline = time.monotonic() + 120
+            while self.waiter_watches() < 2:
+                assert time.monotonic() < deadline, "the waiter never started watching"
+                time.sleep(0.2)
+            action()
+        return in_background(run)
+
+    def booted(self, nodes: list[dict[str, Any]]) -> dict[str, str]:
+        return dict((n["name"], self.get("/api/v1/nodes/" + n["name"])["metadata"]["annotations"]
+                     .get("kmodlab.io/booted-image")) for n in nodes)
+
+    def restore(self) -> None:
+        """Unpause, remove our MachineConfig, and wait for the old image."""
+        self.set_paused(False)
+        back = run_tasks(self.tmp_path, [
             {"name": "Remove the MachineConfig", "kubernetes.core.k8s": {
-                "kubeconfig": cluster["kubeconfig"], "state": "absent", "api_version": MC_API,
-                "kind": "MachineConfig", "name": mc_name}},
+                "kubeconfig": self.cluster["kubeconfig"], "state": "absent", "api_version": MC_API,
+                "kind": "MachineConfig", "name": LAB_MC}},
             {"name": "Wait for the rollback", "ocp.kmod_layering.mco_rollout_wait": dict(
-                wait, os_image_url=image_before), "register": "rollback"},
+                self.wait, os_image_url=self.image_before), "register": "rollback"},
         ], ["rollback"])
-    assert back["rollback"]["done"] is True
+        assert back["rollback"]["done"] is True, back["rollback"].get("msg")
 
-    assert rollout["done"] is True and rollout["changed"] is False
+
+@pytest.fixture()
+def lab_workers(lab: Any, tmp_path: Path) -> Any:
+    workers = LabWorkers(lab, tmp_path)
+    try:
+        yield workers
+    finally:
+        workers.restore()
+
+
+def test_lab_cluster_rollout_with_the_mco_simulator(lab_workers):
+    lw = lab_workers
+    lw.log.reset()
+    # The waiter is started first and sees the pool Updated=True on the old
+    # config; only then is the MachineConfig applied.
+    applier = lw.when_watched(lambda: lw.apply(lw.image))
+    results = run_tasks(lw.tmp_path, [
+        {"name": "Wait for the image's rollout", "ocp.kmod_layering.mco_rollout_wait": dict(
+            lw.wait, os_image_url=lw.image), "register": "rollout"},
+    ], ["rollout"])
+    join_ok(applier)
+    rollout = results["rollout"]
+    records = lw.log.records()
+
+    assert rollout["done"] is True and rollout["changed"] is False, rollout.get("msg")
     (pool,) = rollout["pools"]
-    assert pool["rendered_config"] != pool_before["spec"]["configuration"]["name"]
+    assert pool["rendered_config"] != lw.rendered_before
     assert pool["status_config"] == pool["rendered_config"]
-    assert len(pool["nodes"]) == cluster["pools"]["worker"]
+    assert len(pool["nodes"]) == lw.cluster["pools"]["worker"]
     for node in pool["nodes"]:
         assert node["current_config"] == pool["rendered_config"] and node["state"] == "Done"
     # The nodes really moved to the image (as the lab's node agents record it).
-    assert booted == dict((n["name"], image) for n in pool["nodes"])
-    lines = progress.read_text().splitlines()
-    assert lines[0].endswith("(%s has osImageURL %s, not %s)" % (
-        pool_before["spec"]["configuration"]["name"], image_before, image))
+    assert lw.booted(pool["nodes"]) == dict((n["name"], lw.image) for n in pool["nodes"])
+    lines = lw.progress.read_text().splitlines()
+    assert lines[0].endswith("(%s has osImageURL %s, not %s)" % (lw.rendered_before, lw.image_before, lw.image))
     assert any("state=Working" in line for line in lines)
     assert 0 < pool["pickup_seconds"] <= pool["done_seconds"]
 
     mine = [r for r in records if r["user_agent"].startswith(UA)]
-    print(f"\nlab rollout of {cluster['pools']['worker']} workers ({cluster['node_mode']} mode) in "
+    print(f"\nlab rollout of {len(pool['nodes'])} workers ({lw.cluster['node_mode']} mode) in "
           f"{pool['done_seconds']}s (picked up after {pool['pickup_seconds']}s): {rollout['api_requests']} API "
-          f"requests by the waiter, {len(records)} by everyone (apply, MCO simulator, node agents)")
+          f"requests by the waiter, {len(records)} by everyone (MCO simulator, node agents, ...)")
     assert rollout["api_requests"] == len(mine)
     assert sum(1 for r in mine if r["verb"] == "watch") >= 2
     assert rollout["api_requests"] <= 10
+
+
+def test_lab_cluster_paused_pool(lab_workers):
+    lw = lab_workers
+    lw.set_paused(True)
+    lw.apply(lw.image)
+    failed = run_tasks(lw.tmp_path, [
+        {"name": "Wait, failing on a paused pool", "ocp.kmod_layering.mco_rollout_wait": dict(
+            lw.wait, machine_config=LAB_MC), "register": "paused", "ignore_errors": True},
+    ], ["paused"])["paused"]
+    print("\n" + failed["msg"])
+    assert failed["failed"] is True
+    assert ("MachineConfigPool worker on cluster %s is paused (spec.paused: true)" % lw.cluster["api_url"]
+            in failed["msg"])
+    assert "Unpause it" in failed["msg"]
+    assert failed["pools"][0]["phase"] == "paused"
+
+    lw.log.reset()
+    unpauser = lw.when_watched(lambda: lw.set_paused(False))
+    waited = run_tasks(lw.tmp_path, [
+        {"name": "Wait through the pause", "ocp.kmod_layering.mco_rollout_wait": dict(
+            lw.wait, machine_config=LAB_MC, on_paused="wait"), "register": "waited"},
+    ], ["waited"])["waited"]
+    join_ok(unpauser)
+    assert waited["done"] is True, waited.get("msg")
+    assert waited["progress"][0].startswith("pool worker: paused")
+    assert lw.booted(waited["pools"][0]["nodes"]) == dict((n["name"], lw.image) for n in waited["pools"][0]["nodes"])
+
+
+def test_lab_cluster_degraded_node_fails_fast(lab_workers):
+    lw = lab_workers
+    # Pinned to a digest the registry does not have: the first node's pull fails.
+    missing = lw.image.split("@")[0] + "@sha256:" + "0" * 64
+    lw.apply(missing)
+    result = run_tasks(lw.tmp_path, [
+        {"name": "Wait for an image that cannot be pulled", "ocp.kmod_layering.mco_rollout_wait": dict(
+            lw.wait, machine_config=LAB_MC), "register": "degraded", "ignore_errors": True},
+    ], ["degraded"])["degraded"]
+    print("\n" + result["msg"])
+    assert result["failed"] is True
+    assert result["msg"].startswith("MachineConfigPool worker on cluster %s is degraded" % lw.cluster["api_url"])
+    (node,) = result["pools"][0]["degraded_nodes"]
+    assert node["state"] == "Degraded" and node["reason"]
+    assert "node %s is Degraded: %s" % (node["name"], node["reason"]) in result["msg"]
+    assert result["elapsed_seconds"] < lw.wait["timeout"] / 2

@@ -1,7 +1,9 @@
 """MCO simulator: the machine-config controller of a lab cluster.
 
 It talks to the cluster only through the Kubernetes API (the `kubernetes`
-client's DynamicClient and watches), as the real controller does:
+client's DynamicClient and watches), as the real controller does: it reads
+from watch-fed caches (`Cache`, client-go's informers) and calls the API only
+to write (a 2-worker rollout: 12 PATCHes, no reads):
 
 - render: per pool, merge the MachineConfigs its `spec.machineConfigSelector`
   selects into `rendered-<pool>-<md5 of the merged spec>` (generated-by
@@ -35,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 from kubernetes import client as k8s_client
 from kubernetes import dynamic, watch
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
 
@@ -123,26 +125,33 @@ class Api:
         api_version: str,
         kind: str,
         stop: threading.Event,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[str, dict[str, Any]], None],
         namespace: str | None = None,
         field_selector: str | None = None,
         poll: float = 1.0,
+        on_list: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
-        """Call `on_event(object)` for every change until `stop`; restarts
-        the watch when the server ends it; polls if watching fails."""
+        """List, then watch from the list's resourceVersion, until `stop`:
+        `on_list(items)` (or `on_event("ADDED", item)` per item) after each
+        list, `on_event(type, object)` per watch event. The watch is restarted
+        (re-listing) when the server ends it; on errors it retries after
+        `poll` seconds."""
         resource = self.resource(api_version, kind)
         while not stop.is_set():
             try:
                 listing = resource.get(namespace=namespace, field_selector=field_selector)
-                for item in listing.items or []:
-                    on_event(item.to_dict())
-                version = listing.metadata.resourceVersion
+                items = [item.to_dict() for item in listing.items or []]
+                if on_list is not None:
+                    on_list(items)
+                else:
+                    for item in items:
+                        on_event("ADDED", item)
                 watcher = watch.Watch()
                 for event in self.dyn.watch(
                     resource,
                     namespace=namespace,
                     field_selector=field_selector,
-                    resource_version=version,
+                    resource_version=listing.metadata.resourceVersion,
                     timeout=30,
                     watcher=watcher,
                 ):
@@ -150,12 +159,71 @@ class Api:
                         watcher.stop()
                         break
                     obj = event.get("raw_object") or event["object"]
-                    on_event(obj if isinstance(obj, dict) else obj.to_dict())
-            except Exception as error:  # noqa: BLE001 - a watch never dies, it falls back to polling
+                    on_event(event.get("type") or "MODIFIED", obj if isinstance(obj, dict) else obj.to_dict())
+            except Exception as error:  # noqa: BLE001 - a watch never dies, it retries
                 if stop.is_set():
                     return
-                log.debug("%s: watch %s failed (%s); polling", self.name, kind, error)
+                log.debug("%s: watch %s failed (%s); retrying", self.name, kind, error)
                 stop.wait(poll)
+
+
+def _resource_version(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class Cache:
+    """A watch-fed copy of one kind, what client-go calls an informer and its
+    lister: controllers read from it and make API calls only to write."""
+
+    def __init__(self, api: Api, api_version: str, kind: str, on_change: Callable[[], None]) -> None:
+        self.api = api
+        self.api_version = api_version
+        self.kind = kind
+        self.on_change = on_change
+        self.synced = threading.Event()
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> None:
+        self.api.watch(self.api_version, self.kind, stop, self._event, on_list=self._replace)
+
+    def _replace(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._objects = {item["metadata"]["name"]: item for item in items}
+        self.synced.set()
+        self.on_change()
+
+    def _event(self, event_type: str, obj: dict[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if not name or obj.get("kind") == "Status":
+            return
+        if event_type == "DELETED":
+            with self._lock:
+                self._objects.pop(name, None)
+        else:
+            self.store(obj)
+        self.on_change()
+
+    def store(self, obj: dict[str, Any]) -> None:
+        """Keep `obj` unless the cache already holds a newer version (our own
+        write may come back later through the watch, or before it)."""
+        name = obj["metadata"]["name"]
+        with self._lock:
+            held = self._objects.get(name)
+            if held is None or _resource_version(obj) >= _resource_version(held):
+                self._objects[name] = obj
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(list(self._objects.values()))
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get(name)
+            return copy.deepcopy(obj) if obj is not None else None
 
 
 def parse_max_unavailable(value: Any, machine_count: int) -> int:
@@ -370,20 +438,21 @@ class MCOSimulator:
         self.threads: list[threading.Thread] = []
         self.reconciles = 0
         self._draining: set[str] = set()
+        self.caches = {
+            kind: Cache(self.watch_api, api_version, kind, self.dirty.set)
+            for kind, api_version in (
+                ("MachineConfig", MC_API),
+                ("MachineConfigPool", MC_API),
+                ("Node", "v1"),
+                ("ClusterVersion", "config.openshift.io/v1"),
+            )
+        }
 
     # -- lifecycle
     def start(self) -> None:
-        for kind, api_version in (
-            ("MachineConfig", MC_API),
-            ("MachineConfigPool", MC_API),
-            ("Node", "v1"),
-            ("ClusterVersion", "config.openshift.io/v1"),
-        ):
+        for cache in self.caches.values():
             thread = threading.Thread(
-                target=self.watch_api.watch,
-                name=f"mco-watch-{kind}",
-                daemon=True,
-                args=(api_version, kind, self.stop_event, lambda _obj: self.dirty.set()),
+                target=cache.run, args=(self.stop_event,), daemon=True, name=f"mco-watch-{cache.kind}"
             )
             thread.start()
             self.threads.append(thread)
@@ -412,17 +481,19 @@ class MCOSimulator:
 
     # -- one pass
     def release_os_image(self) -> str:
-        version = self.api.get("config.openshift.io/v1", "ClusterVersion", "version") or {}
+        version = self.caches["ClusterVersion"].get("version") or {}
         image = (((version.get("status") or {}).get("desired")) or {}).get("image") or ""
         if image not in self.release_os_images:
             raise RuntimeError(f"no OS image known for release image {image!r}")
         return self.release_os_images[image]
 
     def reconcile(self) -> None:
+        if not all(cache.synced.is_set() for cache in self.caches.values()):
+            return  # the first lists are on their way; their arrival wakes us
         self.reconciles += 1
-        machineconfigs = self.api.list(MC_API, "MachineConfig")
-        pools = self.api.list(MC_API, "MachineConfigPool")
-        nodes = self.api.list("v1", "Node")
+        machineconfigs = self.caches["MachineConfig"].items()
+        pools = self.caches["MachineConfigPool"].items()
+        nodes = self.caches["Node"].items()
         existing = {mc["metadata"]["name"] for mc in machineconfigs}
         try:
             default_os_image = self.release_os_image()
@@ -459,7 +530,7 @@ class MCOSimulator:
             spec = merge_configs(selected, default_os_image)
             rendered = rendered_name(name, spec)
             if rendered not in existing:
-                self.api.create(
+                self._create_rendered(
                     MC_API,
                     "MachineConfig",
                     {
@@ -496,6 +567,7 @@ class MCOSimulator:
             }
             if (pool.get("spec") or {}).get("configuration") != configuration:
                 pool = self.api.patch(MC_API, "MachineConfigPool", name, {"spec": {"configuration": configuration}})
+                self.caches["MachineConfigPool"].store(pool)
         members = _mco.pool_nodes(pool, pools, nodes)
         if not render_error:
             for node_name in nodes_to_update(pool, members):
@@ -504,10 +576,20 @@ class MCOSimulator:
                 patched = self.api.patch(
                     "v1", "Node", node_name, {"metadata": {"annotations": {_mco.ANNOTATION_DESIRED_CONFIG: target}}}
                 )
+                self.caches["Node"].store(patched)
                 members = [patched if n["metadata"]["name"] == node_name else n for n in members]
         status = pool_status(pool, members, render_error)
         if _comparable(status) != _comparable(pool.get("status") or {}):
-            self.api.patch(MC_API, "MachineConfigPool", name, {"status": status}, subresource="status")
+            self.caches["MachineConfigPool"].store(
+                self.api.patch(MC_API, "MachineConfigPool", name, {"status": status}, subresource="status")
+            )
+
+    def _create_rendered(self, api_version: str, kind: str, body: dict[str, Any]) -> None:
+        try:
+            created = self.api.create(api_version, kind, body)
+        except ConflictError:  # made by an earlier pass whose watch event is still on its way
+            return
+        self.caches["MachineConfig"].store(created)
 
     # -- drain controller
     def _drain(self, nodes: Iterable[dict[str, Any]]) -> None:
@@ -523,14 +605,14 @@ class MCOSimulator:
     def _drain_node(self, name: str, wanted: str) -> None:
         try:
             if wanted.startswith("drain-"):
-                self.api.patch("v1", "Node", name, {"spec": {"unschedulable": True}})
+                self.caches["Node"].store(self.api.patch("v1", "Node", name, {"spec": {"unschedulable": True}}))
                 # Evicting pods: simulated by time only.
                 self.stop_event.wait(self.drain_seconds)
                 body: dict[str, Any] = {}
             else:
                 body = {"spec": {"unschedulable": None}}
             body.setdefault("metadata", {})["annotations"] = {ANN_LAST_APPLIED_DRAIN: wanted}
-            self.api.patch("v1", "Node", name, body)
+            self.caches["Node"].store(self.api.patch("v1", "Node", name, body))
         except Exception:  # noqa: BLE001
             log.exception("drain of %s failed", name)
         finally:

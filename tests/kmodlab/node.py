@@ -27,6 +27,7 @@ module list yet: its `lsmod` shows the header only.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import fcntl
 import hashlib
@@ -94,6 +95,13 @@ class ImageStore:
                         _rootfs.apply_layer(blob, str(rootfs), keep=keep_for_boot)
                 done.write_text(pullspec + "\n")
             return str(target / "rootfs"), digest
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 def ostree_checksum(digest: str) -> str:
@@ -226,10 +234,17 @@ class NodeAgent:
 
     # -- API helpers
     def _annotate(self, **annotations: str | None) -> dict[str, Any]:
-        return self.fleet.api.patch("v1", "Node", self.name, {"metadata": {"annotations": annotations}})
+        patched = self.fleet.api.patch("v1", "Node", self.name, {"metadata": {"annotations": annotations}})
+        self.fleet.remember(patched)
+        return patched
+
+    def _node(self) -> dict[str, Any]:
+        """This Node as last seen (watch or own write), read from the API only
+        if never seen."""
+        return self.fleet.node(self.name) or self.fleet.api.get("v1", "Node", self.name) or {}
 
     def _set_ready(self, ready: bool, reason: str, message: str, kernel: str | None = None) -> None:
-        node = self.fleet.api.get("v1", "Node", self.name) or {}
+        node = self._node()
         conditions = [dict(c) for c in ((node.get("status") or {}).get("conditions") or []) if c.get("type") != "Ready"]
         conditions.append(
             {
@@ -246,15 +261,15 @@ class NodeAgent:
             status["nodeInfo"] = dict(
                 ((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel, bootID=str(uuid.uuid4())
             )
-        self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status")
+        self.fleet.remember(self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status"))
 
     def _wait_drain(self, wanted: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.fleet.stop_event.is_set():
-            node = self.fleet.api.get("v1", "Node", self.name) or {}
+            node = self._node()
             if ((node.get("metadata") or {}).get("annotations") or {}).get(ANN_LAST_APPLIED_DRAIN) == wanted:
                 return True
-            self.fleet.stop_event.wait(0.5)
+            self.fleet.stop_event.wait(0.2)  # the Node watch updates what _node() returns
         return False
 
     # -- events
@@ -395,7 +410,22 @@ class NodeFleet:
         }
         self.handled_pods: set[str] = set()
         self.threads: list[threading.Thread] = []
-        self._pending_nodes: dict[str, dict[str, Any]] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}  # latest Node objects by name
+        self._nodes_lock = threading.Lock()
+
+    def remember(self, node: dict[str, Any]) -> None:
+        """Keep the newest version of a Node (watch events and own writes race)."""
+        name = (node.get("metadata") or {}).get("name")
+        if not name:
+            return
+        with self._nodes_lock:
+            held = self._nodes.get(name)
+            if held is None or _rv(node) >= _rv(held):
+                self._nodes[name] = node
+
+    def node(self, name: str) -> dict[str, Any] | None:
+        with self._nodes_lock:
+            return copy.deepcopy(self._nodes.get(name))
 
     def pull_secret(self) -> str | None:
         secret = self.api.get("v1", "Secret", "pull-secret", namespace="openshift-config")
@@ -406,7 +436,7 @@ class NodeFleet:
         for kind, handler in (("Node", self.on_node), ("Pod", self.on_pod)):
             thread = threading.Thread(
                 target=self.watch_api.watch,
-                args=("v1", kind, self.stop_event, handler),
+                args=("v1", kind, self.stop_event, lambda _type, obj, handler=handler: handler(obj)),
                 name=f"nodes-watch-{kind}",
                 daemon=True,
             )
@@ -418,8 +448,8 @@ class NodeFleet:
 
     def wake(self) -> None:
         """Re-check nodes after an update finished (desired may have moved on)."""
-        for name in list(self._pending_nodes):
-            node = self.api.get("v1", "Node", name)
+        for name in list(self.agents):
+            node = self.node(name)
             if node is not None:
                 self.agents[name].on_node(node)
 
@@ -427,8 +457,8 @@ class NodeFleet:
         name = (node.get("metadata") or {}).get("name")
         agent = self.agents.get(name)
         if agent is not None:
-            self._pending_nodes[name] = node
-            agent.on_node(node)
+            self.remember(node)
+            agent.on_node(self.node(name) or node)
 
     def on_pod(self, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
