@@ -207,19 +207,42 @@ def _wait_ready(entry: dict[str, Any], process: subprocess.Popen[bytes], ca_file
 
 
 def write_inventory(state: LabState) -> Path:
-    """The Ansible inventory of the lab clusters (one host per cluster)."""
+    """The Ansible inventory of the lab clusters (one host per cluster), in
+    the collection's `kmod_*` vocabulary: clusters are reached by kubeconfig
+    and their release is read from their ClusterVersion, as for a real fleet.
+    The first cluster is the canary."""
     hosts = {}
     for cluster in state.clusters:
         pools = ["worker"] + (["infra"] if (cluster.get("pools") or {}).get("infra") else [])
         hosts[cluster["name"]] = {
-            "ansible_connection": "local",
-            # Modules run on the controller: its Python has the kubernetes client.
-            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            "kubeconfig": cluster["kubeconfig"],
-            "ocp_release": cluster["release"],
-            "pools": pools,
+            "kmod_kubeconfig": cluster["kubeconfig"],
+            "kmod_pools": pools,
+            # For tests and people; the playbooks read the ClusterVersion.
+            "lab_release": cluster["release"],
         }
-    inventory = {"all": {"children": {"lab_clusters": {"hosts": hosts}}}}
+    registry = state.registry or {}
+    kmods = paths.CHECKOUT / "tests" / "fixtures" / "kmods"
+    fleet_vars = {
+        "ansible_connection": "local",
+        # Modules run on the controller: its Python has the kubernetes client.
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "kmod_registry_auth_file": registry.get("auth_file", ""),
+        "kmod_registry_ca_file": state.ca_file or "",
+        "kmod_image_repository": f"{registry.get('host', '')}/kmod-layering/rhcos-kmods",
+        "kmod_cache_dir": str(state.layout.root / "cache"),
+        "kmod_modules": [
+            {
+                "name": "kmodlab_core",
+                "source": {"path": str(kmods / "kmodlab_core")},
+                "options": "greeting=hello-from-kmod-layering level=3",
+            },
+            {"name": "kmodlab_dep", "source": {"path": str(kmods / "kmodlab_dep")}},
+        ],
+    }
+    children: dict[str, Any] = {"lab_clusters": {"hosts": hosts}}
+    if hosts:
+        children["canary"] = {"hosts": {next(iter(hosts)): {}}}
+    inventory = {"all": {"vars": fleet_vars, "children": children}}
     path = state.layout.inventory
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(inventory, sort_keys=False))
