@@ -18,11 +18,16 @@ pipver=$(sed -n "s/^ *pip='\([0-9.]*\)',\$/\1/p" "$reqs" | head -1)
 mkdir -p ~/.ansible/test/cache
 cp hack/get_pip.py ~/.ansible/test/cache/"get_pip_${pipver//./_}.py"
 
-dest=.build/ansible-test/ansible_collections/ocp/kmod_layering
-rm -rf "$dest" && mkdir -p "$dest"
+# A fresh tree per run (parallel runs must not share one), with the
+# collections our plugins import from (kubernetes.core) beside it.
+root=$(mktemp -d "$top/.build/ansible-test.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+dest=$root/ansible_collections/ocp/kmod_layering
+mkdir -p "$dest" "$root/ansible_collections/kubernetes"
+cp -r "$top"/.venv/lib/python3*/site-packages/ansible_collections/kubernetes/core "$root/ansible_collections/kubernetes/core"
 git ls-files -z --cached --others --exclude-standard \
   | tar --null --no-recursion -T - -cf - 2>/dev/null | tar -C "$dest" -xf -
 cd "$dest"
 git init -q . && git add -A
 py=$("$top/$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-PATH="$top/$venv/bin:$PATH" exec ansible-test sanity --requirements --python "$py" "$@"
+PATH="$top/$venv/bin:$PATH" ansible-test sanity --requirements --python "$py" "$@"

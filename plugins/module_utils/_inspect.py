@@ -156,7 +156,6 @@ def debug_pod(node, command, namespace, image, run_id, index):
             "terminationGracePeriodSeconds": 0,
             "enableServiceLinks": False,
             "tolerations": [{"operator": "Exists"}],
-            "priorityClassName": "system-node-critical",
             "containers": [
                 {
                     "name": CONTAINER_NAME,
@@ -484,7 +483,7 @@ def node_verdict(node, expected_image=None, expected_modules=None, outputs=None,
     missing = []
     for module in expected_modules or []:
         name = normalize_module(module.get("name"))
-        required = module.get("load_at_boot", True) not in (False, "false", "False", "no", 0)
+        required = module.get("load_at_boot", True) is not False
         info = (loaded or {}).get(name)
         entry = {
             "loaded": info is not None and info.get("state") == "Live" if loaded is not None else None,

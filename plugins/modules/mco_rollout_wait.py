@@ -29,9 +29,11 @@ description:
     ends or drops is resumed from the last C(resourceVersion); on C(410 Gone)
     it lists again. There is no polling interval; the wait is bounded by
     O(timeout).
-  - Before waiting, it lists the MachineConfigs and fails when another
-    (non-generated) MachineConfig that sorts after ours sets a different
-    C(osImageURL), since the pool would then never render our image.
+  - Before waiting, it lists the MachineConfigs and fails when the pool's
+    C(machineConfigSelector) does not select O(machine_config) (a wrong role
+    label), or when another (non-generated) MachineConfig that sorts after
+    ours sets a different C(osImageURL); either way the pool would never
+    render the target.
   - Progress (pool counts and every node state change) is appended, one
     timestamped line per change, to O(progress_file); follow a rollout with
     C(tail -f) on it. Each line names the cluster, so several clusters
@@ -613,6 +615,14 @@ class RolloutWaiter(object):
             if not ours:
                 self.fail("MachineConfig %s not found on cluster %s: apply it before waiting for its rollout."
                           % (self.target.machine_config, self.cluster))
+            for name in self.params["pools"]:
+                selector = (self.pools[name].get("spec") or {}).get("machineConfigSelector")
+                if not _mco.pool_machine_configs(self.pools[name], ours):
+                    # A wrong role label: the pool would never render it.
+                    self.fail("MachineConfig %s (labels %s) is not selected by pool %s on cluster %s "
+                              "(machineConfigSelector %s): it will never roll out there." % (
+                                  self.target.machine_config, json.dumps(ours[0]["metadata"].get("labels") or {}),
+                                  name, self.cluster, json.dumps(selector, sort_keys=True)))
             image = (ours[0].get("spec") or {}).get("osImageURL")
             if image and not self.target.os_image_url:
                 self.target.os_image_url = image

@@ -462,6 +462,17 @@ def test_other_machineconfig_overriding_the_image_fails_before_waiting(cluster, 
     assert "Pool worker on cluster %s would not render osImageURL %s" % (cluster.url, KMOD_IMG) in result["msg"]
 
 
+def test_machineconfig_with_another_role_label_fails_before_waiting(cluster, tls, tmp_path):
+    cluster.server.seed({"apiVersion": MC_API, "kind": "MachineConfig",
+                         "metadata": {"name": "99-kmod-wrong-role", "labels": {PREFIX + "role": "wroker"}},
+                         "spec": {"osImageURL": KMOD_IMG}})
+    result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config="99-kmod-wrong-role", timeout=60))
+    assert result["failed"] is True
+    assert ('MachineConfig 99-kmod-wrong-role (labels {"%srole": "wroker"}) is not selected by pool worker '
+            'on cluster %s' % (PREFIX, cluster.url)) in result["msg"]
+    assert cluster.server.count_requests(verb="watch") == 0
+
+
 def test_missing_pool_and_missing_machineconfig(cluster, tls, tmp_path):
     result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config=KMOD_MC, pools=["worker", "gpu"], timeout=30))
     assert result["failed"] is True

@@ -1,5 +1,7 @@
 """Layered images for the lab: RHCOS stand-in + the project's test modules.
 
+Build keys, source fingerprints and content-addressed tags come from the
+product (module_utils/_build.py), so the lab's tags are the build role's.
 Builds with the product's own Containerfile template
 (roles/build/templates/Containerfile.j2) and helper
 (roles/build/files/check-vermagic.sh), rendered with Jinja2 the way Ansible's
@@ -21,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shlex
 import shutil
 import ssl
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import jinja2
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build
 
 from . import paths
 from .state import LabState
@@ -42,8 +44,8 @@ TEMPLATE = paths.CHECKOUT / "roles" / "build" / "templates" / "Containerfile.j2"
 CHECK_VERMAGIC = paths.CHECKOUT / "roles" / "build" / "files" / "check-vermagic.sh"
 FIXTURE_KMODS = paths.CHECKOUT / "tests" / "fixtures" / "kmods"
 
-_MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-_SKIP_DIRS = {".git"}
+_MODULE_NAME = _build.MODULE_NAME_RE
+_SKIP_DIRS = set(_build.SKIP_DIRS)
 _MANIFEST_TYPES = ", ".join(
     (
         "application/vnd.oci.image.manifest.v1+json",
@@ -138,17 +140,9 @@ def render_containerfile(variables: dict[str, Any]) -> str:
 
 
 def tree_digest(root: Path) -> str:
-    """sha256 over a source tree's paths, exec bits and contents (.git skipped)."""
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-        for filename in sorted(filenames):
-            path = Path(dirpath, filename)
-            rel = path.relative_to(root).as_posix()
-            executable = os.access(path, os.X_OK)
-            digest.update(f"{rel}\0{int(executable)}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return "sha256:" + digest.hexdigest()
+    """sha256 over a source tree's paths, exec bits and contents (.git skipped):
+    the product's fingerprint (module_utils._build.tree_digest)."""
+    return str(_build.tree_digest(str(root)))
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -207,16 +201,13 @@ def prepare_context(context: Path, modules: Sequence[KmodSource]) -> list[dict[s
 
 
 def compute_build_key(kernel_version: str, dtk_image: str, rhcos_image: str, kmod_modules: list[dict[str, Any]], context: Path) -> str:
-    """Hash of every input of the image: same inputs, same key, same tag."""
-    inputs = {
-        "kernel_version": kernel_version,
-        "dtk_image": dtk_image,
-        "rhcos_image": rhcos_image,
-        "template": hashlib.sha256(TEMPLATE.read_bytes()).hexdigest(),
-        "context": tree_digest(context),
-        "kmod_modules": kmod_modules,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    """The product's build key (module_utils._build.build_key) of a context
+    laid out by prepare_context: same inputs, same key, same tag."""
+    entries = [
+        _build.template_module(entry, tree_digest(context / "src" / entry["name"]), entry["source"]) for entry in kmod_modules
+    ]
+    recipe = _build.recipe_digest([str(TEMPLATE), str(CHECK_VERMAGIC)])
+    return str(_build.build_key(kernel_version, dtk_image, rhcos_image, entries, recipe))
 
 
 # ---------------------------------------------------------------- registry
@@ -370,7 +361,7 @@ def build(
         }
     )
     (context / "Containerfile").write_text(containerfile)
-    tag_ref = f"{state.registry['host']}/{repository}:{tag or build_key[:32]}"
+    tag_ref = f"{state.registry['host']}/{repository}:{tag or _build.image_tag(build_key, kernel_version)}"
 
     started = time.monotonic()
     build_argv = [

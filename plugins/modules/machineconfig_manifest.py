@@ -1,0 +1,330 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ocp.kmod_layering contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: machineconfig_manifest
+short_description: Render and validate the MachineConfig that rolls a layered OS image out to a pool
+version_added: 0.1.0
+description:
+  - Renders the MachineConfig of the collection for one MachineConfigPool
+    (named C(<name_prefix>-<pool>), labelled
+    C(machineconfiguration.openshift.io/role=<pool>), with
+    C(spec.osImageURL) set to O(os_image_url)), and validates it against the
+    MachineConfig CRD's openAPIV3Schema (a copy ships with the collection)
+    plus structural checks (names, labels, fields the API server would drop,
+    an image pinned by digest).
+  - Given the cluster's MachineConfigPools (O(pools)) and MachineConfigs
+    (O(machineconfigs)), as C(kubernetes.core.k8s_info) returns them, it
+    also runs the gates that must pass before the MachineConfig is written
+    to that cluster, failing with a message that names the cluster, the
+    pool and what to do. The pool must exist and not be paused (unless
+    O(allow_paused_pool)), must select the MachineConfig, and our
+    C(osImageURL) must be the one the pool renders, by the Machine Config
+    Operator's rule (the last non-generated MachineConfig by name that sets
+    one wins); otherwise the MachineConfig that would win is named.
+  - Never talks to a cluster or a registry. It writes only O(dest), when
+    given (the YAML manifest, for review, GitOps or C(openshift-install)
+    manifests).
+author:
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
+requirements:
+  - PyYAML (to write O(dest))
+  - jsonschema (optional) to validate against the CRD schema; without it
+    only the structural checks run, and RV(schema_validated) is false
+attributes:
+  check_mode:
+    support: full
+    description: With O(dest), reports whether the file would change, without writing it.
+  diff_mode:
+    support: full
+    description: With O(dest), shows the change of the file.
+options:
+  pool:
+    description:
+      - Name of the MachineConfigPool (C(worker), C(infra), ...). Becomes
+        the MachineConfig's role label and the end of its name.
+    type: str
+    required: true
+  os_image_url:
+    description:
+      - The layered OS image, fully qualified and pinned by digest
+        (C(registry.example.com/infra/rhcos-kmods@sha256:<64 hex>)). A tag
+        alone is refused: every node pulls the image on its own, and a tag
+        can move between two pulls.
+    type: str
+    required: true
+  name_prefix:
+    description:
+      - The MachineConfig is named C(<name_prefix>-<pool>).
+      - The Machine Config Operator takes the C(osImageURL) of the last
+        non-generated MachineConfig by name that sets one; the gates fail
+        when another MachineConfig would win.
+    type: str
+    default: 99-kmod-layering
+  build_key:
+    description:
+      - Build key of the image, recorded in the annotation
+        C(kmod-layering.io/build-key) (and its first 63 characters in the
+        label of the same name).
+    type: str
+  modules:
+    description:
+      - The kernel modules in the image (names, or C(kmod_modules) entries
+        with a C(name)), recorded in the annotation C(kmod-layering.io/modules).
+    type: list
+    elements: raw
+  kernel_version:
+    description: Kernel version the modules were built for, recorded in the annotation C(kmod-layering.io/kernel-version).
+    type: str
+  release:
+    description: Release version of the cluster, recorded in the annotation C(kmod-layering.io/release).
+    type: str
+  cluster:
+    description: Name of the cluster (inventory host), used in messages.
+    type: str
+  pools:
+    description:
+      - The cluster's MachineConfigPools (the C(resources) of
+        C(kubernetes.core.k8s_info)). When given, O(pool) must exist there and
+        not be paused, and, with O(machineconfigs), the effectiveness gate runs.
+    type: list
+    elements: dict
+  machineconfigs:
+    description:
+      - The cluster's MachineConfigs (rendered ones may be left out). Ours,
+        if present, is compared with the rendered one (RV(exists), RV(up_to_date)).
+    type: list
+    elements: dict
+  allow_paused_pool:
+    description: Do not fail on a paused pool (the MachineConfig rolls out when the pool is unpaused).
+    type: bool
+    default: false
+  dest:
+    description:
+      - Write the MachineConfig as YAML to this file (parent directories are
+        created). Without it nothing is written.
+    type: path
+  mode:
+    description: Permissions of O(dest) when it is created.
+    type: raw
+    default: "0644"
+notes:
+  - The C(kmod-layering.io/*) labels and annotations let C(oc get mc -l
+    app.kubernetes.io/managed-by=ocp.kmod_layering) find what the collection wrote.
+seealso:
+  - module: kubernetes.core.k8s
+  - module: ocp.kmod_layering.mco_rollout_wait
+"""
+
+EXAMPLES = r"""
+- name: Render and check the MachineConfig against the cluster's pools and MachineConfigs
+  ocp.kmod_layering.machineconfig_manifest:
+    pool: worker
+    os_image_url: registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
+    build_key: "{{ kmod_build.build_key }}"
+    modules: "{{ kmod_modules }}"
+    cluster: "{{ inventory_hostname }}"
+    pools: "{{ pools_info.resources }}"
+    machineconfigs: "{{ machineconfigs_info.resources }}"
+  register: manifest
+
+- name: Apply it
+  kubernetes.core.k8s:
+    definition: "{{ manifest.machineconfig }}"
+    apply: true
+
+- name: Write the manifest for openshift-install
+  ocp.kmod_layering.machineconfig_manifest:
+    pool: worker
+    os_image_url: "{{ kmod_image }}"
+    dest: "{{ install_dir }}/openshift/99-kmod-layering-worker.yaml"
+"""
+
+RETURN = r"""
+name:
+  description: Name of the MachineConfig.
+  returned: always
+  type: str
+  sample: 99-kmod-layering-worker
+machineconfig:
+  description: The MachineConfig, as a dict ready for C(kubernetes.core.k8s) O(kubernetes.core.k8s#module:definition).
+  returned: always
+  type: dict
+  sample:
+    apiVersion: machineconfiguration.openshift.io/v1
+    kind: MachineConfig
+    metadata:
+      name: 99-kmod-layering-worker
+      labels:
+        machineconfiguration.openshift.io/role: worker
+        app.kubernetes.io/managed-by: ocp.kmod_layering
+        kmod-layering.io/pool: worker
+    spec:
+      osImageURL: registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
+yaml:
+  description: The MachineConfig as YAML text (what O(dest) gets).
+  returned: always
+  type: str
+schema_validated:
+  description: Whether the CRD schema was checked with jsonschema (false when jsonschema is not installed).
+  returned: always
+  type: bool
+gates:
+  description: Whether the cluster gates ran (O(pools) given).
+  returned: always
+  type: bool
+exists:
+  description: Whether O(machineconfigs) holds a MachineConfig of that name already.
+  returned: always
+  type: bool
+up_to_date:
+  description: Whether that existing MachineConfig has our labels, annotations and spec already.
+  returned: always
+  type: bool
+other_os_image_setters:
+  description:
+    - Other non-generated MachineConfigs the pool selects that set an osImageURL
+      too (ours overrides them; a warning is given). Empty without O(machineconfigs).
+  returned: always
+  type: list
+  elements: str
+dest:
+  description: O(dest), when given.
+  returned: when O(dest) is given
+  type: str
+"""
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_bytes, to_native
+
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _machineconfig
+
+try:
+    import yaml
+except ImportError:
+    yaml = None
+
+
+def to_yaml(machineconfig, cluster, pool):
+    header = "# MachineConfig of ocp.kmod_layering for pool %s of cluster %s: rolls out the layered OS image.\n" % (
+        pool, cluster)
+    return header + yaml.safe_dump(machineconfig, default_flow_style=False, sort_keys=False)
+
+
+def _subset(wanted, actual):
+    """Every key/value of ``wanted`` is in ``actual`` (recursively for dicts)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(k in actual and _subset(v, actual[k]) for k, v in wanted.items())
+    return wanted == actual
+
+
+def write_dest(module, path, content):
+    """Write ``content`` to ``path`` if it differs; returns (changed, diff)."""
+    before = ""
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            module.fail_json(msg="dest %s exists and is not a regular file" % path)
+        with open(path, "rb") as stream:
+            before = stream.read().decode("utf-8", "replace")
+    changed = before != content
+    diff = {"before": before, "after": content, "before_header": path, "after_header": path}
+    if changed and not module.check_mode:
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".machineconfig-")
+            with os.fdopen(fd, "wb") as stream:
+                stream.write(to_bytes(content))
+            if not os.path.exists(path):
+                mode = module.params["mode"]
+                os.chmod(tmp, int(mode, 8) if isinstance(mode, str) else int(mode))
+            else:
+                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+            module.atomic_move(tmp, path)
+        except (IOError, OSError, ValueError) as exc:
+            module.fail_json(msg="Cannot write dest %s: %s" % (path, to_native(exc)))
+    return changed, diff
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            pool=dict(type="str", required=True),
+            os_image_url=dict(type="str", required=True),
+            name_prefix=dict(type="str", default=_machineconfig.DEFAULT_NAME_PREFIX),
+            build_key=dict(type="str", no_log=False),
+            modules=dict(type="list", elements="raw"),
+            kernel_version=dict(type="str"),
+            release=dict(type="str"),
+            cluster=dict(type="str"),
+            pools=dict(type="list", elements="dict"),
+            machineconfigs=dict(type="list", elements="dict"),
+            allow_paused_pool=dict(type="bool", default=False),
+            dest=dict(type="path"),
+            mode=dict(type="raw", default="0644"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    cluster = params["cluster"] or "(cluster not named)"
+    try:
+        machineconfig = _machineconfig.build_machineconfig(
+            params["pool"], params["os_image_url"], name_prefix=params["name_prefix"], build_key=params["build_key"],
+            modules=params["modules"], kernel_version=params["kernel_version"], release=params["release"])
+    except _machineconfig.MachineConfigError as exc:
+        module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], to_native(exc)))
+    name = machineconfig["metadata"]["name"]
+    errors = _machineconfig.validate_machineconfig(machineconfig, pool=params["pool"])
+    if errors:
+        module.fail_json(msg="Cluster %s: MachineConfig %s does not validate: %s" % (cluster, name, "; ".join(errors)),
+                         machineconfig=machineconfig)
+
+    existing = [mc for mc in params["machineconfigs"] or [] if (mc.get("metadata") or {}).get("name") == name]
+    others = []
+    if params["pools"] is not None:
+        problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"])
+        if problem:
+            module.fail_json(msg=problem, name=name, machineconfig=machineconfig)
+        if params["machineconfigs"] is not None:
+            pool = [p for p in params["pools"] if (p.get("metadata") or {}).get("name") == params["pool"]][0]
+            problem, others = _machineconfig.effective_check(pool, params["machineconfigs"], machineconfig, cluster)
+            if problem:
+                module.fail_json(msg=problem, name=name, machineconfig=machineconfig, other_os_image_setters=others)
+            if others:
+                module.warn("Cluster %s, pool %s: MachineConfig %s overrides the osImageURL that %s set%s."
+                            % (cluster, params["pool"], name, ", ".join(others), "" if len(others) > 1 else "s"))
+
+    if yaml is None:
+        module.fail_json(msg="PyYAML is required to render the MachineConfig as YAML")
+    text = to_yaml(machineconfig, cluster, params["pool"])
+    result = dict(
+        changed=False,
+        name=name,
+        machineconfig=machineconfig,
+        yaml=text,
+        schema_validated=_machineconfig.jsonschema_available(),
+        gates=params["pools"] is not None,
+        exists=bool(existing),
+        up_to_date=bool(existing) and _subset(_machineconfig.comparable(machineconfig), existing[0]),
+        other_os_image_setters=others,
+    )
+    if params["dest"]:
+        changed, diff = write_dest(module, params["dest"], text)
+        result.update(changed=changed, dest=params["dest"])
+        if module._diff:
+            result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""playbooks/verify.yml on a lab cluster: a layered image (kmodlab_core with
+options + kmodlab_dep, built with the product's Containerfile) is rolled out
+to the worker pool with a MachineConfig and mco_rollout_wait; then the verify
+role, through host-inspection debug pods answered by the lab's node agents,
+finds every worker on the image's digest with both modules Live, writes the
+reports and leaves no debug pod behind. Another expected digest, or a module
+the image lacks, fails the run naming the node and the digests or the module.
+Check mode creates nothing.
+
+Own cluster (fast node mode, started and stopped here): the session's shared
+clusters are left as they were."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from kmodlab import apiserver, cluster, layered, node, state
+
+TOP = Path(__file__).resolve().parents[2]
+NAMESPACE = "openshift-kmod-layering-debug"
+MANAGED = "app.kubernetes.io/managed-by=ocp.kmod_layering"
+USER_AGENT = "ocp.kmod_layering.node_inspect"
+OPTIONS = "greeting=hi level=2"
+# The lab answers `cat /sys/module/...` parameter reads only if its node agent
+# knows them; assert parameters when it does.
+LAB_READS_PARAMETERS = "/sys/module" in inspect.getsource(node.debug_command_output)
+
+ROLLOUT = """\
+- name: Roll the layered image out to the worker pool
+  hosts: all
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  module_defaults:
+    group/ocp.kmod_layering.cluster:
+      kubeconfig: "{{ kmod_kubeconfig }}"
+  tasks:
+    - name: Apply the MachineConfig
+      kubernetes.core.k8s:
+        definition:
+          apiVersion: machineconfiguration.openshift.io/v1
+          kind: MachineConfig
+          metadata:
+            name: 99-worker-kmod-verify-test
+            labels: {machineconfiguration.openshift.io/role: worker}
+          spec:
+            osImageURL: "{{ kmod_image }}"
+    - name: Wait for the pool
+      ocp.kmod_layering.mco_rollout_wait:
+        machine_config: 99-worker-kmod-verify-test
+        pools: [worker]
+        timeout: 600
+"""
+
+
+class Lab:
+    def __init__(self, entry: dict[str, Any], lab: state.LabState, image: str, workdir: Path) -> None:
+        self.entry = entry
+        self.lab = lab
+        self.image = image
+        self.workdir = workdir
+        api = k8s_client.ApiClient(k8s_config.new_client_from_config(entry["kubeconfig"]).configuration)
+        self.core = k8s_client.CoreV1Api(api)
+        self.requests = apiserver.RequestLogClient(entry["api_url"], entry["token"], lab.ca_file)
+
+    def inventory(self, path: Path, report_dir: Path, modules: list[dict[str, Any]] | None = None) -> Path:
+        kmods = layered.FIXTURE_KMODS
+        host = {
+            "kmod_kubeconfig": self.entry["kubeconfig"],
+            "kmod_pools": ["worker"],
+        }
+        fleet = {
+            "kmod_image_repository": f"{self.lab.registry['host']}/kmodlab/layered",
+            "kmod_report_dir": str(report_dir),
+            "kmod_verify_check_parameters": LAB_READS_PARAMETERS,
+            "kmod_modules": modules
+            or [
+                {"name": "kmodlab_core", "source": {"path": str(kmods / "kmodlab_core")}, "options": OPTIONS},
+                {"name": "kmodlab_dep", "source": {"path": str(kmods / "kmodlab_dep")}},
+            ],
+        }
+        path.write_text(yaml.safe_dump({"all": {"vars": fleet, "hosts": {self.entry["name"]: host}}}))
+        return path
+
+    def playbook(self, playbook: str | Path, inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), str(playbook), *extra],
+            env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
+            capture_output=True, text=True, timeout=900, cwd=self.workdir,
+        )  # fmt: skip
+
+    def debug_pods(self) -> list[str]:
+        return [p.metadata.name for p in self.core.list_namespaced_pod(NAMESPACE, label_selector=MANAGED).items]
+
+    def our_requests(self, **filters: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests.records(**filters) if USER_AGENT in (r.get("user_agent") or "")]
+
+    def nodes_of_role(self, role: str) -> list[str]:
+        return sorted(n.metadata.name for n in self.core.list_node(label_selector=f"node-role.kubernetes.io/{role}").items)
+
+
+def recap(output: str, host: str) -> dict[str, int]:
+    match = re.search(rf"^{re.escape(host)}\s+:\s+(.*)$", output, re.M)
+    assert match, output[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+@pytest.fixture(scope="module")
+def verify_lab(lab: state.LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    release = lab.releases[0]
+    with state.locked(lab.root) as current:
+        entry = cluster.start_clusters(current, 1, [release["version"]], workers=2, masters=1, node_mode="fast")[0]
+    try:
+        image = layered.build_layered_image(
+            lab, release["version"], [layered.fixture("kmodlab_core", options=OPTIONS), "kmodlab_dep"]
+        )
+        workdir = tmp_path_factory.mktemp("verify")
+        env = Lab(entry, lab, image, workdir)
+        playbook = workdir / "rollout.yml"
+        playbook.write_text(ROLLOUT)
+        inventory = env.inventory(workdir / "rollout-inventory.yml", workdir / "unused")
+        run = env.playbook(playbook, inventory, "-e", f"kmod_image={image}")
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        yield env
+    finally:
+        with state.locked(lab.root) as current:
+            cluster.stop_cluster(current, entry["name"])
+
+
+@pytest.mark.lab
+def test_every_worker_verified_reports_written_and_no_debug_pod_left(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    name = env.entry["name"]
+    digest = env.image.split("@", 1)[1]
+    report_dir = tmp_path / "report"
+    inventory = env.inventory(tmp_path / "inventory.yml", report_dir)
+    env.requests.reset()
+
+    run = env.playbook(TOP / "playbooks/verify.yml", inventory, "-e", f"kmod_image={env.image}")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+    workers = env.nodes_of_role("worker")
+    assert len(workers) == 2
+    report = json.loads((report_dir / f"{name}.json").read_text())
+    assert report["cluster"] == name and report["verdict"] == "pass", report["reasons"]
+    assert report["counts"] == {"nodes": 2, "passed": 2, "failed": 0}
+    assert report["expected_image"] == env.image and report["expected_digest"] == digest
+    # The pool's nodes only (the master is not in the worker pool).
+    assert sorted(n["node"] for n in report["nodes"]) == workers
+    for verdict in report["nodes"]:
+        assert verdict["pool"] == "worker" and verdict["verdict"] == "pass" and verdict["reasons"] == []
+        assert verdict["booted_digest"] == digest and verdict["image_ok"] is True
+        assert verdict["booted_image"] == env.image  # ostree-unverified-registry: stripped
+        assert {m: (i["loaded"], i["state"]) for m, i in verdict["modules"].items()} == {
+            "kmodlab_core": (True, "Live"),
+            "kmodlab_dep": (True, "Live"),
+        }
+        if LAB_READS_PARAMETERS:
+            assert verdict["modules"]["kmodlab_core"]["parameters"]["greeting"]["actual"] == "hi"
+    # The readable table: at the end of the run and in summary.txt.
+    table = (report_dir / "summary.txt").read_text().splitlines()
+    assert table[0].split()[:4] == ["CLUSTER", "POOL", "NODE", "VERDICT"]
+    rows = sorted(line.split()[:4] for line in table[2:])
+    assert rows == [[name, "worker", w, "pass"] for w in workers]
+    assert all(row in run.stdout for row in table[2:])
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["totals"]["clusters_passed"] == 1 and int(summary["totals"]["nodes_passed"]) == 2
+
+    # Debug pods: one per node and command, every one deleted; only pods written.
+    assert env.debug_pods() == []
+    commands = 3 if LAB_READS_PARAMETERS else 2
+    created = env.our_requests(verb="create", resource="pods")
+    deleted = env.our_requests(verb="delete", resource="pods")
+    assert len(created) == len(deleted) == commands * len(workers)
+    writes = [r for r in env.our_requests() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
+    assert {(r["resource"]) for r in writes} <= {"pods", "namespaces"}
+    namespace = env.core.read_namespace(NAMESPACE)
+    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert namespace.metadata.labels["security.openshift.io/scc.podSecurityLabelSync"] == "false"
+
+    # Again: nothing changes (the namespace exists, reports are outputs).
+    again = env.playbook(TOP / "playbooks/verify.yml", inventory, "-e", f"kmod_image={env.image}")
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert recap(again.stdout, name)["changed"] == 0
+    assert env.debug_pods() == []
+
+
+@pytest.mark.lab
+def test_another_booted_digest_fails_naming_node_and_both_digests(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    booted = env.image.split("@", 1)[1]
+    expected = "sha256:" + "e" * 64
+    wanted = env.image.split("@", 1)[0] + "@" + expected
+    report_dir = tmp_path / "report"
+    run = env.playbook(TOP / "playbooks/verify.yml", env.inventory(tmp_path / "inv.yml", report_dir),
+                       "-e", f"kmod_image={wanted}")
+    assert run.returncode != 0
+    out = run.stdout
+    for worker in env.nodes_of_role("worker"):
+        assert re.search(rf"node {worker} booted image digest {booted} \([^)]*\), expected digest {expected}", out), out[-3000:]
+    report = json.loads((report_dir / f"{env.entry['name']}.json").read_text())
+    assert report["verdict"] == "fail" and report["counts"]["failed"] == 2
+    assert all(n["image_ok"] is False and n["booted_digest"] == booted for n in report["nodes"])
+    assert "fail" in (report_dir / "summary.txt").read_text()
+    assert env.debug_pods() == []
+
+
+@pytest.mark.lab
+def test_a_module_missing_from_the_nodes_fails_naming_node_and_module(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    modules = [{"name": "kmodlab_core"}, {"name": "kmodlab_dep"}, {"name": "kmodlab_absent"},
+               {"name": "kmodlab_optional", "load_at_boot": False}]
+    report_dir = tmp_path / "report"
+    run = env.playbook(TOP / "playbooks/verify.yml", env.inventory(tmp_path / "inv.yml", report_dir, modules),
+                       "-e", f"kmod_image={env.image}")
+    assert run.returncode != 0
+    for worker in env.nodes_of_role("worker"):
+        assert f"node {worker}: module kmodlab_absent is not loaded" in run.stdout, run.stdout[-3000:]
+    assert "kmodlab_optional is not loaded" not in run.stdout
+    report = json.loads((report_dir / f"{env.entry['name']}.json").read_text())
+    assert [n["missing_modules"] for n in report["nodes"]] == [["kmodlab_absent"], ["kmodlab_absent"]]
+    assert all(n["image_ok"] for n in report["nodes"])
+    assert env.debug_pods() == []
+
+
+@pytest.mark.lab
+def test_check_mode_creates_no_pod_and_writes_no_report(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    report_dir = tmp_path / "report"
+    env.requests.reset()
+    run = env.playbook(TOP / "playbooks/verify.yml", env.inventory(tmp_path / "inv.yml", report_dir), "--check",
+                       "-e", f"kmod_image={env.image}")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "skipped" in run.stdout
+    assert not report_dir.exists()
+    assert [r for r in env.our_requests() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")] == []
