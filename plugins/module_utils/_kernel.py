@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import re
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
@@ -22,6 +21,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import
     check_platform,
     find_in_layers,
     image_labels,
+    load_json_object,
     parse_pullspec,
 )
 
@@ -75,16 +75,7 @@ def find_kernel_in_listing(paths):
 
 
 def _load_json(data, what):
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise KernelError("%s is not valid JSON: %s" % (what, exc))
-    if not isinstance(data, dict):
-        raise KernelError("%s is not a JSON object" % what)
-    return data
+    return load_json_object(data, what, KernelError)
 
 
 def parse_dtk_release(data):

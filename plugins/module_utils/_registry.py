@@ -332,6 +332,23 @@ def _normalize_auth_key(key):
     return host + sep + rest
 
 
+def load_json_object(data, what, error=None):
+    # type: (Any, str, Optional[type]) -> Dict[str, Any]
+    """A JSON object from bytes, text or an already parsed dict; anything
+    else raises ``error`` (default RegistryError) naming ``what``."""
+    error = error or RegistryError
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise error("%s is not valid JSON: %s" % (what, exc))
+    if not isinstance(data, dict):
+        raise error("%s must be a JSON object" % what)
+    return data
+
+
 def parse_auth_config(data):
     # type: (Any) -> Dict[str, Tuple[str, str]]
     """Credentials from a dockerconfigjson / pull secret / legacy dockercfg.
@@ -342,15 +359,7 @@ def parse_auth_config(data):
     ``{normalized key: (username, password)}``; keys may be ``host`` or
     ``host/namespace[/repo]``.
     """
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise RegistryError("registry auth config is not valid JSON: %s" % exc)
-    if not isinstance(data, dict):
-        raise RegistryError("registry auth config must be a JSON object")
+    data = load_json_object(data, "registry auth config")
     secret_data = data.get("data")
     if isinstance(secret_data, dict) and (".dockerconfigjson" in secret_data or ".dockercfg" in secret_data):
         raw = secret_data.get(".dockerconfigjson") or secret_data.get(".dockercfg")

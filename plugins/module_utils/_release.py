@@ -13,7 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import re
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
@@ -21,6 +20,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import
     check_platform,
     find_in_layers,
     image_labels,
+    load_json_object,
     parse_pullspec,
 )
 
@@ -82,16 +82,7 @@ def release_pullspec(version, arch="x86_64", registry=None, repository=None, mul
 
 
 def _load_json(data, what):
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise ReleaseError("%s is not valid JSON: %s" % (what, exc))
-    if not isinstance(data, dict):
-        raise ReleaseError("%s is not a JSON object" % what)
-    return data
+    return load_json_object(data, what, ReleaseError)
 
 
 def parse_image_references(data):
