@@ -66,18 +66,18 @@ class RegistryReader:
         return json.loads(body), digest
 
     def blob(self, reference: str, digest: str) -> bytes:
-        repo, _ = split_reference(reference, self.host)
-        body, _ = self.get(f"{repo}/blobs/{digest}")
+        repo, _reference = split_reference(reference, self.host)
+        body, _headers = self.get(f"{repo}/blobs/{digest}")
         assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
         return body
 
     def config(self, reference: str) -> dict[str, Any]:
-        manifest, _ = self.manifest(reference)
+        manifest, _digest = self.manifest(reference)
         config: dict[str, Any] = json.loads(self.blob(reference, manifest["config"]["digest"]))
         return config
 
     def layer_file(self, reference: str, layer_index: int, path: str) -> bytes | None:
-        manifest, _ = self.manifest(reference)
+        manifest, _digest = self.manifest(reference)
         layer = self.blob(reference, manifest["layers"][layer_index]["digest"])
         with tarfile.open(fileobj=io.BytesIO(layer), mode="r:*") as tar:
             for member in tar:
@@ -87,7 +87,7 @@ class RegistryReader:
         return None
 
     def layer_names(self, reference: str, layer_index: int) -> list[str]:
-        manifest, _ = self.manifest(reference)
+        manifest, _digest = self.manifest(reference)
         digest = manifest["layers"][layer_index]["digest"]
         if digest not in self._names:  # DTKs share their big base layer
             layer = self.blob(reference, digest)
@@ -210,7 +210,7 @@ def test_release_entries_follow_the_lab_json_schema(lab: LabState, published: li
 @pytest.mark.lab
 def test_release_last_layer_names_the_right_os_tag(reader: RegistryReader, published: list[dict[str, Any]]) -> None:
     for release in published:
-        _, digest = reader.manifest(release["pullspec"])
+        _manifest, digest = reader.manifest(release["pullspec"])
         assert digest == release["digest"]
         tags = image_references(reader, release)
         os_tag = expected_os_tag(release["version"])

@@ -271,7 +271,7 @@ def path_not_found() -> APIStatusError:
 
 
 def method_not_allowed(method: str) -> APIStatusError:
-    return APIStatusError(405, 'MethodNotAllowed', f'the server does not allow this method on the requested resource',
+    return APIStatusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource',
                           {'causes': [{'reason': 'UnexpectedServerResponse', 'message': f'{method} not allowed'}]})
 
 
@@ -914,7 +914,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
     def _authorized(self, header: str) -> bool:
         if not self._auth_required:
             return True
-        scheme, _, token = header.partition(' ')
+        scheme, _space, token = header.partition(' ')
         if scheme.lower() != 'bearer' or not token:
             return False
         return any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in self._tokens)
@@ -1091,7 +1091,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
 
     def _list(self, rt: ResourceType, namespace: str | None) -> list[JSON]:
         result = []
-        for (ref, ns, _), obj in self._objects.items():
+        for (ref, ns, _name), obj in self._objects.items():
             if ref == rt.ref and (namespace is None or ns == namespace) and not obj.deleted:
                 result.append(obj.last.raw)
         result.sort(key=lambda o: (o['metadata'].get('namespace') or '', o['metadata']['name']))
@@ -1126,7 +1126,7 @@ class LabAPIServer(kmock.KubernetesEmulator):
         self._record_event(WatchEvent(self._rv, rt, 'DELETED', gone, copy.deepcopy(obj)))
         if rt.kind == 'Namespace' and not rt.group:  # no namespace controller: its content goes at once
             name = obj['metadata']['name']
-            for (ref, ns, _), stored in list(self._objects.items()):
+            for (ref, ns, _name), stored in list(self._objects.items()):
                 if ns == name and not stored.deleted:
                     inner = next(t for t in self._types.values() if t.ref == ref)
                     self._remove(inner, stored.last.raw)

@@ -670,7 +670,7 @@ class Builder:
 
     @staticmethod
     def dtk_packages(release: LabRelease) -> list[str]:
-        abi, _ = split_kernel(release.kernel)
+        abi, _flavour = split_kernel(release.kernel)
         return [f"linux-headers-{release.kernel}", f"linux-headers-{abi}-common", "linux-kbuild-6.1"]
 
     def dtk_layout(self, release: LabRelease) -> Layout:
