@@ -330,22 +330,3 @@ def pull_secret_covers(dockerconfig, image):
     if not creds or not creds[0]:
         return False, None
     return True, key
-
-
-def failure_summary(output, max_lines=25):
-    # type: (str, int) -> dict
-    """What a failed ``podman build`` of the template said: the module being
-    built (from the last ``RUN cd /build/src/<name>`` step) and the lines that
-    explain why (compiler errors, ``kmod-layering:`` checks)."""
-    module = None
-    lines = []
-    for line in (output or "").splitlines():
-        match = re.search(r"STEP \d+/\d+: RUN (?:cd /build/src/(\S+)|kmod-layering-check-vermagic \S+ (\S+))", line)
-        if match:
-            module = match.group(1) or match.group(2)
-            lines = []
-            continue
-        if re.search(r"(error|kmod-layering:|undefined!|No such file|not found)", line, re.I) \
-                and not line.startswith("STEP "):
-            lines.append(line.strip())
-    return {"module": module, "lines": lines[-max_lines:]}

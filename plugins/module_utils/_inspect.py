@@ -15,7 +15,7 @@
   (:func:`parse_ostree_image_reference`);
 - the verdict of a node against what should run there (:func:`node_verdict`),
   a cluster's report (:func:`cluster_report`) and a fixed-width table of
-  reports (:func:`table_lines`).
+  reports (:func:`table_lines`, :func:`table`).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -614,24 +614,3 @@ def table(reports):
     for report in reports:
         lines.extend(table_lines(report))
     return lines
-
-
-def summary_stats(reports):
-    """Aggregate for ``set_stats``: per cluster verdict and counts, and totals."""
-    clusters = {}
-    totals = {"clusters": 0, "clusters_passed": 0, "clusters_failed": 0, "clusters_skipped": 0,
-              "nodes": 0, "nodes_passed": 0, "nodes_failed": 0}
-    for report in reports:
-        counts = report.get("counts") or {}
-        clusters[report["cluster"]] = {
-            "verdict": report["verdict"],
-            "nodes": counts.get("nodes", 0),
-            "passed": counts.get("passed", 0),
-            "failed": counts.get("failed", 0),
-        }
-        totals["clusters"] += 1
-        totals["clusters_" + {VERDICT_PASS: "passed", VERDICT_FAIL: "failed"}.get(report["verdict"], "skipped")] += 1
-        totals["nodes"] += counts.get("nodes", 0)
-        totals["nodes_passed"] += counts.get("passed", 0)
-        totals["nodes_failed"] += counts.get("failed", 0)
-    return {"clusters": clusters, "totals": totals}

@@ -21,8 +21,8 @@ description:
     directory named after the commit. An O(modules[].source.archive) (local file or
     C(http(s)) URL; tar, tar.gz, tar.bz2, tar.xz or zip) is copied into the
     cache, hashed and unpacked into a directory named after its sha256.
-  - Every module gets a content fingerprint (sha256 over the paths, exec
-    bits and contents of its source directory, C(.git) skipped): the build
+  - Every module gets a content fingerprint, a sha256 over the paths, exec
+    bits and contents of its source directory (C(.git) skipped). The build
     key, and so the image tag, changes exactly when a source changes.
   - Fails, before anything is built, when a path or subdirectory does not
     exist, a git version is not in the repository, an archive cannot be read,
@@ -62,9 +62,8 @@ options:
             description: Git repository URL (anything C(git clone) accepts).
             type: str
           version:
-            description: Branch, tag or commit of O(modules[].source.git).
+            description: Branch, tag or commit of O(modules[].source.git); the remote's default branch (C(HEAD)) when not given.
             type: str
-            default: HEAD
           archive:
             description: Local path or C(http(s)) URL of a tar or zip archive of the sources.
             type: str
@@ -100,7 +99,7 @@ options:
 requirements:
   - git (for git sources)
 notes:
-  - Runs on the controller (C(delegate_to=localhost), C(run_once=true)): the
+  - Runs on the controller (C(delegate_to=localhost), C(run_once=true)); the
     fingerprints are the same for every cluster.
 """
 
@@ -144,8 +143,8 @@ modules:
       sample: sha256:0f1e...
     source:
       description:
-        - Where the sources came from, recorded in an image label:
-          the fingerprint for a local path, C(git+<url>@<commit>[#<subdir>]),
+        - Where the sources came from, recorded in an image label.
+        - The fingerprint for a local path, C(git+<url>@<commit>[#<subdir>]),
           or C(archive+<location>@sha256:<archive digest>[#<subdir>]).
       type: str
     commit:
@@ -290,7 +289,7 @@ class Fetcher(object):
             self.fetched.append(name)
             local = tmp
         else:
-            local = os.path.expanduser(location)
+            local = location
             if not os.path.isfile(local):
                 raise SourceError("%sarchive %s does not exist on the controller" % (what, location))
             tmp = None
@@ -337,9 +336,10 @@ def _safe_extract_tar(tar, dest, what):
     members = []
     for member in tar.getmembers():
         _check_member(member.name, what)
-        if member.issym() or member.islnk():
-            _check_member(member.linkname if member.islnk() else os.path.join(os.path.dirname(member.name),
-                                                                                member.linkname), what)
+        if member.islnk():
+            _check_member(member.linkname, what)
+        elif member.issym():
+            _check_member(os.path.normpath(os.path.join(os.path.dirname(member.name), member.linkname)), what)
             if member.issym() and member.linkname.startswith("/"):
                 raise SourceError("%sarchive member %r links outside the archive" % (what, member.name))
         if member.isdev():
@@ -392,7 +392,7 @@ def main():
             source = entry["source"]
             commit = None
             if "path" in source:
-                path = os.path.expanduser(source["path"])
+                path = source["path"]
                 if not os.path.isdir(path):
                     raise SourceError("module %s: source path %s is not a directory on the controller"
                                       % (entry["name"], source["path"]))

@@ -13,14 +13,14 @@ short_description: Group clusters by the build key of their layered image
 version_added: 0.1.0
 description:
   - Computes, for every cluster, the B(build key) of the RHCOS layered image
-    it needs: a sha256 over the kernel version, the Driver Toolkit and RHCOS
+    it needs, a sha256 over the kernel version, the Driver Toolkit and RHCOS
     image digests, every module's source fingerprint, source label, build
     command, modprobe options, firmware directory and load-at-boot flag, and
     the content of the build recipe (Containerfile template and helpers).
   - Groups the clusters by key, so each distinct image is built once for the
     whole fleet, and gives each a content-addressed tag
     (C(<kernel>-<first 32 hex of the key>)) in O(repository).
-  - Pure computation on the controller: no registry and no cluster is
+  - Pure computation on the controller; no registry and no cluster is
     contacted. Whether a tag already exists is for
     M(ocp.kmod_layering.registry_image_info) to tell.
 author:
@@ -35,7 +35,7 @@ attributes:
 options:
   clusters:
     description:
-      - Per cluster name, what the resolve role found (its C(kmod_resolved)):
+      - Per cluster name, what the resolve role found (its C(kmod_resolved)), with
         C(kernel_version), C(driver_toolkit_image) and C(rhcos_image), both
         images pinned by digest. Other keys are ignored.
     type: dict

@@ -55,8 +55,8 @@ options:
     description:
       - The layered OS image, fully qualified and pinned by digest
         (C(registry.example.com/infra/rhcos-kmods@sha256:<64 hex>)). A tag
-        alone is refused: every node pulls the image on its own, and a tag
-        can move between two pulls.
+        alone is refused, since every node pulls the image on its own and a
+        tag can move between two pulls.
     type: str
     required: true
   name_prefix:

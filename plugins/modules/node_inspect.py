@@ -30,17 +30,17 @@ description:
     no polling interval) until each is C(Succeeded) or C(Failed), reads its
     log, and deletes it. Every pod it created is deleted before it returns,
     also on failure or timeout.
-  - Nodes are given by name (O(nodes)), or by MachineConfigPool (O(pools):
-    the nodes the Machine Config Operator manages in that pool, from the
-    pool's C(spec.nodeSelector), a node matching several pools counting for
-    C(master) or its custom pool as the MCO does), or by O(node_selector).
+  - Nodes are given by name (O(nodes)), or by MachineConfigPool (O(pools)),
+    meaning the nodes the Machine Config Operator manages in that pool, from
+    the pool's C(spec.nodeSelector), a node matching several pools counting
+    for C(master) or its custom pool as the MCO does, or by O(node_selector).
   - With O(expected_image) and/or O(expected_modules) it also runs
     C(rpm-ostree status --json), C(cat /proc/modules) and (for modules with
     options, when O(check_parameters)) C(grep -H -s . /sys/module/<m>/parameters/<p>…),
-    and returns a verdict per node and a report for the cluster in RV(report):
-    the booted deployment's C(container-image-reference-digest) must equal the
-    digest of O(expected_image), every module that loads at boot must be
-    C(Live) in C(/proc/modules), and its parameters must show the values of
+    and returns a verdict per node and a report for the cluster in RV(report).
+    A node passes when the booted deployment's C(container-image-reference-digest)
+    equals the digest of O(expected_image), every module that loads at boot
+    is C(Live) in C(/proc/modules), and its parameters show the values of
     its C(options). The module does not fail on a failed verdict; the caller
     decides (see the C(ocp.kmod_layering.verify) role).
 author:
@@ -53,9 +53,10 @@ requirements:
 attributes:
   check_mode:
     support: partial
-    description:
-      - In check mode no namespace or pod is created; the nodes are selected
-        and returned, and RV(report) has verdict V(skipped).
+    description: Check mode selects the nodes without running any command.
+    details:
+      - In check mode no namespace or pod is created and no command runs; the
+        nodes are selected and returned, and RV(report) has verdict V(skipped).
   diff_mode:
     support: none
     description: Debug pods are transient; there is no diff.
@@ -99,7 +100,7 @@ options:
   expected_modules:
     description:
       - Kernel modules that must be loaded, as the collection's C(kmod_modules)
-        entries. Only these keys are read (others, like C(source), are ignored):
+        entries. Only these keys are read (others, like C(source), are ignored),
         C(name) (required; C(-) and C(_) are the same to the kernel),
         C(options) (modprobe options such as C(greeting=hi level=2), whose
         values the module's parameters must show) and C(load_at_boot)
@@ -146,7 +147,8 @@ options:
     default: 300
   cluster_name:
     description:
-      - Name of the cluster in RV(report) (the inventory host name). Default: the API server URL.
+      - Name of the cluster in RV(report) (the inventory host name).
+      - Without it, the API server URL is used.
     type: str
 notes:
   - The user needs the rights C(oc debug node) needs (create privileged pods,
@@ -160,7 +162,7 @@ notes:
     the debug pods it creates are deleted before it returns.
 seealso:
   - module: kubernetes.core.k8s_exec
-  - role: ocp.kmod_layering.verify
+  - module: ocp.kmod_layering.mco_rollout_wait
 """
 
 EXAMPLES = r"""
@@ -236,7 +238,7 @@ nodes:
       description: The MachineConfigPool the node belongs to (with O(pools)), else null.
       type: str
     ok:
-      description: Every command of the node succeeded (exit code 0).
+      description: Every command of the node succeeded (exit code 0); null in check mode.
       type: bool
     commands:
       description: One entry per command run on the node.
@@ -268,6 +270,9 @@ nodes:
         error:
           description: Why the command has no good output (timeout with the pod's waiting reason, exit code), else empty.
           type: str
+        pod_reason:
+          description: What the pod's status says beyond the phase (container waiting or terminated reason, failed conditions).
+          type: str
     rpm_ostree:
       description: The booted deployment (with O(expected_image)).
       type: dict
@@ -279,7 +284,9 @@ nodes:
           description: C(container-image-reference-digest) of the booted deployment.
           type: str
     modules:
-      description: Parsed C(/proc/modules) (with O(expected_modules)), C({name: {size, refcount, deps, state, taint}}).
+      description:
+        - Parsed C(/proc/modules) (with O(expected_modules)), by module name.
+        - Each has C(size), C(refcount), C(deps) (the modules using it), C(state) (C(Live), C(Loading), C(Unloading)) and C(taint).
       type: dict
 report:
   description:
@@ -379,12 +386,14 @@ try:
     from kubernetes.client.exceptions import ApiException
 except ImportError:
     # AnsibleK8SModule reports the missing library.
-    ApiException = Exception
+    class ApiException(Exception):  # pylint: disable=function-redefined
+        status = None
 
 try:
     from urllib3.exceptions import HTTPError as Urllib3HTTPError
 except ImportError:
-    Urllib3HTTPError = Exception
+    class Urllib3HTTPError(Exception):  # pylint: disable=function-redefined
+        pass
 
 USER_AGENT = "ocp.kmod_layering.node_inspect"
 MAX_WATCH_SECONDS = 120
@@ -555,9 +564,14 @@ class Inspector(object):
             job.created = True
             self.pods_created += 1
         except ApiException as exc:
+            if _status(exc) == 409:
+                # A retried create whose first attempt went through: the pod is ours.
+                job.created = True
+                self.pods_created += 1
+                return
             job.done = True
-            job.error = "cannot create debug pod %s: %s %s" % (job.pod_name, _status(exc),
-                                                                 to_native(getattr(exc, "body", "") or exc.reason))
+            detail = to_native(getattr(exc, "body", None) or getattr(exc, "reason", None) or exc)
+            job.error = "cannot create debug pod %s: %s %s" % (job.pod_name, _status(exc), detail)
 
     def finish(self, job, pod):
         job.pod = pod
@@ -717,7 +731,7 @@ class Inspector(object):
                 "pool": pool,
                 "commands": [j.as_dict() for j in jobs],
             }
-            entry["ok"] = all(c["rc"] == 0 for c in entry["commands"])
+            entry["ok"] = None if self.module.check_mode else all(c["rc"] == 0 for c in entry["commands"])
             if verify and not self.module.check_mode:
                 outputs = {}
                 errors = {}

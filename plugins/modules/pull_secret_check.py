@@ -17,7 +17,7 @@ description:
     with credentials for the registry of O(image), matched the way
     container tools match them (C(host/namespace/repo), then shorter
     prefixes, then C(host)).
-  - Fails, naming the O(cluster) and the registry, when it has none: the
+  - Fails, naming the O(cluster) and the registry, when it has none; the
     nodes could not pull the layered image and the rollout would degrade
     the pool.
   - Pure computation on the controller; nothing is contacted. The

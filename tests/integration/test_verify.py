@@ -98,7 +98,7 @@ class Lab:
         return subprocess.run(
             ["ansible-playbook", "-i", str(inventory), str(playbook), *extra],
             env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
-            capture_output=True, text=True, timeout=900, cwd=self.workdir,
+            capture_output=True, text=True, timeout=900, cwd=self.workdir, check=False,
         )  # fmt: skip
 
     def debug_pods(self) -> list[str]:
@@ -246,3 +246,69 @@ def test_check_mode_creates_no_pod_and_writes_no_report(verify_lab: Lab, tmp_pat
     assert "skipped" in run.stdout
     assert not report_dir.exists()
     assert [r for r in env.our_requests() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")] == []
+
+
+INSPECT = """\
+- name: Run host commands through debug pods
+  hosts: all
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Inspect
+      ocp.kmod_layering.node_inspect:
+        kubeconfig: "{{ kmod_kubeconfig }}"
+        nodes: "{{ inspect_nodes }}"
+        commands: ["uname -r", "systemctl status kubelet"]
+        timeout: 8
+      register: inspected
+    - name: Dump
+      ansible.builtin.copy:
+        content: "{{ inspected | to_json }}"
+        dest: "{{ dump }}"
+        mode: "0644"
+"""
+
+
+@pytest.mark.lab
+def test_commands_failures_and_timeouts_are_reported_and_every_pod_deleted(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    worker = env.nodes_of_role("worker")[0]
+    playbook = tmp_path / "inspect.yml"
+    playbook.write_text(INSPECT)
+    dump = tmp_path / "inspected.json"
+    env.requests.reset()
+    run = env.playbook(playbook, env.inventory(tmp_path / "inv.yml", tmp_path / "r"),
+                       "-e", json.dumps({"inspect_nodes": [worker, "node-that-does-not-exist"], "dump": str(dump)}))
+    assert run.returncode == 0, run.stdout[-4000:]
+    result = json.loads(dump.read_text())
+    nodes = {n["name"]: n for n in result["nodes"]}
+    uname, unsupported = nodes[worker]["commands"]
+    assert (uname["phase"], uname["rc"], uname["stdout"]) == ("Succeeded", 0, env.lab.release(env.entry["release"])["kernel"] + "\n")
+    # The lab's node answers only a few commands, as a shell would (127).
+    assert (unsupported["phase"], unsupported["rc"]) == ("Failed", 127) and unsupported["error"] == "exit code 127"
+    assert nodes[worker]["ok"] is False
+    # No kubelet runs the pods of a node that does not exist: they time out, named.
+    for command in nodes["node-that-does-not-exist"]["commands"]:
+        assert command["rc"] is None and command["phase"] == "Pending"
+        assert re.match(r"debug pod node-that-does-not-exist-debug-\w+-\d did not finish within 8s \(phase Pending", command["error"])
+    assert result["pods_created"] == 4 and result["pods_left"] == []
+    assert env.debug_pods() == []
+    assert len(env.our_requests(verb="delete", resource="pods")) == 4
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not LAB_READS_PARAMETERS, reason="the lab's node agent does not answer /sys/module parameter reads")
+def test_a_parameter_other_than_the_options_fails_naming_node_module_and_values(verify_lab: Lab, tmp_path: Path) -> None:
+    env = verify_lab
+    modules = [{"name": "kmodlab_core", "options": "greeting=hello level=2"}, {"name": "kmodlab_dep"}]
+    report_dir = tmp_path / "report"
+    run = env.playbook(TOP / "playbooks/verify.yml", env.inventory(tmp_path / "inv.yml", report_dir, modules),
+                       "-e", f"kmod_image={env.image}")
+    assert run.returncode != 0
+    for worker in env.nodes_of_role("worker"):
+        assert f"node {worker}: module kmodlab_core parameter greeting is 'hi', expected 'hello'" in run.stdout
+    report = json.loads((report_dir / f"{env.entry['name']}.json").read_text())
+    assert all(n["modules"]["kmodlab_core"]["parameters"]["level"]["ok"] for n in report["nodes"])
+    assert env.debug_pods() == []

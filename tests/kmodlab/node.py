@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -51,6 +52,7 @@ ANN_BOOTED_IMAGE = "kmodlab.io/booted-image"
 ANN_BOOTED_DIGEST = "kmodlab.io/booted-digest"
 ANN_LOADED = "kmodlab.io/loaded-modules"
 ANN_BOOT = "kmodlab.io/boot"  # JSON summary of the last boot test
+SYS_PARAM = re.compile(r"^/sys/module/([^/]+)/parameters/([^/]+)$")
 LSMOD_HEADER = "Module                  Size  Used by"
 # Files of an OS image the boot test never reads: not unpacked.
 SKIPPED_PREFIXES = ("usr/share/", "usr/include/", "usr/src/", "var/", "usr/lib/firmware/", "usr/lib/locale/")
@@ -204,6 +206,20 @@ def debug_command_output(pod: dict[str, Any], agent: NodeAgent) -> tuple[int, st
         if "--json" not in text:
             return 0, rpm_ostree_text(agent.deployments)
         return 0, agent.rpm_ostree_json()
+    if "/sys/module/" in text:
+        # `grep -H -s . /sys/module/<m>/parameters/<p> ...`: "<file>:<value>" for each
+        # file that exists; exit 2 if one is missing, 1 if none matched (grep's codes).
+        lines, missing = [], False
+        for word in argv:
+            match = SYS_PARAM.match(word)
+            if not match:
+                continue
+            value = agent.params.get(match.group(1), {}).get(match.group(2))
+            if value is None:
+                missing = True
+            else:
+                lines.append(f"{word}:{value}\n")
+        return (2 if missing else 0 if lines else 1), "".join(lines)
     if "uname -r" in text:
         return 0, agent.kernel + "\n"
     if "lsmod" in text:
@@ -223,6 +239,7 @@ class NodeAgent:
         self.deployments = [deployment(image, digest, fleet.release, True, started)]
         self.kernel = kernel
         self.proc_modules: list[str] = []
+        self.params: dict[str, dict[str, str]] = {}  # /sys/module/<m>/parameters/<p> of the last boot
         self.busy = False
         self.failed_for: str | None = None  # desired config whose update failed (no retry)
         self.applied: str | None = None  # config this agent last booted into
@@ -366,6 +383,7 @@ class NodeAgent:
             ]
         else:
             self.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" for m in result.loaded]
+        self.params = {m: dict(p) for m, p in (result.params or {}).items()}
         self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
         self._annotate(
             **{
