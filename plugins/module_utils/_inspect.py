@@ -530,6 +530,52 @@ def node_verdict(node, expected_image=None, expected_modules=None, outputs=None,
     }
 
 
+MCO_STATE_ANNOTATION = "machineconfiguration.openshift.io/state"
+MCO_CURRENT_CONFIG_ANNOTATION = "machineconfiguration.openshift.io/currentConfig"
+
+
+def mco_state_verdict(node, pool, target_config, rendered_image, expected_image=None, expected_modules=None):
+    """Verdict of one node from the Machine Config Operator's view, without
+    running anything on it.
+
+    The machine-config daemon sets a node's ``currentConfig`` to a rendered
+    config only after the node booted that config's ``osImageURL``, so a node
+    ``Done`` on ``target_config`` (the pool's rendered config, whose image is
+    ``rendered_image``) runs that image. Loaded modules are not read this way:
+    they are listed as not inspected. ``node`` is the Node object.
+    """
+    name = node["metadata"]["name"]
+    annotations = node["metadata"].get("annotations") or {}
+    state = annotations.get(MCO_STATE_ANNOTATION)
+    current = annotations.get(MCO_CURRENT_CONFIG_ANNOTATION)
+    expected_digest = image_digest(expected_image) if expected_image else None
+    rendered_digest = image_digest(rendered_image) if rendered_image else None
+    reasons = []
+    if state != "Done":
+        reasons.append("node %s: machine-config state is %s, not Done" % (name, state or "unknown"))
+    if current != target_config:
+        reasons.append("node %s runs rendered config %s, not the pool's %s" % (name, current, target_config))
+    if expected_image and rendered_digest != expected_digest:
+        reasons.append("node %s: the pool's rendered config %s carries image %s, expected %s" % (
+            name, target_config, rendered_image, expected_image))
+    modules = dict(
+        (normalize_module(m.get("name")), {"loaded": None, "required": m.get("load_at_boot", True), "inspected": False})
+        for m in expected_modules or [])
+    return {
+        "node": name,
+        "pool": pool,
+        "method": "mco_state",
+        "verdict": VERDICT_FAIL if reasons else VERDICT_PASS,
+        "reasons": reasons,
+        "booted_image": rendered_image if not reasons else None,
+        "booted_digest": rendered_digest if not reasons else None,
+        "expected_digest": expected_digest,
+        "image_ok": not reasons,
+        "modules": modules,
+        "missing_modules": [],
+    }
+
+
 def cluster_report(cluster, verdicts, expected_image=None, expected_modules=None, pools=None,
                    warnings=None, generated_at=None, skipped_reason=None):
     """A cluster's report: verdict, counts, every node's verdict.
@@ -598,13 +644,18 @@ def table_lines(report):
         digest = node.get("booted_digest") or ""
         if digest.startswith("sha256:"):
             digest = digest[:19]
-        if node["verdict"] == VERDICT_PASS:
+        modules_cell = "%d/%d" % (len(loaded), len(required))
+        if node.get("method") == "mco_state":
+            modules_cell = "-"  # not inspected
+        if node["verdict"] == VERDICT_PASS and node.get("method") == "mco_state":
+            detail = "Done on the image's rendered config (MCO state; modules not re-inspected)"
+        elif node["verdict"] == VERDICT_PASS:
             detail = "image and modules ok"
         else:
             prefix = "node %s" % node["node"]
             detail = "; ".join(r.replace(prefix + ": ", "").replace(prefix + " ", "") for r in node["reasons"])
         lines.append(_row([report["cluster"], node.get("pool") or "", node["node"], node["verdict"], digest,
-                           "%d/%d" % (len(loaded), len(required)), detail]))
+                           modules_cell, detail]))
     return lines
 
 

@@ -150,6 +150,19 @@ options:
       - Name of the cluster in RV(report) (the inventory host name).
       - Without it, the API server URL is used.
     type: str
+  method:
+    description:
+      - V(pods) runs the debug pods on every node and reads the booted image,
+        loaded modules and parameters.
+      - V(mco_state) only reads (creates nothing): a node passes when its
+        machine-config state is C(Done) on its pool's rendered config
+        (C(spec.configuration.name)) and that config's C(osImageURL) is
+        O(expected_image). The machine-config daemon sets C(currentConfig)
+        only after the node booted that image; loaded modules are not read.
+        Needs O(pools).
+    type: str
+    choices: [pods, mco_state]
+    default: pods
 notes:
   - The user needs the rights C(oc debug node) needs (create privileged pods,
     which on OpenShift means the C(privileged) SCC, and create namespaces
@@ -298,7 +311,10 @@ report:
       description: O(cluster_name), or the API server URL.
       type: str
     verdict:
-      description: V(pass) (every node passed), V(fail), or V(skipped) (check mode).
+      description: V(pass) (every node passed), V(fail), or V(skipped) (check mode with O(method=pods)).
+      type: str
+    method:
+      description: O(method), how the nodes were verified.
       type: str
     expected_image:
       description: O(expected_image).
@@ -473,6 +489,8 @@ class Inspector(object):
         self.jobs = []
         self.pods_created = 0
         self.pods_left = []
+        self.pool_objects = {}
+        self.node_objects = {}
 
     # --- API --------------------------------------------------------------
 
@@ -507,6 +525,8 @@ class Inspector(object):
             self.module.fail_json(msg="MachineConfigPool(s) %s not found on cluster %s (pools there: %s)." % (
                 ", ".join(unknown), self.cluster, ", ".join(sorted(by_name)) or "none"))
         nodes = self.list_nodes()
+        self.pool_objects = by_name
+        self.node_objects = dict((n["metadata"]["name"], n) for n in nodes)
         selected = []
         for name in pools_wanted:
             members = _mco.pool_nodes(by_name[name], pools, nodes)
@@ -711,9 +731,47 @@ class Inspector(object):
                 self.jobs.append(Job(node, key, command, index))
         return verify
 
+    def report(self, verdicts):
+        params = self.params
+        report = _inspect.cluster_report(
+            params["cluster_name"] or self.cluster, verdicts, params["expected_image"],
+            params["expected_modules"], pools=[] if (params["nodes"] or params["node_selector"])
+            else (params["pools"] or ["worker"]), warnings=self.warnings,
+            generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            skipped_reason="check mode: no debug pods run"
+            if self.module.check_mode and params["method"] == "pods" else None)
+        report["method"] = params["method"]
+        report["api_url"] = self.cluster
+        report["table"] = _inspect.table_lines(report)
+        report["table_header"] = _inspect.table_header()
+        return report
+
+    def run_mco_state(self, selected):
+        """Verdicts from the nodes' machine-config state: reads only."""
+        rendered_images = {}
+        verdicts = []
+        for node, pool in selected:
+            pool_spec = self.pool_objects[pool].get("spec") or {}
+            target = (pool_spec.get("configuration") or {}).get("name")
+            if target and target not in rendered_images:
+                rendered = self._json(_retry(lambda: self.custom.get_cluster_custom_object(
+                    _mco.MCO_API_GROUP, "v1", "machineconfigs", target, _preload_content=False), self.deadline))
+                rendered_images[target] = (rendered.get("spec") or {}).get("osImageURL")
+            verdicts.append(_inspect.mco_state_verdict(
+                self.node_objects[node], pool, target, rendered_images.get(target),
+                self.params["expected_image"], self.params["expected_modules"]))
+        nodes = [dict(name=v["node"], pool=v["pool"], commands=[], ok=None) for v in verdicts]
+        for warning in self.warnings:
+            self.module.warn(warning)
+        return dict(changed=False, cluster=self.cluster, namespace=self.namespace, image="", nodes=nodes,
+                    pods_created=0, pods_left=[], elapsed_seconds=round(time.monotonic() - self.started, 1),
+                    report=self.report(verdicts))
+
     def run(self):
         params = self.params
         selected = self.select_nodes()
+        if params["method"] == "mco_state":
+            return self.run_mco_state(selected)
         verify = self.plan(selected)
         if not self.module.check_mode and self.jobs:
             self.image = self.resolve_image()
@@ -766,16 +824,7 @@ class Inspector(object):
             elapsed_seconds=round(time.monotonic() - self.started, 1),
         )
         if verify:
-            report = _inspect.cluster_report(
-                params["cluster_name"] or self.cluster, verdicts, params["expected_image"],
-                params["expected_modules"], pools=[] if (params["nodes"] or params["node_selector"])
-                else (params["pools"] or ["worker"]), warnings=self.warnings,
-                generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                skipped_reason="check mode: no debug pods run" if self.module.check_mode else None)
-            report["api_url"] = self.cluster
-            report["table"] = _inspect.table_lines(report)
-            report["table_header"] = _inspect.table_header()
-            result["report"] = report
+            result["report"] = self.report(verdicts)
         for warning in self.warnings:
             self.module.warn(warning)
         if self.pods_left:
@@ -799,6 +848,7 @@ def argument_spec():
         parallel=dict(type="int", default=20),
         timeout=dict(type="int", default=300),
         cluster_name=dict(type="str"),
+        method=dict(type="str", default="pods", choices=["pods", "mco_state"]),
     )
     return spec
 
@@ -821,6 +871,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    if params["method"] == "mco_state" and (params["nodes"] or params["node_selector"]):
+        module.fail_json(msg="method=mco_state reads the pools' rendered configs: select nodes with pools, "
+                             "not nodes or node_selector")
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds")
     if params["parallel"] <= 0:

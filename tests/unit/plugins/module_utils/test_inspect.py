@@ -346,3 +346,41 @@ def test_pod_outcome_reads_exit_code_and_waiting_reason():
     assert (phase, code) == ("Pending", None) and "ImagePullBackOff" in reason
     assert not _inspect.pod_finished(stuck)
     assert _inspect.pod_outcome(None) == ("Pending", None, "")
+
+
+# --- verdicts from the machine-config state (converged reruns) ---------------
+
+def _mco_node(name, state, current):
+    return {"metadata": {"name": name, "annotations": {
+        "machineconfiguration.openshift.io/state": state,
+        "machineconfiguration.openshift.io/currentConfig": current,
+        "machineconfiguration.openshift.io/desiredConfig": current}}}
+
+
+MCO_IMAGE = "registry.example.com/infra/rhcos-kmods@sha256:" + "a" * 64
+MCO_MODULES = [{"name": "kmodlab_core"}, {"name": "kmodlab_dep", "load_at_boot": False}]
+
+
+def test_mco_state_verdict_passes_a_node_done_on_the_rendered_config_of_the_image():
+    verdict = _inspect.mco_state_verdict(
+        _mco_node("worker-0", "Done", "rendered-worker-1"), "worker", "rendered-worker-1", MCO_IMAGE,
+        MCO_IMAGE, MCO_MODULES)
+    assert verdict["verdict"] == "pass" and verdict["reasons"] == []
+    assert verdict["booted_digest"] == "sha256:" + "a" * 64
+    # Modules are not read this way: listed as not inspected, never as loaded.
+    assert verdict["modules"]["kmodlab_core"] == {"loaded": None, "required": True, "inspected": False}
+    report = _inspect.cluster_report("c1", [verdict], MCO_IMAGE, MCO_MODULES, pools=["worker"])
+    (row,) = _inspect.table_lines(report)
+    assert "MCO state" in row and "1/1" not in row
+
+
+def test_mco_state_verdict_fails_a_node_still_rolling_or_on_another_image():
+    working = _inspect.mco_state_verdict(
+        _mco_node("worker-1", "Working", "rendered-worker-0"), "worker", "rendered-worker-1", MCO_IMAGE, MCO_IMAGE)
+    assert working["verdict"] == "fail"
+    assert any("state is Working" in r for r in working["reasons"])
+    assert any("rendered-worker-0" in r and "rendered-worker-1" in r for r in working["reasons"])
+    other = "registry.example.com/infra/rhcos-kmods@sha256:" + "b" * 64
+    wrong_image = _inspect.mco_state_verdict(
+        _mco_node("worker-0", "Done", "rendered-worker-1"), "worker", "rendered-worker-1", other, MCO_IMAGE)
+    assert wrong_image["verdict"] == "fail" and other in wrong_image["reasons"][0]
