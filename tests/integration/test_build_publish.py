@@ -208,6 +208,7 @@ def runs(fleet: Fleet) -> Iterator[dict[str, Any]]:
     results["first_writes"] = fleet.api_writes()
     results["second"] = fleet.run(name="second")
     results["second_writes"] = fleet.api_writes()
+    results["check_again"] = fleet.run("--check", name="check_again")
     results["before_writes"] = before
     results["secret_reads"] = {k: v - reads_before[k] for k, v in fleet.secret_reads().items()}
     yield results
@@ -220,6 +221,8 @@ def test_check_mode_builds_and_pushes_nothing(fleet: Fleet, runs: dict[str, Any]
     check: Run = runs["check"]
     assert check.rc == 0, check.out[-4000:]
     assert "Would build " in check.out and "Would push " in check.out
+    # --check predicts the change (the build and the push), makes none.
+    assert check.changed() == 2, check.recap()
     for facts in check.facts.values():
         assert facts["kmod_build"]["built"] is False
         assert facts["kmod_build"]["builds_in_play"] == 0
@@ -282,6 +285,9 @@ def test_rerun_builds_nothing_pushes_nothing_changes_nothing(fleet: Fleet, runs:
     assert second.rc == 0, second.out[-4000:]
     assert first.changed() > 0
     assert second.changed() == 0, second.recap()
+    # And --check agrees: nothing to build, nothing to push.
+    assert runs["check_again"].rc == 0 and runs["check_again"].changed() == 0, runs["check_again"].recap()
+    assert "Nothing to build: the registry has every image" in runs["check_again"].out
     for host, f in second.facts.items():
         assert f["kmod_build"]["built"] is False
         assert f["kmod_build"]["in_registry"] is True
@@ -387,3 +393,20 @@ def test_registry_image_info_reads_the_registry(fleet: Fleet, runs: dict[str, An
     refused = _adhoc("ocp.kmod_layering.registry_image_info",
                      {"image": f["kmod_build"]["image"], "ca_path": str(fleet.lab.ca_file)})  # fmt: skip
     assert refused.get("failed") and "authentication to registry" in refused["msg"]
+
+
+def test_the_lab_computes_the_same_build_key_as_the_role(fleet: Fleet, runs: dict[str, Any], tmp_path: Path) -> None:
+    """One implementation: kmodlab.layered lays out its context and keys it
+    with module_utils/_build.py, so the same modules give the role's key."""
+    from kmodlab import layered
+
+    first = fleet.lab.clusters[0]
+    facts = runs["first"].facts[first["name"]]["kmod_build"]
+    release = fleet.lab.release(first["release"])
+    sources = [layered.fixture("kmodlab_core", options=CORE_OPTIONS, firmware_dir="firmware"), layered.fixture("kmodlab_dep")]
+    context = tmp_path / "context"
+    entries = layered.prepare_context(context, sources)
+    key = layered.compute_build_key(
+        release["kernel"], release["images"]["driver-toolkit"], release["images"][release["os_tag"]], entries, context
+    )
+    assert key == facts["build_key"]

@@ -4,6 +4,7 @@
 real inputs: local directories, a real git repository, real tar/zip archives."""
 
 import base64
+import contextlib
 import io
 import json
 import subprocess
@@ -21,7 +22,6 @@ def run(module, args):
     """Run a module's main(); return (failed, result)."""
     stdout = io.StringIO()
     with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        import contextlib
         with contextlib.redirect_stdout(stdout):
             module.main()
     result = json.loads(stdout.getvalue())
@@ -84,9 +84,8 @@ def test_git_version_resolves_to_a_commit_and_exports_it(tmp_path, repo):
     assert tagged["fingerprint"] != default["fingerprint"]
     assert tagged["path"].endswith("git-%s/drivers/m" % first)
     # A commit already in the mirror needs no fetch.
-    failed, again = run(kmod_sources, {"modules": [{"name": "m", "source": {"git": url, "version": first,
-                                                                             "subdir": "drivers/m"}}],
-                                       "cache_dir": cache})
+    pinned = {"name": "m", "source": {"git": url, "version": first, "subdir": "drivers/m"}}
+    failed, again = run(kmod_sources, {"modules": [pinned], "cache_dir": cache})
     assert not failed and again["fetched"] == []
     assert again["modules"][0]["fingerprint"] == tagged["fingerprint"]
 
