@@ -154,11 +154,11 @@ options:
     description:
       - V(pods) runs the debug pods on every node and reads the booted image,
         loaded modules and parameters.
-      - V(mco_state) only reads (creates nothing): a node passes when its
+      - V(mco_state) only reads and creates nothing. A node passes when its
         machine-config state is C(Done) on its pool's rendered config
         (C(spec.configuration.name)) and that config's C(osImageURL) is
         O(expected_image). The machine-config daemon sets C(currentConfig)
-        only after the node booted that image; loaded modules are not read.
+        only after the node booted that image. Loaded modules are not read.
         Needs O(pools).
     type: str
     choices: [pods, mco_state]

@@ -512,7 +512,7 @@ def test_stop_ends_open_watches(tls: TLSFiles) -> None:
         def watch_forever() -> None:
             try:
                 for _event in kubernetes.watch.Watch().stream(v1.list_namespace, resource_version='0',
-                                                         timeout_seconds=3600):
+                                                              timeout_seconds=3600):
                     pass
             finally:
                 ended.set()

@@ -1,0 +1,147 @@
+"""playbooks/site.yml end to end on a lab fleet: 2 clusters on 2 releases,
+2 workers each, nodes that really boot the layered image in qemu.
+
+Everything asserted comes from the lab's ground truth, not from what the
+playbook says about itself: the nodes' boots (modules loaded, parameter
+values, booted digest), the registry (manifests pushed, digests), and the API
+servers' request logs (writes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from kmodlab import releases
+from kmodlab.apiserver import CRD_DIR, RequestLogClient
+from kmodlab.schema import StructuralSchema
+
+TOP = Path(__file__).resolve().parents[2]
+ANN = "machineconfiguration.openshift.io/"
+KMOD_REPO = "kmod-layering/rhcos-kmods"
+# Writes by the lab's own controllers are the cluster reacting, not us.
+LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
+
+pytestmark = [pytest.mark.lab, pytest.mark.qemu]
+
+
+def site(lab: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ansible-playbook", "-i", lab.inventory, str(TOP / "playbooks/site.yml"), *args],
+        env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
+        capture_output=True, text=True, timeout=1800, check=False,
+    )
+
+
+def recap(run: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
+    hosts = {}
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", run.stdout, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return hosts
+
+
+def manifest_pushes(lab: Any) -> int:
+    """Manifest PUTs into our repository, from the registry's access log."""
+    logs = lab.layout.logs
+    pattern = re.compile(rf'"PUT /v2/{re.escape(KMOD_REPO)}/manifests/')
+    return sum(len(pattern.findall(p.read_text(errors="replace"))) for p in logs.glob("*registry*.log"))
+
+
+def our_writes(lab: Any) -> dict[str, int]:
+    """Writes to each cluster's API by anything but the lab's controllers."""
+    counts = {}
+    for cluster in lab.clusters:
+        log = RequestLogClient(cluster["api_url"], cluster["token"], lab.ca_file)
+        records = log.records()
+        counts[cluster["name"]] = sum(
+            1 for r in records
+            if r.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+            # A server-side dry run (check mode) stores nothing.
+            and (r.get("query") or {}).get("dryRun") != "All"
+            and not str(r.get("user_agent", "")).startswith(LAB_CONTROLLERS)
+        )
+    return counts
+
+
+def api(cluster: dict[str, Any]) -> kubernetes.dynamic.DynamicClient:
+    return kubernetes.dynamic.DynamicClient(
+        kubernetes.config.new_client_from_config(config_file=cluster["kubeconfig"]))
+
+
+def reset_request_logs(lab: Any) -> None:
+    for cluster in lab.clusters:
+        RequestLogClient(cluster["api_url"], cluster["token"], lab.ca_file).reset()
+
+
+@pytest.fixture(scope="module")
+def fleet(lab: Any) -> Any:
+    assert len(lab.clusters) == 2
+    assert len({c["release"] for c in lab.clusters}) == 2, "the fleet spans two releases"
+    return lab
+
+
+def test_check_mode_writes_nothing_anywhere(fleet: Any) -> None:
+    reset_request_logs(fleet)
+    pushes = manifest_pushes(fleet)
+    run = site(fleet, "--check")
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
+    assert manifest_pushes(fleet) == pushes
+
+
+def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(fleet: Any) -> None:
+    pushes_before = manifest_pushes(fleet)
+    run = site(fleet)
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+
+    # One build and one push per distinct build key: the two releases.
+    assert manifest_pushes(fleet) - pushes_before == 2
+
+    crd = yaml.safe_load((CRD_DIR / "0000_80_machine-config_01_machineconfigs.crd.yaml").read_text())
+    mc_schema = StructuralSchema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    inventory = yaml.safe_load(Path(fleet.inventory).read_text())
+    modules = inventory["all"]["vars"]["kmod_modules"]
+    expected_params = dict(p.split("=", 1) for p in modules[0]["options"].split())
+    booted_digests = set()
+    for cluster in fleet.clusters:
+        client = api(cluster)
+        nodes = client.resources.get(api_version="v1", kind="Node")
+        workers = [n for n in nodes.get().to_dict()["items"]
+                   if "node-role.kubernetes.io/worker" in n["metadata"]["labels"]]
+        assert len(workers) == 2
+        mcs = client.resources.get(api_version="machineconfiguration.openshift.io/v1", kind="MachineConfig")
+        ours = [m for m in mcs.get().to_dict()["items"]
+                if m["metadata"].get("labels", {}).get(ANN + "role") == "worker"
+                and (m.get("spec") or {}).get("osImageURL", "").startswith(f"{fleet.registry['host']}/{KMOD_REPO}@sha256:")]
+        assert len(ours) == 1, [m["metadata"]["name"] for m in ours]
+        machineconfig = ours[0]
+        assert mc_schema.validate(machineconfig) == []
+        image = machineconfig["spec"]["osImageURL"]
+        release = releases.by_version(cluster["release"])
+        for node in workers:
+            annotations = node["metadata"]["annotations"]
+            boot = json.loads(annotations["kmodlab.io/boot"])
+            assert annotations[ANN + "state"] == "Done"
+            assert boot["mode"] == "qemu" and boot["kernel"] == release.kernel
+            assert {"kmodlab_core", "kmodlab_dep"} <= set(boot["loaded"]), boot
+            assert boot["params"]["kmodlab_core"] == expected_params, boot["params"]
+            assert annotations["kmodlab.io/booted-digest"] == image.split("@", 1)[1]
+            booted_digests.add(annotations["kmodlab.io/booted-digest"])
+    assert len(booted_digests) == 2, "each release booted its own image"
+
+    # Converged: a rerun builds nothing, pushes nothing, writes nothing.
+    reset_request_logs(fleet)
+    pushes = manifest_pushes(fleet)
+    rerun = site(fleet)
+    assert rerun.returncode == 0, rerun.stdout[-8000:] + rerun.stderr[-2000:]
+    assert {host: counts["changed"] for host, counts in recap(rerun).items()} == {
+        host: 0 for host in recap(rerun)}
+    assert manifest_pushes(fleet) == pushes
+    assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
