@@ -325,9 +325,17 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT_MARGIN,
+    RequestCounter,
+    Urllib3HTTPError,
+    backoff,
+    call_with_retry,
+    status_code,
+)
 
 try:
-    import kubernetes.client
     from kubernetes import watch as k8s_watch
     from kubernetes.client.exceptions import ApiException
     from kubernetes.dynamic.exceptions import DynamicApiError
@@ -337,80 +345,13 @@ except ImportError:
     ApiException = DynamicApiError = Exception
     Resource = None
 
-try:
-    from urllib3.exceptions import HTTPError as Urllib3HTTPError
-except ImportError:
-    Urllib3HTTPError = Exception
-
 MCO_GROUP = "machineconfiguration.openshift.io"
 USER_AGENT = "ocp.kmod_layering.mco_rollout_wait"
 # Longest single watch connection; the API server ends it, we resume from the
 # last resourceVersion (the usual client-go range is 5-10 minutes).
 MAX_WATCH_SECONDS = 300
-# Extra client read timeout over the server's timeoutSeconds, so a server
-# that ignores it, or a silently dead connection, is noticed.
-READ_TIMEOUT_MARGIN = 30
-CONNECT_TIMEOUT = 20
-
-
-# Worth retrying: throttling and server-side hiccups; connection errors too.
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+# Worth retrying at most this many times in a row.
 MAX_FAILURES = 8
-
-
-def _status_code(exc):
-    return getattr(exc, "status", None)
-
-
-def _transient(exc):
-    if isinstance(exc, (ApiException, DynamicApiError)):
-        return _status_code(exc) in TRANSIENT_STATUS
-    return isinstance(exc, (Urllib3HTTPError, OSError))
-
-
-def _backoff(failures):
-    return min(0.2 * (2 ** failures), 5.0)
-
-
-def call_with_retry(fn, deadline, stopped):
-    """fn(), retried with backoff on transient errors until ``deadline``."""
-    failures = 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # pylint: disable=broad-except
-            failures += 1
-            if not _transient(exc) or failures > MAX_FAILURES or time.monotonic() >= deadline:
-                raise
-            stopped.wait(min(_backoff(failures), max(0.0, deadline - time.monotonic())))
-
-
-class RequestCounter(object):
-    """Counts the HTTP requests this process makes to the API server.
-
-    Installed on the kubernetes ApiClient class before the client is made,
-    so discovery is counted too. The module process is short-lived and
-    makes no other kubernetes calls, so the class-level wrap is contained.
-    """
-
-    def __init__(self):
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def install(self):
-        original = kubernetes.client.ApiClient.call_api
-        counter = self
-
-        def counting_call_api(api_client, method, url, header_params=None, *args, **kwargs):
-            with counter._lock:
-                counter.count += 1
-            # Named in the API server's audit log, not as a generic client.
-            header_params = dict(header_params or {})
-            header_params["User-Agent"] = USER_AGENT + " " + header_params.get("User-Agent", "")
-            return original(api_client, method, url, header_params, *args, **kwargs)
-
-        kubernetes.client.ApiClient.call_api = counting_call_api
-        return self
 
 
 class WatchFailed(Exception):
@@ -489,7 +430,7 @@ class ResourceWatcher(object):
                     failures += 1
                     last_error = WatchFailed("the server ended the watch at once")
             except (ApiException, DynamicApiError) as exc:
-                if _status_code(exc) == 410:
+                if status_code(exc) == 410:
                     # Our resourceVersion is too old: list again, then watch.
                     try:
                         self._relist()
@@ -497,7 +438,7 @@ class ResourceWatcher(object):
                         self.events.put(("error", self.kind, list_exc))
                         return
                     continue
-                if _status_code(exc) in (401, 403, 404):
+                if status_code(exc) in (401, 403, 404):
                     self.events.put(("error", self.kind, exc))
                     return
                 failures += 1
@@ -512,7 +453,7 @@ class ResourceWatcher(object):
                 return
             if failures:
                 # Back off on repeated failures (not a poll interval).
-                self.stopped.wait(_backoff(failures))
+                self.stopped.wait(backoff(failures))
 
 
 class RolloutWaiter(object):
@@ -602,7 +543,7 @@ class RolloutWaiter(object):
         try:
             return json.loads(self.mc_api.get(name=name, serialize=False).data)
         except DynamicApiError as exc:
-            if _status_code(exc) == 404:
+            if status_code(exc) == 404:
                 return None
             raise
 
@@ -738,7 +679,7 @@ class RolloutWaiter(object):
         try:
             pools, pool_version = self.list(self.pool_api)
         except DynamicApiError as exc:
-            if _status_code(exc) != 404:
+            if status_code(exc) != 404:
                 raise
             self.fail("Cluster %s serves no MachineConfigPools (%s/v1): is it OpenShift?" % (self.cluster, MCO_GROUP))
         nodes, node_version = self.list(self.node_api)
@@ -840,7 +781,7 @@ def main():
         module.fail_json(msg="pools must name at least one MachineConfigPool")
     target = _mco.RolloutTarget(module.params["machine_config"], module.params["os_image_url"])
     try:
-        counter = RequestCounter().install()
+        counter = RequestCounter(USER_AGENT).install()
         client = get_api_client(module=module)
         waiter = RolloutWaiter(module, client, target, counter)
         module.exit_json(**waiter.run())
@@ -848,8 +789,8 @@ def main():
         module.fail_from_exception(exc)
     except (DynamicApiError, ApiException) as exc:
         body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
-        module.fail_json(msg="Kubernetes API error (%s): %s" % (_status_code(exc), to_native(body)),
-                         status=_status_code(exc))
+        module.fail_json(msg="Kubernetes API error (%s): %s" % (status_code(exc), to_native(body)),
+                         status=status_code(exc))
     except (WatchFailed, Urllib3HTTPError, OSError) as exc:
         module.fail_json(msg="Could not watch the cluster's API: %s" % to_native(exc))
 

@@ -383,7 +383,6 @@ report:
 
 import copy
 import json
-import threading
 import time
 import uuid
 
@@ -395,6 +394,15 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _inspect, _mco
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT_MARGIN,
+    TRANSIENT_STATUS,
+    RequestCounter,
+    Urllib3HTTPError,
+    call_with_retry,
+    status_code as _status,
+)
 
 try:
     from kubernetes import client as k8s_client_mod
@@ -405,35 +413,13 @@ except ImportError:
     class ApiException(Exception):  # pylint: disable=function-redefined
         status = None
 
-try:
-    from urllib3.exceptions import HTTPError as Urllib3HTTPError
-except ImportError:
-    class Urllib3HTTPError(Exception):  # pylint: disable=function-redefined
-        pass
-
 USER_AGENT = "ocp.kmod_layering.node_inspect"
 MAX_WATCH_SECONDS = 120
-READ_TIMEOUT_MARGIN = 30
-CONNECT_TIMEOUT = 20
-TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 MAX_FAILURES = 6
 
 
-def _status(exc):
-    return getattr(exc, "status", None)
-
-
 def _retry(fn, deadline):
-    failures = 0
-    while True:
-        try:
-            return fn()
-        except (ApiException, Urllib3HTTPError, OSError) as exc:
-            failures += 1
-            transient = _status(exc) in TRANSIENT_STATUS if isinstance(exc, ApiException) else True
-            if not transient or failures > MAX_FAILURES or time.monotonic() >= deadline:
-                raise
-            threading.Event().wait(min(0.2 * (2 ** failures), 3.0))
+    return call_with_retry(fn, deadline, max_failures=MAX_FAILURES)
 
 
 class Job(object):
@@ -853,17 +839,6 @@ def argument_spec():
     return spec
 
 
-def _install_user_agent():
-    original = k8s_client_mod.ApiClient.call_api
-
-    def call_api(api_client, method, url, header_params=None, *args, **kwargs):
-        header_params = dict(header_params or {})
-        header_params["User-Agent"] = USER_AGENT + " " + header_params.get("User-Agent", "")
-        return original(api_client, method, url, header_params, *args, **kwargs)
-
-    k8s_client_mod.ApiClient.call_api = call_api
-
-
 def main():
     module = AnsibleK8SModule(
         argument_spec=argument_spec(),
@@ -894,7 +869,7 @@ def main():
         if not isinstance(command, (list, str)) or not _inspect.command_argv(command):
             module.fail_json(msg="each of commands must be a non-empty string or list, got %r" % (command,))
     try:
-        _install_user_agent()
+        RequestCounter(USER_AGENT).install()
         client = get_api_client(module=module)
         inspector = Inspector(module, client)
         module.exit_json(**inspector.run())
