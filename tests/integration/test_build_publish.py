@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from kmodlab import images, releases
 from kmodlab.apiserver import RequestLogClient
 from kmodlab.layered import FIXTURE_KMODS
 from kmodlab.state import LabState
@@ -410,3 +411,48 @@ def test_the_lab_computes_the_same_build_key_as_the_role(fleet: Fleet, runs: dic
         release["kernel"], release["images"]["driver-toolkit"], release["images"][release["os_tag"]], entries, context
     )
     assert key == facts["build_key"]
+
+
+def test_module_built_for_another_kernel_stops_the_run_before_any_cluster_write(
+    fleet: Fleet, runs: dict[str, Any], tmp_path: Path
+) -> None:
+    """The case seen in the wild: a release whose Driver Toolkit was built for
+    another kernel than its RHCOS. resolve refuses it unless the user allows
+    the mismatch; even then a module compiled against the DTK's kernel must be
+    refused by the vermagic check, before anything is pushed or written."""
+    first, second = fleet.lab.releases[0], fleet.lab.releases[1]
+    rhcos_release = releases.by_version(first["version"])
+    rhcos_kernel, dtk_kernel = rhcos_release.kernel, releases.by_version(second["version"]).kernel
+    assert rhcos_kernel != dtk_kernel
+    components = {"driver-toolkit": second["images"]["driver-toolkit"],
+                  rhcos_release.os_tag: first["images"][rhcos_release.os_tag]}  # fmt: skip
+    layout = images.write_oci_layout(
+        tmp_path / "mismatched-release",
+        [{"release-manifests/image-references": json.dumps(images.image_references(rhcos_release, components)).encode(),
+          "release-manifests/release-metadata": json.dumps(images.release_metadata(rhcos_release)).encode()}],
+        labels={"io.openshift.release": rhcos_release.version}, history=["mismatched release"],
+    )  # fmt: skip
+    pullspec = f"{fleet.lab.registry['host']}/kmodlab-tests/ocp-release:mismatched"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--dest-authfile", str(fleet.lab.registry["auth_file"]),
+         "--dest-cert-dir", _cert_dir(fleet.lab), f"oci:{layout.path}:latest", f"docker://{pullspec}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    modules = [{"name": "kmodlab_core", "source": {"path": str(FIXTURE_KMODS / "kmodlab_core")},
+                # What a user might write to get past "no headers for the target kernel".
+                "build_command": f'make -C /lib/modules/{dtk_kernel}/build M="$PWD" modules'}]  # fmt: skip
+    before = fleet.api_writes()
+
+    refused = fleet.run("-e", f"kmod_release={pullspec}", modules=modules, name="mismatch-refused")
+    assert refused.rc != 0
+    assert "mismatch" in refused.out and rhcos_kernel in refused.out and dtk_kernel in refused.out
+
+    allowed = fleet.run("-e", f"kmod_release={pullspec}", "-e", "kmod_allow_kernel_mismatch=true",
+                        modules=modules, name="mismatch-allowed")  # fmt: skip
+    assert allowed.rc != 0
+    assert ("vermagic mismatch: module kmodlab_core" in allowed.out
+            and f"was built for kernel {dtk_kernel}" in allowed.out
+            and f"the target kernel is {rhcos_kernel}" in allowed.out), allowed.out[-3000:]  # fmt: skip
+    assert "No cluster was changed." in allowed.out
+    assert "ocp.kmod_layering.publish" not in allowed.out
+    assert fleet.api_writes() == before

@@ -1,0 +1,69 @@
+"""The molecule scenario extensions/molecule/pipeline, run by real molecule.
+
+`molecule test -s pipeline` brings up a lab of its own (2 clusters on 2
+releases, 1 worker each, fast nodes; state <ephemeral dir>/lab, port base
+24000), runs the roles resolve, build, publish, rollout and verify through
+playbooks/site.yml, runs them again (molecule's idempotence step: nothing may
+change), checks the clusters from their API servers (verify.yml) and brings the
+lab down. It does not use the session `lab` fixture.
+
+The ephemeral directory is given to molecule (MOLECULE_EPHEMERAL_DIRECTORY), so
+the test knows the lab's state path and checks that no lab process is left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+VENV_BIN = CHECKOUT / ".venv" / "bin"
+
+pytestmark = pytest.mark.lab
+
+
+def lab_processes(state: Path) -> str:
+    found = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True, check=False)
+    return found.stdout.strip()
+
+
+def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
+    ephemeral = tmp_path / "molecule-pipeline"
+    state = ephemeral / "lab"
+    env = dict(
+        os.environ,
+        # What hack/env.sh sets up.
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONPATH=f"{CHECKOUT / '.build' / 'collections'}{os.pathsep}{CHECKOUT / 'tests'}",
+        ANSIBLE_COLLECTIONS_PATH=str(CHECKOUT / ".build" / "collections"),
+        MOLECULE_EPHEMERAL_DIRECTORY=str(ephemeral),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        NO_COLOR="1",
+        PY_COLORS="0",
+    )
+    try:
+        run = subprocess.run(
+            [str(VENV_BIN / "molecule"), "test", "-s", "pipeline"],
+            cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=1800, check=False,
+        )
+    finally:
+        left = lab_processes(state)
+        if left:
+            # Leave nothing behind, even when molecule's destroy did not run.
+            subprocess.run([str(VENV_BIN / "python"), "-m", "kmodlab", "down"],
+                           env=dict(env, KMODLAB_STATE=str(state), KMODLAB_PORT_BASE="24000"),
+                           capture_output=True, text=True, timeout=300, check=False)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
+    assert run.returncode == 0, output[-8000:]
+    assert re.search(r"pipeline (?:➜|>) idempotence: Executed: Successful", output), output[-8000:]
+    assert re.search(r"pipeline (?:➜|>) verify: Executed: Successful", output), output[-8000:]
+    # The roles ran on both lab clusters (the lab's inventory), in converge and again in idempotence.
+    recaps = re.findall(r"^\W*(lab-[ab])\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", output, re.M)
+    assert {host for host, _ in recaps} == {"lab-a", "lab-b"}, output[-8000:]
+    assert not left, f"lab processes left after molecule test:\n{left}"
+    assert not lab_processes(state)
