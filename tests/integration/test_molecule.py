@@ -64,6 +64,6 @@ def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
     assert re.search(r"pipeline (?:➜|>) verify: Executed: Successful", output), output[-8000:]
     # The roles ran on both lab clusters (the lab's inventory), in converge and again in idempotence.
     recaps = re.findall(r"^\W*(lab-[ab])\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0", output, re.M)
-    assert {host for host, _ in recaps} == {"lab-a", "lab-b"}, output[-8000:]
+    assert {host for host, _changed in recaps} == {"lab-a", "lab-b"}, output[-8000:]
     assert not left, f"lab processes left after molecule test:\n{left}"
     assert not lab_processes(state)
