@@ -25,13 +25,8 @@ description:
     M(ocp.kmod_layering.registry_image_info) to tell.
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
-attributes:
-  check_mode:
-    support: full
-    description: Computes only; check mode runs it fully.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
+extends_documentation_fragment:
+  - ocp.kmod_layering.attributes.read_only
 options:
   clusters:
     description:

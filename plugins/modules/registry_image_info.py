@@ -23,19 +23,9 @@ description:
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
+  - ocp.kmod_layering.attributes.registry_group
+  - ocp.kmod_layering.attributes.read_only
   - ocp.kmod_layering.registry
-attributes:
-  action_group:
-    description: Use C(group/ocp.kmod_layering.registry) in C(module_defaults) to set the registry options once.
-    support: full
-    membership:
-      - ocp.kmod_layering.registry
-  check_mode:
-    support: full
-    description: The module only reads; check mode runs it fully.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
 options:
   image:
     description:
