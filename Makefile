@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)/.build/collections:$(CURDIR)/tests
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test sanity lint unit integration lab-up lab-down lab-status clean
+.PHONY: setup demo test sanity lint unit integration bench lab-up lab-down lab-status clean
 
 setup:
 	@hack/setup.sh
@@ -28,6 +28,11 @@ unit: setup
 
 integration: setup
 	pytest tests/integration
+
+# The fleet benchmark: one table, written to docs/performance.md (hack/bench.sh).
+# make bench BENCH_ARGS='--quick' for a smoke run.
+bench: setup
+	@hack/bench.sh $(BENCH_ARGS)
 
 lab-up: setup
 	python -m kmodlab up

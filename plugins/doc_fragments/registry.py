@@ -20,6 +20,8 @@ options:
         accepted too.
       - Entries are matched by registry host, or C(host/namespace) for a more
         specific entry.
+      - If not set, the environment variable E(KMOD_REGISTRY_AUTH_FILE) is
+        used, else E(REGISTRY_AUTH_FILE) (the one podman and skopeo read).
     type: path
   pull_secret:
     description:
@@ -28,17 +30,33 @@ options:
     type: raw
   username:
     description:
-      - Username for every registry contacted; wins over O(auth_file) and
-        O(pull_secret).
+      - Username for every registry contacted, or only for
+        O(credentials_registry) when that is set; wins over O(auth_file) and
+        O(pull_secret) for those registries.
+      - If not set, the environment variable E(KMOD_REGISTRY_USERNAME) is
+        used (injected by the AWX credential type of this collection, see
+        C(docs/awx.md)).
     type: str
   password:
     description:
       - Password or token of O(username).
+      - If not set, the environment variable E(KMOD_REGISTRY_PASSWORD) is
+        used.
+    type: str
+  credentials_registry:
+    description:
+      - Registry host (C(host) or C(host:port)) that O(username) and
+        O(password) are for; the other registries keep the credentials of
+        O(auth_file) and O(pull_secret). Unset, O(username) applies to every
+        registry.
+      - If not set, the environment variable E(KMOD_REGISTRY_HOST) is used.
     type: str
   ca_path:
     description:
       - PEM file of the CA certificate(s) that signed the registries' TLS
         certificates. Only these CAs are trusted when it is given.
+      - If not set, the environment variable E(KMOD_REGISTRY_CA_FILE) is
+        used.
     type: path
   validate_certs:
     description:
@@ -64,4 +82,9 @@ notes:
     (usually the controller, with C(delegate_to=localhost)).
   - Docker Registry HTTP API v2 Bearer token flow and Basic auth are
     supported; without credentials access is anonymous.
+  - Credentials from the environment (E(KMOD_REGISTRY_HOST),
+    E(KMOD_REGISTRY_USERNAME), E(KMOD_REGISTRY_PASSWORD),
+    E(KMOD_REGISTRY_CA_FILE), E(KMOD_REGISTRY_AUTH_FILE)) are what the AWX
+    credential type C(extensions/awx/credential_types/kmod_registry.yml)
+    injects; an option given in the task wins over its variable.
 """

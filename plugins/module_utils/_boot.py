@@ -824,11 +824,25 @@ def judge(result, parsed):
 # The two evaluations
 
 
+def with_modules(requested, modules):
+    """The modules-load.d list ``requested`` plus the names in ``modules``
+    it lacks (``-``/``_`` alike), in that order."""
+    result = list(requested)
+    seen = set(normalize_name(name) for name in result)
+    for name in modules or ():
+        if normalize_name(name) not in seen:
+            seen.add(normalize_name(name))
+            result.append(name)
+    return result
+
+
 def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=None,
-         host_busybox=HOST_BUSYBOX, extra_append=""):
+         host_busybox=HOST_BUSYBOX, extra_append="", modules=None):
     """Boot the image's kernel with an initramfs made from the image; see the
-    module docstring. Never leaves qemu running."""
+    module docstring. ``modules``: names to modprobe too, after the image's
+    modules-load.d list. Never leaves qemu running."""
     image = ImageModules(rootfs)
+    image.requested = with_modules(image.requested, modules)
     result = BootResult("qemu", image.kernel)
     result.requested = list(image.requested)
     result.builtin = image.builtin
@@ -868,6 +882,20 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def declared_options(image, name):
+    """The modprobe.d options of module ``name`` that it declares
+    (``parmtype=<param>:<type>`` in .modinfo): the kernel ignores unknown
+    parameters ("Unknown parameter ... ignored"), so /sys/module shows only
+    these. All of them when the module cannot be read."""
+    options = dict(image.options.get(name) or {})
+    try:
+        info = parse_modinfo(read_module_bytes(image.module_path(name)))
+    except (OSError, ValueError, KeyError):
+        return options
+    declared = set(value.split(":", 1)[0] for key, value in info if key == "parmtype")
+    return dict((key, value) for key, value in options.items() if key in declared)
+
+
 def evaluate_fast(rootfs):
     """Decide without booting whether the requested modules would load: each
     module and its dependencies must exist in modules.dep and pass the
@@ -905,7 +933,7 @@ def evaluate_fast(rootfs):
                     break
             loaded.append(mod)
             if mod in image.options:
-                result.params[mod] = dict(image.options[mod])
+                result.params[mod] = declared_options(image, mod)
         if refused:
             result.failures.append("module %s not loaded: %s" % (name, refused))
     result.loaded = loaded

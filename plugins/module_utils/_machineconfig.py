@@ -16,9 +16,14 @@ renders without any.
 - ``validate_machineconfig(mc)``: the structural checks that matter (kind,
   name, labels, pruned fields, types of the CRD schema) plus the CRD's
   openAPIV3Schema through ``jsonschema`` when it is importable;
-- ``pool_problem(...)``, ``effective_check(...)``: the gates before a write
-  (the pool exists and is not paused; our osImageURL would be the one the
-  pool renders, by the MCO's rule in ``_mco.effective_os_image_url``).
+- ``pool_problem(...)``, ``cluster_version_problem(...)``,
+  ``effective_check(...)``: the gates before a write (the pool exists, is
+  not paused and not degraded; the cluster is not mid-upgrade; our
+  osImageURL would be the one the pool renders, by the MCO's rule in
+  ``_mco.effective_os_image_url``);
+- ``history_of``, ``with_history``, ``rollback_plan``: the previous images
+  our MachineConfig ran (annotation ``kmod-layering.io/history``) and what a
+  rollback writes (the previous image, or no MachineConfig at all).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,6 +31,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import json
 import re
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
@@ -51,6 +57,20 @@ ANNOTATION_BUILD_KEY = LABEL_PREFIX + "build-key"
 ANNOTATION_MODULES = LABEL_PREFIX + "modules"
 ANNOTATION_KERNEL_VERSION = LABEL_PREFIX + "kernel-version"
 ANNOTATION_RELEASE = LABEL_PREFIX + "release"
+# JSON list, oldest first, of what our MachineConfig held before each change
+# of its osImageURL (osImageURL and our annotations): rollback returns to the
+# last entry; no entry means our MachineConfig did not exist before.
+ANNOTATION_HISTORY = LABEL_PREFIX + "history"
+# Set by a rollback on the MachineConfig it restored (the image it left): a
+# second rollback changes nothing; the next rollout drops it.
+ANNOTATION_ROLLED_BACK_FROM = LABEL_PREFIX + "rolled-back-from"
+HISTORY_MAX = 5
+_HISTORY_KEYS = {
+    "build-key": ANNOTATION_BUILD_KEY,
+    "modules": ANNOTATION_MODULES,
+    "kernel-version": ANNOTATION_KERNEL_VERSION,
+    "release": ANNOTATION_RELEASE,
+}
 
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _DNS_SUBDOMAIN_RE = re.compile(r"^%s(?:\.%s)*$" % (_DNS_LABEL, _DNS_LABEL))
@@ -312,10 +332,29 @@ def _name(obj):
     return ((obj or {}).get("metadata") or {}).get("name") or ""
 
 
-def pool_problem(pool_name, pools, cluster, allow_paused=False):
+def pool_degraded(pool):
+    """Why the pool is degraded, or None: a true Degraded / NodeDegraded /
+    RenderDegraded condition (its message) or degraded machines."""
+    reasons = []
+    for cond_type in ("Degraded", "NodeDegraded", "RenderDegraded"):
+        cond = _mco.condition(pool, cond_type)
+        if cond and str(cond.get("status")) == "True":
+            text = (cond.get("message") or cond.get("reason") or "").strip()
+            reasons.append("%s=True%s" % (cond_type, (": " + text) if text else ""))
+    try:
+        count = int(((pool or {}).get("status") or {}).get("degradedMachineCount") or 0)
+    except (TypeError, ValueError):
+        count = 0
+    if count:
+        reasons.append("degradedMachineCount=%d" % count)
+    return "; ".join(reasons) or None
+
+
+def pool_problem(pool_name, pools, cluster, allow_paused=False, check_degraded=True):
     """Why we must not write a MachineConfig for ``pool_name`` (or None).
 
-    ``pools``: the cluster's MachineConfigPool dicts.
+    ``pools``: the cluster's MachineConfigPool dicts. ``check_degraded``:
+    refuse a degraded pool (a rollback skips it: it is the way out).
     """
     pool = [p for p in pools or [] if _name(p) == pool_name]
     if not pool:
@@ -326,7 +365,33 @@ def pool_problem(pool_name, pools, cluster, allow_paused=False):
                 "Unpause it (oc patch machineconfigpool %s --type merge -p '{\"spec\":{\"paused\":false}}'), or set "
                 "kmod_allow_paused_pool: true to apply the MachineConfig anyway and not wait for it."
                 % (pool_name, cluster, pool_name))
+    degraded = pool_degraded(pool[0]) if check_degraded else None
+    if degraded:
+        return ("MachineConfigPool %s on cluster %s is degraded (%s): a new image would roll out on top of a failure "
+                "and hide its cause. Find the cause (oc describe machineconfigpool %s; oc get nodes -o wide) and fix "
+                "it; if our MachineConfig caused it, roll back with playbooks/rollback.yml. Then rerun."
+                % (pool_name, cluster, degraded, pool_name))
     return None
+
+
+def cluster_version_problem(cluster_version, cluster, allow_upgrading=False):
+    """Why we must not write while the cluster upgrades (or None).
+
+    ``cluster_version``: the ClusterVersion ``version`` dict (None or {}:
+    nothing to check). Progressing=True means the CVO is rolling a release
+    out: the MCO is updating the pools, and our image was built for the
+    release the cluster is leaving.
+    """
+    cond = _mco.condition(cluster_version or {}, "Progressing")
+    if not cond or str(cond.get("status")) != "True" or allow_upgrading:
+        return None
+    desired = (((cluster_version or {}).get("status") or {}).get("desired") or {}).get("version") or "?"
+    text = (cond.get("message") or cond.get("reason") or "").strip()
+    return ("Cluster %s is being upgraded (ClusterVersion Progressing=True%s; desired version %s): the MCO is "
+            "updating the pools, and a layered image built for the release the cluster is leaving would pin the "
+            "nodes to it. Wait until the upgrade is done (oc get clusterversion shows Progressing=False), then rerun "
+            "(the resolve step builds for the new release); or set kmod_allow_upgrading_cluster: true to write anyway."
+            % (cluster, (": " + text) if text else "", desired))
 
 
 def effective_check(pool, machineconfigs, desired, cluster):
@@ -382,3 +447,90 @@ def comparable(machineconfig):
         if metadata.get(key):
             view["metadata"][key] = dict(metadata[key])
     return view
+
+
+# ---------------------------------------------------------------------------
+# History and rollback
+
+def history_of(machineconfig):
+    """The history entries recorded on ``machineconfig`` (oldest first); an
+    unreadable annotation counts as no history."""
+    text = (((machineconfig or {}).get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HISTORY)
+    if not text:
+        return []
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and image_problem(e.get("osImageURL")) is None]
+
+
+def snapshot(machineconfig):
+    """The history entry of ``machineconfig`` as it is: its osImageURL and our annotations."""
+    annotations = ((machineconfig or {}).get("metadata") or {}).get("annotations") or {}
+    entry = {"osImageURL": ((machineconfig or {}).get("spec") or {}).get("osImageURL")}
+    for key, annotation in sorted(_HISTORY_KEYS.items()):
+        if annotations.get(annotation):
+            entry[key] = annotations[annotation]
+    return entry
+
+
+def with_history(desired, existing):
+    """``desired`` (our MachineConfig, a new dict) with the history annotation.
+
+    When ``existing`` (ours as read from the cluster, or None) runs another
+    osImageURL, its state is pushed on its history; else its history is kept
+    as it is (a rerun writes nothing). At most ``HISTORY_MAX`` entries.
+    """
+    result = copy.deepcopy(desired)
+    history = history_of(existing)
+    if existing is not None:
+        current = ((existing.get("spec") or {}).get("osImageURL"))
+        if current and current != (result.get("spec") or {}).get("osImageURL") and image_problem(current) is None:
+            history = history + [snapshot(existing)]
+    history = history[-HISTORY_MAX:]
+    if history:
+        result["metadata"].setdefault("annotations", {})[ANNOTATION_HISTORY] = json.dumps(
+            history, sort_keys=True, separators=(",", ":"))
+    return result
+
+
+def rollback_plan(existing, pool, name_prefix=None):
+    """What a rollback of ``pool`` writes, given our MachineConfig ``existing``
+    (as read from the cluster, or None).
+
+    Returns a dict: ``action`` is ``restore`` (apply ``machineconfig``: the
+    last history entry, with the rest of the history, marked as rolled back
+    from the current image), ``delete`` (ours has no history: it did not
+    exist before, the pool returns to what the other MachineConfigs render)
+    or ``none`` (we have no MachineConfig there, or it is a rollback's
+    result already: rolling back is idempotent); ``os_image_url`` is the
+    image restored (None otherwise), ``current`` the image ours runs now and
+    ``reason`` the plan in words.
+    """
+    if existing is None:
+        return {"action": "none", "machineconfig": None, "os_image_url": None, "current": None,
+                "reason": "no MachineConfig of ours for this pool"}
+    current = (existing.get("spec") or {}).get("osImageURL")
+    left = ((existing.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ROLLED_BACK_FROM)
+    if left:
+        return {"action": "none", "machineconfig": None, "os_image_url": None, "current": current,
+                "reason": "already rolled back from %s to %s" % (left, current)}
+    history = history_of(existing)
+    if not history:
+        return {"action": "delete", "machineconfig": None, "os_image_url": None, "current": current,
+                "reason": "no previous image of ours: delete our MachineConfig"}
+    entry = history[-1]
+    modules = [m for m in (entry.get("modules") or "").split(",") if m]
+    restored = build_machineconfig(pool, entry["osImageURL"], name_prefix=name_prefix,
+                                   build_key=entry.get("build-key"), modules=modules,
+                                   kernel_version=entry.get("kernel-version"), release=entry.get("release"))
+    annotations = restored["metadata"].setdefault("annotations", {})
+    if current:
+        annotations[ANNOTATION_ROLLED_BACK_FROM] = current
+    if history[:-1]:
+        annotations[ANNOTATION_HISTORY] = json.dumps(history[:-1], sort_keys=True, separators=(",", ":"))
+    return {"action": "restore", "machineconfig": restored, "os_image_url": entry["osImageURL"], "current": current,
+            "reason": "back to %s" % entry["osImageURL"]}

@@ -239,13 +239,16 @@ class RolloutTarget(object):
     must list it in ``spec.configuration.source``.
     ``os_image_url``: the (digest-pinned) image; the rendered MachineConfig's
     ``spec.osImageURL`` must equal it.
+    ``absent_machine_configs``: names the rendered config must *not* list in
+    its sources (the rollout of their deletion).
     """
 
-    def __init__(self, machine_config=None, os_image_url=None):
-        if not machine_config and not os_image_url:
-            raise ValueError("a rollout target needs machine_config and/or os_image_url")
+    def __init__(self, machine_config=None, os_image_url=None, absent_machine_configs=None):
+        if not machine_config and not os_image_url and not absent_machine_configs:
+            raise ValueError("a rollout target needs machine_config, os_image_url and/or absent_machine_configs")
         self.machine_config = machine_config or None
         self.os_image_url = os_image_url or None
+        self.absent_machine_configs = list(absent_machine_configs or [])
 
     def describe(self):
         parts = []
@@ -253,6 +256,8 @@ class RolloutTarget(object):
             parts.append("MachineConfig %s" % self.machine_config)
         if self.os_image_url:
             parts.append("osImageURL %s" % self.os_image_url)
+        if self.absent_machine_configs:
+            parts.append("no MachineConfig %s" % ", ".join(self.absent_machine_configs))
         return " with ".join(parts)
 
 
@@ -260,7 +265,8 @@ def _as_target(target):
     if isinstance(target, RolloutTarget):
         return target
     if isinstance(target, dict):
-        return RolloutTarget(target.get("machine_config"), target.get("os_image_url"))
+        return RolloutTarget(target.get("machine_config"), target.get("os_image_url"),
+                             target.get("absent_machine_configs"))
     raise TypeError("target must be a RolloutTarget or a dict")
 
 
@@ -292,6 +298,9 @@ def rendered_config_status(pool, target, rendered_configs=None):
         return False, "the pool has no rendered config yet"
     if target.machine_config and target.machine_config not in config_sources(spec_conf):
         return False, "%s does not include MachineConfig %s yet" % (rendered, target.machine_config)
+    still = [name for name in target.absent_machine_configs if name in config_sources(spec_conf)]
+    if still:
+        return False, "%s still includes MachineConfig %s" % (rendered, ", ".join(still))
     if target.os_image_url:
         mc = (rendered_configs or {}).get(rendered)
         if mc is None:

@@ -65,6 +65,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
 import socket
 import ssl
@@ -106,6 +107,12 @@ ARCH_ALIASES = {
 }
 
 _CHUNK = 64 * 1024
+# Transient answers and errors are retried, for idempotent requests only
+# (GET, HEAD), with exponential backoff and jitter: throttling, server-side
+# hiccups, lost connections, timeouts. 4xx (auth, not found) never are.
+RETRY_METHODS = ("GET", "HEAD")
+RETRY_STATUS = (429, 500, 502, 503, 504)
+DEFAULT_RETRIES = 4
 _DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -598,6 +605,16 @@ def iter_tar_layer(fileobj):
         archive.close()
 
 
+def backoff_delay(failures, base=0.5, ceiling=8.0, rand=random.random):
+    # type: (int, float, float, Callable[[], float]) -> float
+    """Seconds to wait after the ``failures``-th consecutive failure:
+    exponential (``base * 2**(failures-1)``, capped at ``ceiling``) with
+    jitter (between half and all of it), so many clients do not retry in
+    step."""
+    delay = min(ceiling, base * (2 ** max(0, failures - 1)))
+    return delay * (0.5 + 0.5 * rand())
+
+
 # --------------------------------------------------------------------------
 # The client
 
@@ -611,8 +628,15 @@ class RegistryClient(object):
     """
 
     def __init__(self, auth_file=None, auth_config=None, credentials=None, ca_path=None,
-                 validate_certs=True, cache_dir=None, timeout=60, user_agent=None, plain_http=False):
+                 validate_certs=True, cache_dir=None, timeout=60, user_agent=None, plain_http=False,
+                 retries=DEFAULT_RETRIES, retry_base=0.5, retry_ceiling=8.0):
         self.validate_certs = validate_certs
+        # Bounded retries of transient failures (see RETRY_STATUS); ``retry_log``
+        # says what was retried (no secrets: method, URL, reason).
+        self.retries = max(0, int(retries))
+        self.retry_base = retry_base
+        self.retry_ceiling = retry_ceiling
+        self.retry_log = []  # type: List[str]
         self.ca_path = ca_path
         self.cache_dir = cache_dir
         self.timeout = timeout
@@ -685,8 +709,40 @@ class RegistryClient(object):
                 raise self._tls_error(url, exc)
             raise RegistryConnectionError("cannot reach %s (%s): %s" % (label, url, exc))
 
+    def _open_retrying(self, method, url, headers, label):
+        """``_open``, retried on transient failures when ``method`` is idempotent.
+
+        Gives up after ``self.retries`` retries with the last error, saying how
+        many attempts were made."""
+        failures = 0
+        while True:
+            try:
+                return self._open(method, url, headers, label)
+            except HTTPError as exc:
+                if method not in RETRY_METHODS or exc.code not in RETRY_STATUS or failures >= self.retries:
+                    if failures:
+                        exc.kmod_attempts = failures + 1
+                    raise
+                reason = "HTTP %d" % exc.code
+                try:
+                    exc.close()
+                except Exception:  # pylint: disable=broad-except
+                    pass
+            except RegistryConnectionError as exc:
+                if method not in RETRY_METHODS or failures >= self.retries:
+                    if failures:
+                        raise RegistryConnectionError("%s (gave up after %d attempts)" % (exc, failures + 1))
+                    raise
+                reason = str(exc)
+            failures += 1
+            delay = backoff_delay(failures, self.retry_base, self.retry_ceiling)
+            self.retry_log.append("%s %s: %s; retry %d/%d in %.1fs"
+                                  % (method, url.split("?", 1)[0], reason, failures, self.retries, delay))
+            time.sleep(delay)
+
     def _tls_error(self, url, reason):
-        hint = ("give the registry's CA certificate with ca_path" if self.ca_path is None
+        hint = ("give the registry's CA certificate with ca_path (kmod_registry_ca_file in the roles)"
+                if self.ca_path is None
                 else "check that ca_path %s is the CA that signed the registry's certificate" % self.ca_path)
         return RegistryTLSError(
             "TLS verification of %s failed: %s; %s, or set validate_certs: false to skip verification"
@@ -724,7 +780,7 @@ class RegistryClient(object):
         if creds:
             headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % creds).encode("utf-8")).decode("ascii")
         try:
-            response = self._open("GET", url, headers, "token server of %s" % ref.registry)
+            response = self._open_retrying("GET", url, headers, "token server of %s" % ref.registry)
             body = response.read()
         except HTTPError as exc:
             if exc.code in (401, 403):
@@ -760,7 +816,7 @@ class RegistryClient(object):
             if auth:
                 headers["Authorization"] = auth
             try:
-                return self._open(method, url, headers, "registry %s" % ref.registry)
+                return self._open_retrying(method, url, headers, "registry %s" % ref.registry)
             except HTTPError as exc:
                 body = b""
                 try:
@@ -798,7 +854,9 @@ class RegistryClient(object):
             else:
                 missing = "no tag %r in repository %s (or no such repository)" % (ref.tag, ref.repository)
             raise NotFoundError("%s not found: registry %s has %s%s" % (what, ref.registry, missing, detail))
-        raise RegistryConnectionError("registry %s answered HTTP %d for %s%s" % (ref.registry, exc.code, what, detail))
+        attempts = getattr(exc, "kmod_attempts", 0)
+        raise RegistryConnectionError("registry %s answered HTTP %d for %s%s%s" % (
+            ref.registry, exc.code, what, detail, (" (gave up after %d attempts)" % attempts) if attempts else ""))
 
     # ---- cache -------------------------------------------------------
 

@@ -23,11 +23,26 @@ description:
     (O(machineconfigs)), as C(kubernetes.core.k8s_info) returns them, it
     also runs the gates that must pass before the MachineConfig is written
     to that cluster, failing with a message that names the cluster, the
-    pool and what to do. The pool must exist and not be paused (unless
-    O(allow_paused_pool)), must select the MachineConfig, and our
-    C(osImageURL) must be the one the pool renders, by the Machine Config
-    Operator's rule (the last non-generated MachineConfig by name that sets
-    one wins); otherwise the MachineConfig that would win is named.
+    pool and what to do. The pool must exist, not be paused (unless
+    O(allow_paused_pool)) and not be degraded (a C(Degraded),
+    C(NodeDegraded) or C(RenderDegraded) condition, or degraded machines),
+    must select the MachineConfig, and our C(osImageURL) must be the one
+    the pool renders, by the Machine Config Operator's rule (the last
+    non-generated MachineConfig by name that sets one wins); otherwise the
+    MachineConfig that would win is named. With O(cluster_version), a
+    cluster being upgraded (C(Progressing=True)) is refused too, unless
+    O(allow_upgrading_cluster).
+  - Keeps the history of our MachineConfig. When it already exists with
+    another C(osImageURL), its image and annotations are appended to the
+    JSON list in the annotation C(kmod-layering.io/history) (at most 5
+    entries), so that a rollback can return to the previous image.
+  - With O(operation=rollback), renders the MachineConfig a rollback
+    writes instead, the last history entry of ours (RV(rollback.action=restore)),
+    or nothing when ours has no history (RV(rollback.action=delete), it did
+    not exist before, deleting it returns the pool to what the other
+    MachineConfigs render), or nothing to do (RV(rollback.action=none)).
+    The degraded and upgrade gates do not apply to a rollback (it is the way
+    out of a failed rollout); the pool must still exist and not be paused.
   - Never talks to a cluster or a registry. It writes only O(dest), when
     given (the YAML manifest, for review, GitOps or C(openshift-install)
     manifests).
@@ -57,8 +72,16 @@ options:
         (C(registry.example.com/infra/rhcos-kmods@sha256:<64 hex>)). A tag
         alone is refused, since every node pulls the image on its own and a
         tag can move between two pulls.
+      - Required with O(operation=rollout); ignored by a rollback.
     type: str
-    required: true
+  operation:
+    description:
+      - V(rollout) renders our MachineConfig with O(os_image_url).
+      - V(rollback) renders what returns the pool to the previous image
+        (see RV(rollback)); needs O(machineconfigs) (ours, as it is now).
+    type: str
+    choices: [rollout, rollback]
+    default: rollout
   name_prefix:
     description:
       - The MachineConfig is named C(<name_prefix>-<pool>).
@@ -105,6 +128,19 @@ options:
     description: Do not fail on a paused pool (the MachineConfig rolls out when the pool is unpaused).
     type: bool
     default: false
+  cluster_version:
+    description:
+      - The cluster's ClusterVersion C(version) (a resource of
+        C(kubernetes.core.k8s_info)). When its C(Progressing) condition is
+        C(True) the cluster is mid-upgrade and the rollout is refused,
+        unless O(allow_upgrading_cluster).
+    type: dict
+  allow_upgrading_cluster:
+    description:
+      - Write even while the cluster is upgrading. The image was built for
+        the release the cluster is leaving, and pins the pool's nodes to it.
+    type: bool
+    default: false
   dest:
     description:
       - Write the MachineConfig as YAML to this file (parent directories are
@@ -115,6 +151,7 @@ options:
     type: raw
     default: "0644"
 notes:
+  - O(dest) is not supported with O(operation=rollback).
   - The C(kmod-layering.io/*) labels and annotations let C(oc get mc -l
     app.kubernetes.io/managed-by=ocp.kmod_layering) find what the collection wrote.
 seealso:
@@ -139,6 +176,15 @@ EXAMPLES = r"""
     definition: "{{ manifest.machineconfig }}"
     apply: true
 
+- name: What a rollback of the worker pool would write
+  ocp.kmod_layering.machineconfig_manifest:
+    operation: rollback
+    pool: worker
+    cluster: "{{ inventory_hostname }}"
+    pools: "{{ pools_info.resources }}"
+    machineconfigs: "{{ machineconfigs_info.resources }}"
+  register: rollback
+
 - name: Write the manifest for openshift-install
   ocp.kmod_layering.machineconfig_manifest:
     pool: worker
@@ -153,7 +199,9 @@ name:
   type: str
   sample: 99-kmod-layering-worker
 machineconfig:
-  description: The MachineConfig, as a dict ready for C(kubernetes.core.k8s) O(kubernetes.core.k8s#module:definition).
+  description:
+    - The MachineConfig, as a dict ready for C(kubernetes.core.k8s) O(kubernetes.core.k8s#module:definition).
+    - With O(operation=rollback), the MachineConfig to apply for RV(rollback.action=restore), else null.
   returned: always
   type: dict
   sample:
@@ -168,9 +216,32 @@ machineconfig:
     spec:
       osImageURL: registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
 yaml:
-  description: The MachineConfig as YAML text (what O(dest) gets).
+  description: The MachineConfig as YAML text (what O(dest) gets); empty when there is none to write.
   returned: always
   type: str
+history:
+  description:
+    - The C(kmod-layering.io/history) entries of the MachineConfig rendered (oldest first), each with
+      C(osImageURL) and the C(build-key), C(modules), C(kernel-version), C(release) it had.
+  returned: always
+  type: list
+  elements: dict
+rollback:
+  description: What a rollback does to the pool.
+  returned: when O(operation=rollback)
+  type: dict
+  contains:
+    action:
+      description:
+        - V(restore) (apply RV(machineconfig), the previous image), V(delete) (delete ours, which did not
+          exist before), V(none) (no MachineConfig of ours on this pool).
+      type: str
+    os_image_url:
+      description: The image restored (V(restore)), else null.
+      type: str
+    current:
+      description: The image our MachineConfig runs now, or null.
+      type: str
 schema_validated:
   description: Whether the CRD schema was checked with jsonschema (false when jsonschema is not installed).
   returned: always
@@ -260,7 +331,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             pool=dict(type="str", required=True),
-            os_image_url=dict(type="str", required=True),
+            os_image_url=dict(type="str"),
+            operation=dict(type="str", choices=["rollout", "rollback"], default="rollout"),
             name_prefix=dict(type="str", default=_machineconfig.DEFAULT_NAME_PREFIX),
             build_key=dict(type="str", no_log=False),
             modules=dict(type="list", elements="raw"),
@@ -270,32 +342,49 @@ def main():
             pools=dict(type="list", elements="dict"),
             machineconfigs=dict(type="list", elements="dict"),
             allow_paused_pool=dict(type="bool", default=False),
+            cluster_version=dict(type="dict"),
+            allow_upgrading_cluster=dict(type="bool", default=False),
             dest=dict(type="path"),
             mode=dict(type="raw", default="0644"),
         ),
+        required_if=[("operation", "rollout", ["os_image_url"]), ("operation", "rollback", ["machineconfigs"])],
         supports_check_mode=True,
     )
     params = module.params
     cluster = params["cluster"] or "(cluster not named)"
+    rollback = params["operation"] == "rollback"
+    if rollback and params["dest"]:
+        module.fail_json(msg="dest is not supported with operation=rollback")
     try:
-        machineconfig = _machineconfig.build_machineconfig(
-            params["pool"], params["os_image_url"], name_prefix=params["name_prefix"], build_key=params["build_key"],
-            modules=params["modules"], kernel_version=params["kernel_version"], release=params["release"])
+        name = _machineconfig.machineconfig_name(params["name_prefix"], params["pool"])
+        existing = [mc for mc in params["machineconfigs"] or [] if (mc.get("metadata") or {}).get("name") == name]
+        plan = None
+        if rollback:
+            plan = _machineconfig.rollback_plan(existing[0] if existing else None, params["pool"],
+                                                name_prefix=params["name_prefix"])
+            machineconfig = plan.pop("machineconfig")
+        else:
+            machineconfig = _machineconfig.with_history(_machineconfig.build_machineconfig(
+                params["pool"], params["os_image_url"], name_prefix=params["name_prefix"],
+                build_key=params["build_key"], modules=params["modules"], kernel_version=params["kernel_version"],
+                release=params["release"]), existing[0] if existing else None)
     except _machineconfig.MachineConfigError as exc:
         module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], to_native(exc)))
-    name = machineconfig["metadata"]["name"]
-    errors = _machineconfig.validate_machineconfig(machineconfig, pool=params["pool"])
+    errors = _machineconfig.validate_machineconfig(machineconfig, pool=params["pool"]) if machineconfig else []
     if errors:
         module.fail_json(msg="Cluster %s: MachineConfig %s does not validate: %s" % (cluster, name, "; ".join(errors)),
                          machineconfig=machineconfig)
 
-    existing = [mc for mc in params["machineconfigs"] or [] if (mc.get("metadata") or {}).get("name") == name]
     others = []
     if params["pools"] is not None:
-        problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"])
+        problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"],
+                                              check_degraded=not rollback)
+        if not problem and not rollback:
+            problem = _machineconfig.cluster_version_problem(params["cluster_version"], cluster,
+                                                             params["allow_upgrading_cluster"])
         if problem:
             module.fail_json(msg=problem, name=name, machineconfig=machineconfig)
-        if params["machineconfigs"] is not None:
+        if params["machineconfigs"] is not None and machineconfig:
             pool = [p for p in params["pools"] if (p.get("metadata") or {}).get("name") == params["pool"]][0]
             problem, others = _machineconfig.effective_check(pool, params["machineconfigs"], machineconfig, cluster)
             if problem:
@@ -306,7 +395,7 @@ def main():
 
     if yaml is None:
         module.fail_json(msg="PyYAML is required to render the MachineConfig as YAML")
-    text = to_yaml(machineconfig, cluster, params["pool"])
+    text = to_yaml(machineconfig, cluster, params["pool"]) if machineconfig else ""
     result = dict(
         changed=False,
         name=name,
@@ -315,9 +404,13 @@ def main():
         schema_validated=_machineconfig.jsonschema_available(),
         gates=params["pools"] is not None,
         exists=bool(existing),
-        up_to_date=bool(existing) and _subset(_machineconfig.comparable(machineconfig), existing[0]),
+        up_to_date=bool(existing) and bool(machineconfig) and _subset(_machineconfig.comparable(machineconfig),
+                                                                      existing[0]),
         other_os_image_setters=others,
+        history=_machineconfig.history_of(machineconfig),
     )
+    if plan is not None:
+        result["rollback"] = plan
     if params["dest"]:
         changed, diff = write_dest(module, params["dest"], text)
         result.update(changed=changed, dest=params["dest"])

@@ -77,8 +77,18 @@ options:
         read and becomes the image target too. This keeps a change of image
         in an existing MachineConfig from being taken as done on the old
         rendered config, which lists the same MachineConfig.
-      - At least one of O(machine_config) and O(os_image_url) is required.
+      - At least one of O(machine_config), O(os_image_url) and
+        O(absent_machine_configs) is required.
     type: str
+  absent_machine_configs:
+    description:
+      - Names of MachineConfigs the pool's rendered config must B(not) list
+        in C(spec.configuration.source), to wait for the rollout of their
+        deletion (the rollback and removal of ours). No image check is made
+        for them; with O(os_image_url) the image must match too.
+    type: list
+    elements: str
+    version_added: 0.2.0
   os_image_url:
     description:
       - The OS image (pinned by digest) the pool's rendered config must
@@ -178,6 +188,10 @@ target:
     machine_config:
       description: O(machine_config), or null.
       type: str
+    absent_machine_configs:
+      description: O(absent_machine_configs) (empty when not given).
+      type: list
+      elements: str
     os_image_url:
       description: O(os_image_url), or the one read from O(machine_config), or null.
       type: str
@@ -517,7 +531,8 @@ class RolloutWaiter(object):
         out = dict(
             changed=False,
             cluster=self.cluster,
-            target=dict(machine_config=self.target.machine_config, os_image_url=self.target.os_image_url),
+            target=dict(machine_config=self.target.machine_config, os_image_url=self.target.os_image_url,
+                        absent_machine_configs=list(self.target.absent_machine_configs)),
             pools=pools,
             done=bool(pools) and all(p["done"] or (p["phase"] == _mco.PHASE_PAUSED and self.params["on_paused"] == "ignore") for p in pools),
             elapsed_seconds=round(time.monotonic() - self.started, 1),
@@ -550,7 +565,7 @@ class RolloutWaiter(object):
     def prepare_target(self):
         """One list of MachineConfigs: ours must exist, its osImageURL becomes a
         target, and no later MachineConfig may override the image."""
-        machineconfigs, _version = self.list(self.mc_api)
+        machineconfigs, _version = call_with_retry(lambda: self.list(self.mc_api), self.deadline, self.stopped)
         if self.target.machine_config:
             ours = [mc for mc in machineconfigs if mc["metadata"]["name"] == self.target.machine_config]
             if not ours:
@@ -677,12 +692,12 @@ class RolloutWaiter(object):
 
     def run(self):
         try:
-            pools, pool_version = self.list(self.pool_api)
+            pools, pool_version = call_with_retry(lambda: self.list(self.pool_api), self.deadline, self.stopped)
         except DynamicApiError as exc:
             if status_code(exc) != 404:
                 raise
             self.fail("Cluster %s serves no MachineConfigPools (%s/v1): is it OpenShift?" % (self.cluster, MCO_GROUP))
-        nodes, node_version = self.list(self.node_api)
+        nodes, node_version = call_with_retry(lambda: self.list(self.node_api), self.deadline, self.stopped)
         self.apply(("sync", "pools", pools))
         self.apply(("sync", "nodes", nodes))
         for name in self.params["pools"]:
@@ -761,6 +776,7 @@ def argument_spec():
         pools=dict(type="list", elements="str", default=["worker"]),
         machine_config=dict(type="str"),
         os_image_url=dict(type="str"),
+        absent_machine_configs=dict(type="list", elements="str"),
         timeout=dict(type="int", default=3600),
         on_paused=dict(type="str", choices=["fail", "wait", "ignore"], default="fail"),
         on_degraded=dict(type="str", choices=["fail", "wait"], default="fail"),
@@ -772,14 +788,15 @@ def argument_spec():
 def main():
     module = AnsibleK8SModule(
         argument_spec=argument_spec(),
-        required_one_of=[["machine_config", "os_image_url"]],
+        required_one_of=[["machine_config", "os_image_url", "absent_machine_configs"]],
         supports_check_mode=True,
     )
     if module.params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds")
     if not module.params["pools"]:
         module.fail_json(msg="pools must name at least one MachineConfigPool")
-    target = _mco.RolloutTarget(module.params["machine_config"], module.params["os_image_url"])
+    target = _mco.RolloutTarget(module.params["machine_config"], module.params["os_image_url"],
+                                module.params["absent_machine_configs"])
     try:
         counter = RequestCounter(USER_AGENT).install()
         client = get_api_client(module=module)

@@ -41,6 +41,12 @@ options:
     description: Name of the cluster, for messages.
     type: str
     default: the cluster
+  source:
+    description:
+      - Where O(pull_secret) comes from when it is not the cluster's pull secret, for
+        messages, e.g. C(kmod_registry_auth_file /path/auth.json) (the credentials to push
+        the layered image with). Unset, the cluster's C(openshift-config/pull-secret) is meant.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -89,6 +95,7 @@ def main():
             pull_secret=dict(type="raw", required=True, no_log=True),
             image=dict(type="str", required=True),
             cluster=dict(type="str", default="the cluster"),
+            source=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -99,6 +106,22 @@ def main():
     except RegistryError as exc:
         module.fail_json(msg="image: %s" % exc, covered=False, registry="")
     result = dict(changed=False, covered=False, registry=ref.registry)
+    source = params["source"]
+    if source:
+        # Push credentials (the controller's auth file), not the nodes' pull secret.
+        try:
+            covered, entry = pull_secret_covers(params["pull_secret"] or "{}", params["image"])
+        except RegistryError as exc:
+            module.fail_json(msg="Cluster %s: cannot read %s: %s; it must be a dockerconfigjson "
+                                 "({\"auths\": {...}}, like podman's auth.json)" % (cluster, source, exc), **result)
+        if not covered:
+            module.fail_json(
+                msg="Cluster %s: %s has no credentials for registry %s, so the layered image cannot be "
+                    "pushed to %s; add an auths entry for %s to it (podman login --authfile ... %s) "
+                    "and run again" % (cluster, source, ref.registry, ref.name, ref.registry, ref.registry),
+                **result)
+        result.update(covered=True, entry=entry)
+        module.exit_json(**result)
     if not params["pull_secret"]:
         module.fail_json(msg="cluster %s: its pull secret (openshift-config/pull-secret) is empty or missing, so its "
                              "nodes cannot pull %s; add credentials for %s to it (oc set data secret/pull-secret "

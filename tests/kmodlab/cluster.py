@@ -81,10 +81,14 @@ def start_clusters(
     infra: int = 0,
     node_mode: str = "qemu",
     drain_seconds: float = 1.0,
+    reboot_seconds: float = 0.0,
+    max_unavailable: int | str = 1,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
-    cluster entries once every API answers with its nodes seeded."""
+    cluster entries once every API answers with its nodes seeded.
+    `drain_seconds` / `reboot_seconds` (fast mode) and the pools'
+    `max_unavailable` set how long a rollout lasts (benchmarks)."""
     if node_mode not in ("qemu", "fast"):
         raise ClusterError(f"node_mode must be qemu or fast, not {node_mode!r}")
     if not releases:
@@ -132,6 +136,8 @@ def start_clusters(
                 "infra": infra,
                 "node_mode": node_mode,
                 "drain_seconds": drain_seconds,
+                "reboot_seconds": reboot_seconds,
+                "max_unavailable": max_unavailable,
                 "stats_file": str(directory / "stats.json"),
                 "image_store": str(layout.clusters / "node-images"),
             }
@@ -360,7 +366,9 @@ def base_machine_configs(role: str) -> list[dict[str, Any]]:
     ]
 
 
-def pool_object(name: str, role_selector: dict[str, Any], node_role: str) -> dict[str, Any]:
+def pool_object(
+    name: str, role_selector: dict[str, Any], node_role: str, max_unavailable: int | str = 1
+) -> dict[str, Any]:
     return {
         "apiVersion": MC_API,
         "kind": "MachineConfigPool",
@@ -368,7 +376,7 @@ def pool_object(name: str, role_selector: dict[str, Any], node_role: str) -> dic
         "spec": {
             "machineConfigSelector": role_selector,
             "nodeSelector": {"matchLabels": {f"node-role.kubernetes.io/{node_role}": ""}},
-            "maxUnavailable": 1,
+            "maxUnavailable": max_unavailable,
             "paused": False,
         },
     }
@@ -515,7 +523,7 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
     from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
 
     for name, selector, node_role in pools:
-        pool = server.seed(pool_object(name, selector, node_role))
+        pool = server.seed(pool_object(name, selector, node_role, config.get("max_unavailable", 1)))
         selected = _mco.pool_machine_configs(pool, machineconfigs)
         spec = mco.merge_configs(selected, os_image)
         rendered = mco.rendered_name(name, spec)
@@ -590,6 +598,7 @@ async def serve(config: dict[str, Any]) -> None:
             release["version"],
             config["node_mode"],
             node.ImageStore(Path(config["image_store"]), config["ca_file"]),
+            reboot_seconds=float(config.get("reboot_seconds", 0.0)),
         )
         controller.start()
         fleet.start()

@@ -354,6 +354,9 @@ class NodeAgent:
             return
         self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_REBOOTING})
         self._set_ready(False, "KubeletNotReady", "node is rebooting")
+        if self.fleet.node_mode == "fast" and self.fleet.reboot_seconds > 0:
+            # Outside BOOT_SLOTS: nodes of a maxUnavailable > 1 batch reboot together.
+            self.fleet.stop_event.wait(self.fleet.reboot_seconds)
         with BOOT_SLOTS:
             try:
                 if self.fleet.node_mode == "qemu":
@@ -415,6 +418,7 @@ class NodeFleet:
         node_mode: str,
         image_store: ImageStore,
         boot_timeout: float = 300.0,
+        reboot_seconds: float = 0.0,
     ) -> None:
         self.api = Api(kubeconfig, "nodes")
         self.watch_api = Api(kubeconfig, "nodes-watch")
@@ -422,6 +426,9 @@ class NodeFleet:
         self.node_mode = node_mode
         self.images = image_store
         self.boot_timeout = boot_timeout
+        # Fast mode: how long a node stays down (Rebooting, NotReady), so a
+        # rollout lasts as long as a real one would (benchmarks).
+        self.reboot_seconds = reboot_seconds
         self.stop_event = threading.Event()
         self.agents = {
             name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"]) for name, info in nodes.items()

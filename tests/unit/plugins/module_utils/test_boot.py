@@ -149,17 +149,18 @@ def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
     image = make_image(
         tmp_path,
         {
-            "extra/good.ko": fake_module(f"{KVER} SMP"),
+            "extra/good.ko": fake_module(f"{KVER} SMP", ("parmtype=level:int",)),
             "kernel/dep.ko.xz": lzma.compress(fake_module(f"{KVER} SMP")),
             "extra/bad.ko": fake_module("6.1.0-50-cloud-amd64 SMP"),
         },
         "extra/good.ko: kernel/dep.ko.xz\nkernel/dep.ko.xz:\nextra/bad.ko:\n",
         {"x.conf": "good\nbad\nmissing\next4\n"},
-        "options good level=3\n",
+        "options good level=3 no_such_param=1\n",
     )
     result = _boot.evaluate_fast(str(image))
     assert result.kernel == KVER
     assert result.loaded == ["dep", "good"]
+    # Only declared parameters show in /sys/module: the kernel ignores unknown ones.
     assert result.params == {"good": {"level": "3"}}
     assert not result.ok
     assert result.failures == [

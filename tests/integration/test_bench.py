@@ -1,0 +1,74 @@
+"""The fleet benchmark (make bench) at a tiny scale: its own lab, 2 clusters
+on 2 releases, a 20-second rollout. Only what does not depend on time is
+asserted; the timings are the benchmark's business, not a test's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kmodlab import pytest_plugin
+
+pytestmark = pytest.mark.lab
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+# A lab of its own next to the test lab (ports clear of its clusters).
+STATE = Path(str(pytest_plugin.TEST_STATE) + "-bench-harness")
+PORT_BASE = pytest_plugin.TEST_PORT_BASE + 600
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ)
+    for name in ("KMODLAB_STATE", "KMODLAB_PORT_BASE"):
+        env.pop(name, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--scale", "2", "--fleet", "2", "--releases", "4.12.77,4.16.30",
+         "--rollout-workers", "2", "--max-unavailable", "1", "--drain-seconds", "2", "--reboot-seconds", "8",
+         "--state", str(STATE), "--port-base", str(PORT_BASE), "--workdir", str(work)],
+        cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    # The table is printed, one row per measure.
+    assert "1. builds, first run" in proc.stdout and "3. waiter API requests" in proc.stdout
+    return json.loads((work / "results.json").read_text())
+
+
+def test_one_build_and_one_push_per_distinct_build_key(results: dict) -> None:
+    (fleet,) = results["scale"]
+    assert fleet["rc"] == 0 and fleet["clusters"] == 2
+    assert fleet["distinct_keys"] == 2
+    assert fleet["builds"] == fleet["pushes"] == 2
+
+
+def test_converged_rerun_changes_builds_pushes_and_writes_nothing(results: dict) -> None:
+    rerun = results["rerun"]
+    assert rerun["rc"] == 0 and rerun["hosts"] == 2 and rerun["failed"] == 0
+    assert (rerun["changed"], rerun["builds"], rerun["pushes"], rerun["api_writes"]) == (0, 0, 0, 0)
+    assert rerun["baseline_rc"] == 0
+
+
+def test_the_waiter_watches_while_the_baseline_polls_the_same_rollout(results: dict) -> None:
+    rollout = results["rollout"]
+    assert rollout["done_at"] is not None, "the pool never finished the rollout"
+    waiter, baseline = rollout["waiter"], rollout["baseline"]
+    assert waiter["rc"] == 0 and baseline["rc"] == 0
+    assert waiter["returned_at"] is not None and baseline["returned_at"] is not None
+    # How many requests polling makes depends on how long the rollout and
+    # each k8s_info take (a loaded machine: fewer); a watch does not: a few
+    # lists and watches, however long the rollout (the benchmark compares
+    # the two on a 3-minute rollout).
+    assert 0 < waiter["requests"] <= 10
+    assert baseline["requests"] >= 2, "the baseline saw the rollout finished at its first look"
+
+
+def test_resolve_reads_part_of_the_images_and_a_cached_rerun_no_blob(results: dict) -> None:
+    resolve = results["resolve"]
+    assert 0 < resolve["fetched"] < resolve["full_images"]
+    assert resolve["layers_read"] < resolve["layers_total"]
+    assert resolve["cached_blob_bytes"] == 0 and resolve["cached_module_bytes_fetched"] == 0
