@@ -303,6 +303,7 @@ class Bench:
                                                     for k, v in vars(args).items()},
                                         "command": "python -m bench.run " + " ".join(sys.argv[1:])}
         self.images: dict[str, str] = {}  # release -> a layered image pinned by digest
+        self.run_id = time.strftime("%Y%m%d%H%M%S")
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -311,10 +312,24 @@ class Bench:
     def fleet_vars(self, size: int) -> list[str]:
         """Extra vars of a fleet run: outputs into the work dir (not the
         checkout, others share it), a fresh image repository per fleet."""
-        repo = f"{self.lab.registry_host}/kmod-layering/bench-{size}"
+        repo = f"{self.lab.registry_host}/{self.repository(size)}"
         extra = {"kmod_image_repository": repo, "kmod_report_dir": str(self.work / f"report-{size}"),
                  "kmod_rollout_progress_file": str(self.work / f"progress-{size}.log")}
         return ["-e", json.dumps(extra)]
+
+    def repository(self, size: int) -> str:
+        """A repository per fleet and per run: podman's local storage keeps
+        the tags of earlier runs, and a tag it has is not built again."""
+        return f"kmod-layering/bench-{self.run_id}-{size}"
+
+    def untag_local_images(self) -> None:
+        """Drop this run's tags from podman's local storage (the layers stay, shared)."""
+        listed = subprocess.run(
+            ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+             f"reference={self.lab.registry_host}/kmod-layering/bench-{self.run_id}-*"],
+            capture_output=True, text=True, check=False)
+        for name in sorted(set(listed.stdout.split())):
+            subprocess.run(["podman", "rmi", name], capture_output=True, check=False)
 
     # 4. resolve cost ------------------------------------------------------
     def resolve_cost(self) -> None:
@@ -392,7 +407,7 @@ class Bench:
         clusters = self.lab.start(size, versions)
         try:
             inventory = self.lab.inventory(clusters, self.work / f"inventory-{size}.yml")
-            repo = f"kmod-layering/bench-{size}"
+            repo = self.repository(size)
             window = LogWindow(self.lab).start()
             self.say(f"fleet of {size}: site.yml, first run")
             first = playbook(["-i", str(inventory), str(SITE), *self.fleet_vars(size)],
@@ -592,6 +607,7 @@ class Bench:
                 self.fleet(size)
                 self.save()
         finally:
+            self.untag_local_images()
             if not args.keep:
                 self.say("lab: down")
                 self.lab.down()
@@ -728,6 +744,11 @@ def report_markdown(results: dict[str, Any], rows: list[metrics.Row], command: s
                          "seconds of wall time per role): " + ", ".join(
                              f"{k} {v:.0f} s ({100 * v / total:.0f}%)" for k, v in list(phases.items())[:6]) + ".")
             lines.append("")
+    missing = sorted(set(results["options"]["scale"]) - {r["clusters"] for r in results.get("scale", [])})
+    if missing:
+        lines.append(f"Not measured in this run (stopped early): the scale series' fleets of "
+                     f"{', '.join(map(str, missing))} clusters.")
+        lines.append("")
     lines.append("Raw numbers: `results.json` in the work directory of the run.")
     lines += ["", DOC_END]
     return "\n".join(lines) + "\n"
