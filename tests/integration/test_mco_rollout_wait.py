@@ -252,7 +252,7 @@ def test_waits_through_old_updated_true_until_the_new_config_is_everywhere(clust
     assert result["changed"] is False and result["done"] is True
     assert result["cluster"] == cluster.url
     # The image target was read from our MachineConfig.
-    assert result["target"] == {"machine_config": KMOD_MC, "os_image_url": KMOD_IMG}
+    assert result["target"] == {"machine_config": KMOD_MC, "os_image_url": KMOD_IMG, "absent_machine_configs": []}
     (pool,) = result["pools"]
     # Had it believed the old Updated=True, these would name the old config.
     assert pool["phase"] == "done"
