@@ -99,6 +99,15 @@ options:
       - Seconds to wait at most, for all pools together.
     type: int
     default: 3600
+  request_timeout:
+    description:
+      - Seconds one list or read of the API may take before it is given up
+        and retried (with backoff, within O(timeout)); also the slack over a
+        watch's C(timeoutSeconds) after which a silent watch connection is
+        dropped and resumed. A stalled API connection therefore never holds
+        the wait past O(timeout).
+    type: int
+    default: 30
   on_paused:
     description:
       - What to do about a pool whose C(spec.paused) holds the rollout.
@@ -379,13 +388,14 @@ class ResourceWatcher(object):
     after a relist, ``("error", kind, exception)`` when it gives up.
     """
 
-    def __init__(self, kind, resource, resource_version, events, deadline, lister):
+    def __init__(self, kind, resource, resource_version, events, deadline, lister, read_timeout=READ_TIMEOUT_MARGIN):
         self.kind = kind
         self.resource = resource
         self.resource_version = resource_version
         self.events = events
         self.deadline = deadline
         self.lister = lister
+        self.read_timeout = read_timeout
         self.stopped = threading.Event()
         self.watches = 0
         self.relists = 0
@@ -423,7 +433,7 @@ class ResourceWatcher(object):
                     timeout_seconds=seconds,
                     allow_watch_bookmarks=True,
                     serialize=False,
-                    _request_timeout=(CONNECT_TIMEOUT, seconds + READ_TIMEOUT_MARGIN),
+                    _request_timeout=(CONNECT_TIMEOUT, seconds + self.read_timeout),
                 )
                 for event in stream:
                     if self.stopped.is_set():
@@ -480,6 +490,8 @@ class RolloutWaiter(object):
         self.counter = counter
         self.started = time.monotonic()
         self.deadline = self.started + self.params["timeout"]
+        # Lists and reads: a stalled connection is given up and retried.
+        self.request_timeout = (CONNECT_TIMEOUT, self.params["request_timeout"])
         self.progress = []
         self._last_pool_lines = {}
         self._last_node_lines = {}
@@ -550,13 +562,13 @@ class RolloutWaiter(object):
 
     def list(self, resource):
         # Plain JSON: no ResourceInstance wrapping of (large) Node objects.
-        listing = json.loads(resource.get(serialize=False).data)
+        listing = json.loads(resource.get(serialize=False, _request_timeout=self.request_timeout).data)
         items = listing.get("items") or []
         return items, (listing.get("metadata") or {}).get("resourceVersion")
 
     def get_machine_config(self, name):
         try:
-            return json.loads(self.mc_api.get(name=name, serialize=False).data)
+            return json.loads(self.mc_api.get(name=name, serialize=False, _request_timeout=self.request_timeout).data)
         except DynamicApiError as exc:
             if status_code(exc) == 404:
                 return None
@@ -716,9 +728,9 @@ class RolloutWaiter(object):
         events = queue.Queue()
         watchers = [
             ResourceWatcher("pools", self.pool_api, pool_version, events, self.deadline,
-                            lambda: self.list(self.pool_api)),
+                            lambda: self.list(self.pool_api), self.params["request_timeout"]),
             ResourceWatcher("nodes", self.node_api, node_version, events, self.deadline,
-                            lambda: self.list(self.node_api)),
+                            lambda: self.list(self.node_api), self.params["request_timeout"]),
         ]
         for watcher in watchers:
             watcher.start()
@@ -778,6 +790,7 @@ def argument_spec():
         os_image_url=dict(type="str"),
         absent_machine_configs=dict(type="list", elements="str"),
         timeout=dict(type="int", default=3600),
+        request_timeout=dict(type="int", default=30),
         on_paused=dict(type="str", choices=["fail", "wait", "ignore"], default="fail"),
         on_degraded=dict(type="str", choices=["fail", "wait"], default="fail"),
         progress_file=dict(type="path"),
@@ -793,6 +806,8 @@ def main():
     )
     if module.params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds")
+    if module.params["request_timeout"] <= 0:
+        module.fail_json(msg="request_timeout must be a positive number of seconds")
     if not module.params["pools"]:
         module.fail_json(msg="pools must name at least one MachineConfigPool")
     target = _mco.RolloutTarget(module.params["machine_config"], module.params["os_image_url"],

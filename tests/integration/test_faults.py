@@ -36,6 +36,8 @@ Fault -> test(s) -> outcome:
 - API 5xx and dropped connection on lists (mco_rollout_wait) ->
   test_node_pulls_and_api_reads_ride_out_transient_faults -> retried
   (_k8s.call_with_retry), rollout done
+- API connection that stalls (no answer) on a list -> test_stalled_api_list_is_given_up_and_retried_within_the_wait
+  -> given up after request_timeout, retried, the wait finishes (never hangs)
 - API watch connection dropped mid-stream -> the same test (the proxy cuts watches),
   and test_mco_rollout_wait::test_dropped_watch_and_410_gone_resume_by_relisting
   (server restart, 410 Gone) -> watch resumed / relisted, rollout done
@@ -380,6 +382,32 @@ def test_node_pulls_and_api_reads_ride_out_transient_faults(
     proxy.clear()
     api.clear()
     fc.reset()
+
+
+def test_stalled_api_list_is_given_up_and_retried_within_the_wait(fault_cluster: FaultCluster) -> None:
+    """An API connection that stalls (no answer, no reset) is given up after
+    request_timeout and retried: the wait neither hangs nor fails."""
+    fc = fault_cluster
+    api = fc.api_proxy
+    api.clear()
+    api.add("GET", r"/machineconfigpools(\?(?!.*watch=)|$)", "delay", seconds=3600, times=1, agent="mco_rollout_wait")
+    wait = fc.work / "wait-stalled.yml"
+    wait.write_text(yaml.safe_dump([{
+        "name": "Wait through a stalled list", "hosts": "all", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": "Wait", "ocp.kmod_layering.mco_rollout_wait": {
+            "kubeconfig": fc.proxied_kubeconfig, "pools": ["worker"], "os_image_url": fc.release_image,
+            "timeout": 120, "request_timeout": 2}, "register": "waited"},
+            {"name": "Show", "ansible.builtin.debug": {"msg": "DONE={{ waited.done }}"}}]}]))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+    run = subprocess.run(["ansible-playbook", "-i", str(fc.inventory(fc.release_image, "stalled.yml")), str(wait)],
+                         env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert "DONE=True" in run.stdout
+    # The first list never got an answer (without request_timeout the wait
+    # would hang there, past its own timeout); the retried list got the pools.
+    assert api.count("GET", "machineconfigpools", "delay 3600s") == 1
+    assert api.count("GET", r"machineconfigpools(\?(?!.*watch=)|$)", "200") >= 1
+    api.clear()
 
 
 def test_api_5xx_on_resolve_reads_is_retried_then_fails_clearly(fault_cluster: FaultCluster, lab: LabState) -> None:
