@@ -23,9 +23,10 @@ Fault -> test(s) -> outcome:
 - registry down (connection refused) -> ...[down] -> fails after 1+4 attempts,
   "cannot reach registry"
 - registry 4xx (auth) -> ...[403] -> one attempt, never retried
-- registry 5xx during the push (publish role, podman) ->
+- registry 5xx / slow / down during the push (publish role, podman) ->
   test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent ->
-  transient: retried, pushed; persistent: fails naming the image, no cluster written
+  transient: retried, pushed; slow: waited for, pushed; persistent 5xx or connection
+  lost at every push: fails naming the image, no cluster written
 - registry 5xx / dropped connection during node pulls, transient ->
   test_node_pulls_and_api_reads_ride_out_transient_faults -> node agents retry, rollout done
 - a node that cannot pull the image (registry broken for good) ->
@@ -300,12 +301,12 @@ def test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent(
     first = lab.clusters[0]
     repository = f"{proxy.address}/kmodtest/faults-{uuid.uuid4().hex[:8]}"
 
-    def run(name: str) -> subprocess.CompletedProcess[str]:
+    def run(name: str, repo: str = repository) -> subprocess.CompletedProcess[str]:
         path = work / f"push-{name}.yml"
         path.write_text(yaml.safe_dump({"all": {"vars": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "kmod_registry_auth_file": auth_file, "kmod_registry_ca_file": str(lab.ca_file),
-            "kmod_image_repository": repository, "kmod_cache_dir": str(work / "cache"),
+            "kmod_image_repository": repo, "kmod_cache_dir": str(work / "cache"),
             "kmod_check_pull_secret": False, "kmod_push_retry_delay": 1, "kmod_boot_test": False,
             "kmod_modules": [{"name": "kmodlab_core", "source": {"path": str(layered.FIXTURE_KMODS / "kmodlab_core")}}],
         }, "hosts": {first["name"]: {"kmod_kubeconfig": first["kubeconfig"]}}}}))
@@ -325,6 +326,23 @@ def test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent(
     ok = run("transient")
     assert ok.returncode == 0, ok.stdout[-4000:]
     assert proxy.count("PUT", "/manifests/", "503") == 1 and proxy.count("PUT", "/manifests/", "201") >= 1
+    # Slow (a repository of its own: the image is pushed already above): the
+    # manifest PUT answered 5 s late; the push waits for it.
+    proxy.clear()
+    proxy.add("PUT", r"/manifests/", "delay", seconds=5, times=1)
+    slow = run("slow", repository + "-slow")
+    assert slow.returncode == 0, slow.stdout[-4000:]
+    assert proxy.count("PUT", "/manifests/", "delay 5s") == 1
+    # Down at push time: every manifest PUT loses its connection; retried,
+    # then a clear failure naming the image, and still no cluster write.
+    proxy.clear()
+    proxy.add("PUT", r"/manifests/", "drop")
+    down = run("down", repository + "-down")
+    assert down.returncode != 0
+    assert repository + "-down" in down.stdout, down.stdout[-3000:]
+    assert proxy.count("PUT", "/manifests/", "drop") >= 2  # tried, retried, gave up
+    assert apiserver.RequestLogClient(first["api_url"], first["token"], lab.ca_file).writes() == writes_before
+    proxy.clear()
 
 
 # --- nodes pulling through the registry, the waiter through the API ---------------
