@@ -27,7 +27,7 @@ Fault -> test(s) -> outcome:
   test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent ->
   transient: retried, pushed; slow: waited for, pushed; persistent 5xx or connection
   lost at every push: fails naming the image, no cluster written
-- registry 5xx / dropped connection during node pulls, transient ->
+- registry 5xx / dropped connection / slow answer during node pulls, transient ->
   test_node_pulls_and_api_reads_ride_out_transient_faults -> node agents retry, rollout done
 - a node that cannot pull the image (registry broken for good) ->
   test_node_that_cannot_pull_fails_the_rollout_naming_cluster_pool_node_reason, and
@@ -383,6 +383,8 @@ def test_node_pulls_and_api_reads_ride_out_transient_faults(
     # Registry: the first two blob downloads of the node agents fail.
     proxy.add("GET", r"/v2/.*/blobs/", "status", status=503, times=2)
     proxy.add("GET", r"/v2/.*/manifests/", "drop", times=1)
+    # ... and one is slow (3 s late), which the pull waits for.
+    proxy.add("GET", r"/v2/.*/blobs/", "delay", seconds=3, times=1)
     # API, for the waiter: 5xx and a lost connection on lists, every watch cut short.
     waiter = r"mco_rollout_wait"
     api.add("GET", r"/machineconfigpools(\?(?!.*watch=)|$)", "status", status=503, times=2, agent=waiter)
@@ -397,6 +399,7 @@ def test_node_pulls_and_api_reads_ride_out_transient_faults(
     assert {n: a.get("kmodlab.io/booted-image") for n, a in fc.workers().items()} == {
         n: proxied for n in fc.workers()}
     assert proxy.count("GET", "/blobs/", "503") == 2 and proxy.count("GET", "/manifests/", "drop") == 1
+    assert proxy.count("GET", "/blobs/", "delay 3s") == 1
     assert api.count("GET", "machineconfigpools", "503") == 3
     assert api.count("GET", "/api/v1/nodes", "drop") == 1
     assert api.count("GET", "watch=", "cut") >= 1
