@@ -6,8 +6,7 @@ the Bearer flow, token reuse per scope, Basic auth, redirects, error mapping."""
 import base64
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -82,19 +81,11 @@ class FakeRegistry(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def registry():
+def registry(serve_http):
     FakeRegistry.log = []
     FakeRegistry.tokens_issued = []
     FakeRegistry.scheme = "bearer"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeRegistry)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1:%d" % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return serve_http(FakeRegistry)
 
 
 def _client(**kwargs):

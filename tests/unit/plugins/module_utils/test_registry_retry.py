@@ -7,8 +7,7 @@ in-process registry (plain HTTP) that fails on purpose: transient answers
 import hashlib
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -56,17 +55,9 @@ class Flaky(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def flaky():
+def flaky(serve_http):
     Flaky.log = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1:%d" % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    return serve_http(Flaky)
 
 
 def _client(**kwargs):
