@@ -744,13 +744,16 @@ class RolloutWaiter(object):
                 except queue.Empty:
                     continue
                 self.apply(item)
-                # Take everything already queued before re-evaluating.
+                evaluations = self.evaluate()
+                # Take everything already queued before deciding, but evaluate
+                # (and so log) after each event: a node that went Working ->
+                # Done within one batch still shows both states in the progress.
                 while True:
                     try:
                         self.apply(events.get_nowait())
                     except queue.Empty:
                         break
-                evaluations = self.evaluate()
+                    evaluations = self.evaluate()
                 decision = self.decide(evaluations)
                 if decision is not None:
                     return self.finish(decision, evaluations)
