@@ -57,6 +57,11 @@ ANNOTATION_BUILD_KEY = LABEL_PREFIX + "build-key"
 ANNOTATION_MODULES = LABEL_PREFIX + "modules"
 ANNOTATION_KERNEL_VERSION = LABEL_PREFIX + "kernel-version"
 ANNOTATION_RELEASE = LABEL_PREFIX + "release"
+# The images the layered image was built from: with the build key they let a
+# rerun tell, from the cluster alone, that it would build the same image.
+ANNOTATION_RELEASE_IMAGE = LABEL_PREFIX + "release-image"
+ANNOTATION_DRIVER_TOOLKIT_IMAGE = LABEL_PREFIX + "driver-toolkit-image"
+ANNOTATION_RHCOS_IMAGE = LABEL_PREFIX + "rhcos-image"
 # JSON list, oldest first, of what our MachineConfig held before each change
 # of its osImageURL (osImageURL and our annotations): rollback returns to the
 # last entry; no entry means our MachineConfig did not exist before.
@@ -70,6 +75,9 @@ _HISTORY_KEYS = {
     "modules": ANNOTATION_MODULES,
     "kernel-version": ANNOTATION_KERNEL_VERSION,
     "release": ANNOTATION_RELEASE,
+    "release-image": ANNOTATION_RELEASE_IMAGE,
+    "driver-toolkit-image": ANNOTATION_DRIVER_TOOLKIT_IMAGE,
+    "rhcos-image": ANNOTATION_RHCOS_IMAGE,
 }
 
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
@@ -143,7 +151,8 @@ def image_problem(image):
 # The object
 
 def build_machineconfig(pool, os_image_url, name_prefix=None, build_key=None, modules=None,
-                        kernel_version=None, release=None):
+                        kernel_version=None, release=None, release_image=None, driver_toolkit_image=None,
+                        rhcos_image=None):
     """Our MachineConfig for ``pool`` (a dict, as the API takes it).
 
     Raises ``MachineConfigError`` on bad input (bad pool or prefix, image not
@@ -171,6 +180,11 @@ def build_machineconfig(pool, os_image_url, name_prefix=None, build_key=None, mo
         annotations[ANNOTATION_KERNEL_VERSION] = str(kernel_version)
     if release:
         annotations[ANNOTATION_RELEASE] = str(release)
+    for annotation, value in ((ANNOTATION_RELEASE_IMAGE, release_image),
+                              (ANNOTATION_DRIVER_TOOLKIT_IMAGE, driver_toolkit_image),
+                              (ANNOTATION_RHCOS_IMAGE, rhcos_image)):
+        if value:
+            annotations[annotation] = str(value)
     metadata = {"name": name, "labels": labels}
     if annotations:
         metadata["annotations"] = annotations
@@ -526,7 +540,10 @@ def rollback_plan(existing, pool, name_prefix=None):
     modules = [m for m in (entry.get("modules") or "").split(",") if m]
     restored = build_machineconfig(pool, entry["osImageURL"], name_prefix=name_prefix,
                                    build_key=entry.get("build-key"), modules=modules,
-                                   kernel_version=entry.get("kernel-version"), release=entry.get("release"))
+                                   kernel_version=entry.get("kernel-version"), release=entry.get("release"),
+                                   release_image=entry.get("release-image"),
+                                   driver_toolkit_image=entry.get("driver-toolkit-image"),
+                                   rhcos_image=entry.get("rhcos-image"))
     annotations = restored["metadata"].setdefault("annotations", {})
     if current:
         annotations[ANNOTATION_ROLLED_BACK_FROM] = current

@@ -108,6 +108,23 @@ options:
   release:
     description: Release version of the cluster, recorded in the annotation C(kmod-layering.io/release).
     type: str
+  release_image:
+    description:
+      - Release image (pullspec by digest) the layered image was built for, recorded in the annotation
+        C(kmod-layering.io/release-image).
+      - With O(driver_toolkit_image), O(rhcos_image), O(kernel_version) and O(build_key) it lets
+        M(ocp.kmod_layering.convergence_check) tell from the cluster alone that a rerun would roll out
+        the same image.
+    type: str
+    version_added: 0.2.0
+  driver_toolkit_image:
+    description: Driver Toolkit image (by digest) the modules were built in, recorded in the annotation C(kmod-layering.io/driver-toolkit-image).
+    type: str
+    version_added: 0.2.0
+  rhcos_image:
+    description: RHCOS image (by digest) the layered image is based on, recorded in the annotation C(kmod-layering.io/rhcos-image).
+    type: str
+    version_added: 0.2.0
   cluster:
     description: Name of the cluster (inventory host), used in messages.
     type: str
@@ -222,7 +239,8 @@ yaml:
 history:
   description:
     - The C(kmod-layering.io/history) entries of the MachineConfig rendered (oldest first), each with
-      C(osImageURL) and the C(build-key), C(modules), C(kernel-version), C(release) it had.
+      C(osImageURL) and the C(build-key), C(modules), C(kernel-version), C(release), C(release-image),
+      C(driver-toolkit-image), C(rhcos-image) it had.
   returned: always
   type: list
   elements: dict
@@ -338,6 +356,9 @@ def main():
             modules=dict(type="list", elements="raw"),
             kernel_version=dict(type="str"),
             release=dict(type="str"),
+            release_image=dict(type="str"),
+            driver_toolkit_image=dict(type="str"),
+            rhcos_image=dict(type="str"),
             cluster=dict(type="str"),
             pools=dict(type="list", elements="dict"),
             machineconfigs=dict(type="list", elements="dict"),
@@ -367,7 +388,9 @@ def main():
             machineconfig = _machineconfig.with_history(_machineconfig.build_machineconfig(
                 params["pool"], params["os_image_url"], name_prefix=params["name_prefix"],
                 build_key=params["build_key"], modules=params["modules"], kernel_version=params["kernel_version"],
-                release=params["release"]), existing[0] if existing else None)
+                release=params["release"], release_image=params["release_image"],
+                driver_toolkit_image=params["driver_toolkit_image"], rhcos_image=params["rhcos_image"]),
+                existing[0] if existing else None)
     except _machineconfig.MachineConfigError as exc:
         module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], to_native(exc)))
     errors = _machineconfig.validate_machineconfig(machineconfig, pool=params["pool"]) if machineconfig else []

@@ -70,6 +70,18 @@ def our_writes(lab: Any) -> dict[str, int]:
     return counts
 
 
+def our_user_agents(lab: Any) -> dict[str, set[str]]:
+    """The product's modules that sent requests to each cluster (the first
+    word of the User-Agent: ocp.kmod_layering.<module>, or kubernetes.core's)."""
+    agents = {}
+    for cluster in lab.clusters:
+        records = RequestLogClient(cluster["api_url"], cluster["token"], lab.ca_file).records()
+        agents[cluster["name"]] = {
+            str(r.get("user_agent", "")).split(" ", 1)[0] for r in records
+            if not str(r.get("user_agent", "")).startswith(LAB_CONTROLLERS)}
+    return agents
+
+
 def api(cluster: dict[str, Any]) -> kubernetes.dynamic.DynamicClient:
     return kubernetes.dynamic.DynamicClient(
         kubernetes.config.new_client_from_config(config_file=cluster["kubeconfig"]))
@@ -144,4 +156,22 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     assert {host: counts["changed"] for host, counts in recap(rerun).items()} == {
         host: 0 for host in recap(rerun)}
     assert manifest_pushes(fleet) == pushes
+    assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
+    # ... and only reads once: every request of ours came from the one
+    # convergence_check per cluster (no resolve, no rollout, no verify).
+    assert our_user_agents(fleet) == {c["name"]: {"ocp.kmod_layering.convergence_check"} for c in fleet.clusters}
+    for cluster in fleet.clusters:
+        report = json.loads((TOP / "kmod-report" / f"{cluster['name']}.json").read_text())
+        assert report["verdict"] == "pass" and report["method"] == "mco_state"
+        assert report["counts"] == {"nodes": 2, "passed": 2, "failed": 0}
+
+    # Changed module options: not converged any more. --check shows the full
+    # path taken, and why, and writes nothing.
+    changed = [dict(modules[0], options=modules[0]["options"] + " extra=1")] + modules[1:]
+    check = site(fleet, "--check", "-e", json.dumps({"kmod_modules": changed}))
+    assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
+    for cluster in fleet.clusters:
+        assert re.search(rf"Cluster {cluster['name']}: full run \(pool worker: MachineConfig \S+: "
+                         r"the module sources or the build recipe changed", check.stdout), check.stdout[-5000:]
+    assert "Would build" in check.stdout
     assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}

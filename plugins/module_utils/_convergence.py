@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) ocp.kmod_layering contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Whether a cluster already runs what a run would roll out (private module
+utility; pure functions).
+
+A converged rerun should cost one read per cluster, not a resolve, a build
+plan, a render and a verification. Our MachineConfig records every input of
+its image (annotations written by the rollout role): the build key, and the
+kernel, Driver Toolkit, RHCOS and release images it was built from. So from
+the cluster's objects alone, plus the module sources and recipe of this run:
+
+- the cluster still runs the release the image was built for
+  (``ClusterVersion.status.desired.image``, or ``kmod_release``), and is not
+  being upgraded;
+- the build key recomputed from the recorded images with this run's sources
+  and recipe equals the recorded one (so the build role would pick the same
+  image), and the image is in this run's repository;
+- every pool renders our MachineConfig with that image and is done on it
+  (``evaluate_pool``, the waiter's own rule);
+- every node is Done on that rendered config (the verify role's
+  ``mco_state`` verdict).
+
+Anything else is "not converged", with the reasons, and the run takes the
+full path for that cluster.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _inspect, _machineconfig, _mco
+
+# The inputs the rollout role records on our MachineConfig for this check.
+RECORDED_INPUTS = (
+    ("build_key", _machineconfig.ANNOTATION_BUILD_KEY),
+    ("kernel_version", _machineconfig.ANNOTATION_KERNEL_VERSION),
+    ("driver_toolkit_image", _machineconfig.ANNOTATION_DRIVER_TOOLKIT_IMAGE),
+    ("rhcos_image", _machineconfig.ANNOTATION_RHCOS_IMAGE),
+    ("release_image", _machineconfig.ANNOTATION_RELEASE_IMAGE),
+)
+
+
+def _object_name(obj):
+    return ((obj or {}).get("metadata") or {}).get("name")
+
+
+def recorded_inputs(machineconfig):
+    """``{build_key, kernel_version, driver_toolkit_image, rhcos_image,
+    release_image, release}`` from our MachineConfig's annotations (missing
+    ones are None)."""
+    annotations = ((machineconfig or {}).get("metadata") or {}).get("annotations") or {}
+    inputs = dict((key, annotations.get(annotation) or None) for key, annotation in RECORDED_INPUTS)
+    inputs["release"] = annotations.get(_machineconfig.ANNOTATION_RELEASE) or None
+    return inputs
+
+
+def desired_release_image(cluster_version):
+    """``status.desired.image`` of the ClusterVersion, else None."""
+    return (((cluster_version or {}).get("status") or {}).get("desired") or {}).get("image") or None
+
+
+def release_matches(inputs, cluster_version, release=None):
+    """None when the recorded release is the one this run resolves, else why not.
+
+    ``release``: ``kmod_release`` (a version or a pullspec), else the
+    cluster's ClusterVersion decides, as in the resolve role.
+    """
+    if release:
+        if release in (inputs.get("release"), inputs.get("release_image")):
+            return None
+        return "kmod_release is %s, the image was built for %s" % (
+            release, inputs.get("release") or inputs.get("release_image"))
+    desired = desired_release_image(cluster_version)
+    if not desired:
+        return "the ClusterVersion names no desired release image"
+    if desired != inputs.get("release_image"):
+        return "the cluster's release is %s, the image was built for %s" % (desired, inputs.get("release_image"))
+    return None
+
+
+def build_key_problem(inputs, modules, recipe):
+    """None when this run's sources and recipe give the recorded build key."""
+    missing = [key for key, _annotation in RECORDED_INPUTS if not inputs.get(key)]
+    if missing:
+        return "it does not record its build inputs (%s): written by an older version or by hand" % ", ".join(missing)
+    key = _build.build_key(inputs["kernel_version"], inputs["driver_toolkit_image"], inputs["rhcos_image"],
+                           modules, recipe)
+    if key != inputs["build_key"]:
+        return "the module sources or the build recipe changed (build key %s, recorded %s)" % (
+            key[:12], inputs["build_key"][:12])
+    return None
+
+
+def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wanted):
+    """Whether the cluster runs what this run would roll out.
+
+    ``pools``, ``nodes``: every MachineConfigPool and Node; ``machineconfigs``:
+    our MachineConfigs (at least); ``rendered_configs``: rendered MachineConfigs
+    by name (those the pools point at); ``wanted``: ``{pools, name_prefix,
+    modules (kmod_sources template entries), recipe (recipe_digest),
+    repository, release, expected_modules}``.
+
+    Returns ``{converged, reasons, image, machineconfigs {pool: name},
+    build_keys {pool: key}, pools [PoolRollout.as_dict()], verdicts [per node,
+    mco_state], nodes_by_pool}``.
+    """
+    reasons = []
+    by_name = dict((_object_name(mc), mc) for mc in machineconfigs or [])
+    pools_by_name = dict((_object_name(p), p) for p in pools or [])
+    repository = _build.validate_repository(wanted["repository"])
+    if _mco.condition_is_true(cluster_version or {}, "Progressing"):
+        reasons.append("the cluster is being upgraded (ClusterVersion Progressing=True)")
+
+    names, keys, images, evaluations, verdicts = {}, {}, {}, [], []
+    for pool_name in wanted["pools"]:
+        name = _machineconfig.machineconfig_name(wanted.get("name_prefix"), pool_name)
+        names[pool_name] = name
+        pool = pools_by_name.get(pool_name)
+        if pool is None:
+            reasons.append("MachineConfigPool %s does not exist" % pool_name)
+            continue
+        ours = by_name.get(name)
+        if ours is None:
+            reasons.append("pool %s: MachineConfig %s does not exist" % (pool_name, name))
+            continue
+        annotations = (ours.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(_machineconfig.ANNOTATION_ROLLED_BACK_FROM):
+            reasons.append("pool %s: MachineConfig %s was rolled back" % (pool_name, name))
+            continue
+        image = (ours.get("spec") or {}).get("osImageURL") or ""
+        images[pool_name] = image
+        inputs = recorded_inputs(ours)
+        keys[pool_name] = inputs["build_key"]
+        problem = (release_matches(inputs, cluster_version, wanted.get("release"))
+                   or build_key_problem(inputs, wanted["modules"], wanted["recipe"]))
+        if problem:
+            reasons.append("pool %s: MachineConfig %s: %s" % (pool_name, name, problem))
+            continue
+        if _machineconfig.image_problem(image) or _inspect.image_repository(image) != repository:
+            reasons.append("pool %s: MachineConfig %s has osImageURL %s, not an image of %s pinned by digest" % (
+                pool_name, name, image or "(none)", repository))
+            continue
+        members = _mco.pool_nodes(pool, pools, nodes)
+        evaluation = _mco.evaluate_pool(pool, members, _mco.RolloutTarget(name, image), rendered_configs)
+        evaluations.append(evaluation.as_dict())
+        if not evaluation.done:
+            reasons.append(evaluation.progress_line())
+            continue
+        rendered_image = _mco.rendered_os_image_url(rendered_configs.get(evaluation.rendered_config))
+        for node in members:
+            verdict = _inspect.mco_state_verdict(node, pool_name, evaluation.rendered_config, rendered_image,
+                                                 image, wanted.get("expected_modules"))
+            verdicts.append(verdict)
+            reasons.extend(verdict["reasons"])
+    distinct = sorted(set(images.values()))
+    if len(distinct) > 1:
+        # One run rolls one image out to every pool of a cluster.
+        reasons.append("the pools run different images: %s" % ", ".join(distinct))
+    return {
+        "converged": not reasons,
+        "reasons": reasons,
+        "image": distinct[0] if len(distinct) == 1 else None,
+        "machineconfigs": names,
+        "build_keys": keys,
+        "pools": evaluations,
+        "verdicts": verdicts,
+    }
