@@ -29,8 +29,8 @@ description:
     that image (the rule of M(ocp.kmod_layering.mco_rollout_wait)); and every
     node of the pool is C(Done) on it (the C(mco_state) verdict of
     M(ocp.kmod_layering.node_inspect)).
-  - A MachineConfig written before these annotations existed is not converged:
-    the full run adds them, once.
+  - A MachineConfig written before these annotations existed is not
+    converged; the full run adds them, once.
   - RV(report) is the verification report the verify role would write from
     the nodes' machine-config state; RV(rollout) has the shape of the
     rollout role's C(kmod_rollout) fact.
@@ -105,7 +105,7 @@ notes:
     backoff within O(request_timeout) times a few attempts; any other API
     error fails the module, naming the cluster.
 author:
-  - ocp.kmod_layering contributors
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
 """
 
 EXAMPLES = r"""
