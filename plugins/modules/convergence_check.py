@@ -208,59 +208,59 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
 )
 
 try:
-    from kubernetes import client as k8s_client_mod
-    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import DynamicApiError
 except ImportError:
     # AnsibleK8SModule reports the missing library.
-    class ApiException(Exception):  # pylint: disable=function-redefined
+    class DynamicApiError(Exception):  # pylint: disable=function-redefined
         status = None
 
 USER_AGENT = "ocp.kmod_layering.convergence_check"
-MCO_GROUP = "machineconfiguration.openshift.io"
+MCO_PATH = "/apis/machineconfiguration.openshift.io/v1"
 
 
 class ClusterReader(object):
-    """The reads of one check, each retried on transient errors."""
+    """The reads of one check, each retried on transient errors.
+
+    Plain GETs through the dynamic client kubernetes.core already made: the
+    typed APIs (CoreV1Api) would import every core model, seconds of CPU per
+    module run, which a fleet-wide converged check pays once per cluster.
+    """
 
     def __init__(self, client, request_timeout):
-        api_client = client.client.client
-        self.core = k8s_client_mod.CoreV1Api(api_client)
-        self.custom = k8s_client_mod.CustomObjectsApi(api_client)
+        self.dynamic = client.client
+        self.host = self.dynamic.client.configuration.host
         self.timeout = (CONNECT_TIMEOUT, request_timeout)
         self.deadline = time.monotonic() + 4 * request_timeout
 
-    def _call(self, fn, *args, **kwargs):
-        kwargs.update(_preload_content=False, _request_timeout=self.timeout)
-        return json.loads(call_with_retry(lambda: fn(*args, **kwargs), self.deadline).data)
+    def _get(self, path, query=None):
+        def get():
+            return self.dynamic.request("GET", path, query_params=list(query or []), serialize=False,
+                                        _request_timeout=self.timeout)
+        return json.loads(call_with_retry(get, self.deadline).data)
+
+    def _get_or_none(self, path):
+        try:
+            return self._get(path)
+        except DynamicApiError as exc:
+            if status_code(exc) == 404:
+                return None
+            raise
 
     def cluster_version(self):
-        try:
-            return self._call(self.custom.get_cluster_custom_object, "config.openshift.io", "v1",
-                              "clusterversions", "version")
-        except ApiException as exc:
-            if status_code(exc) == 404:
-                return None
-            raise
+        return self._get_or_none("/apis/config.openshift.io/v1/clusterversions/version")
 
     def pools(self):
-        return self._call(self.custom.list_cluster_custom_object, MCO_GROUP, "v1",
-                          "machineconfigpools").get("items") or []
+        return self._get(MCO_PATH + "/machineconfigpools").get("items") or []
 
     def our_machineconfigs(self):
-        return self._call(self.custom.list_cluster_custom_object, MCO_GROUP, "v1", "machineconfigs",
-                          label_selector="%s=%s" % (_machineconfig.LABEL_MANAGED_BY,
-                                                    _machineconfig.MANAGED_BY)).get("items") or []
+        selector = "%s=%s" % (_machineconfig.LABEL_MANAGED_BY, _machineconfig.MANAGED_BY)
+        return self._get(MCO_PATH + "/machineconfigs", [("labelSelector", selector)]).get("items") or []
 
     def machineconfig(self, name):
-        try:
-            return self._call(self.custom.get_cluster_custom_object, MCO_GROUP, "v1", "machineconfigs", name)
-        except ApiException as exc:
-            if status_code(exc) == 404:
-                return None
-            raise
+        return self._get_or_none(MCO_PATH + "/machineconfigs/" + name)
 
     def nodes(self):
-        return self._call(self.core.list_node).get("items") or []
+        return self._get("/api/v1/nodes").get("items") or []
 
 
 def write_report(path, report):
@@ -277,7 +277,7 @@ def write_report(path, report):
 
 def check(module, reader):
     params = module.params
-    cluster = params["cluster_name"] or reader.core.api_client.configuration.host
+    cluster = params["cluster_name"] or reader.host
     wanted = {
         "pools": params["pools"],
         "name_prefix": params["name_prefix"],
@@ -309,7 +309,7 @@ def check(module, reader):
             cluster, result["verdicts"], result["image"], wanted["expected_modules"], pools=params["pools"],
             generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         report["method"] = "mco_state"
-        report["api_url"] = reader.core.api_client.configuration.host
+        report["api_url"] = reader.host
         report["table"] = _inspect.table_lines(report)
         report["table_header"] = _inspect.table_header()
         if params["report_file"] and not module.check_mode:
@@ -369,7 +369,7 @@ def main():
         result = check(module, ClusterReader(client, params["request_timeout"]))
     except CoreException as exc:
         module.fail_from_exception(exc)
-    except ApiException as exc:
+    except DynamicApiError as exc:
         body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
         module.fail_json(msg="Cluster %s: Kubernetes API error (%s): %s" % (cluster, status_code(exc), to_native(body)),
                          status=status_code(exc), requests=counter.count)
