@@ -130,7 +130,8 @@ options:
     default: fail
   progress_file:
     description:
-      - File to append progress lines to while waiting (created if missing).
+      - File to append progress lines to while waiting (created if missing,
+        with its directory).
         One line per change of a pool's counts or a node's MCO state, each
         starting with a UTC timestamp and the cluster's API URL.
       - Without it, progress is only returned at the end, in RV(progress).
@@ -333,6 +334,7 @@ pools:
 import copy
 import datetime
 import json
+import os
 import threading
 import time
 
@@ -504,6 +506,13 @@ class RolloutWaiter(object):
         self.progress_fd = None
         if self.params.get("progress_file"):
             try:
+                directory = os.path.dirname(self.params["progress_file"])
+                if directory and not os.path.isdir(directory):
+                    try:
+                        os.makedirs(directory, 0o755)
+                    except OSError:
+                        if not os.path.isdir(directory):  # else another fork made it first
+                            raise
                 # Line buffered, append: safe to tail -f and to share between forks.
                 self.progress_fd = open(self.params["progress_file"], "a", 1)
             except (IOError, OSError) as exc:

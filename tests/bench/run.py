@@ -81,8 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="logs and results (default <state>/bench)")
     parser.add_argument("--doc", help="write the results into this Markdown file's generated section")
     parser.add_argument("--keep", action="store_true", help="leave the lab running at the end")
+    parser.add_argument("--extra-vars", type=json.loads, default={}, metavar="JSON",
+                        help="extra vars (a JSON object) for the fleets' site.yml runs, e.g. "
+                             "'{\"kmod_boot_test\": false}' (default: none)")
     parser.add_argument("--from-results", help="run nothing: table (and --doc) from a results.json of an earlier run")
     args = parser.parse_args(argv)
+    if not isinstance(args.extra_vars, dict):
+        parser.error("--extra-vars must be a JSON object")
     quick = args.quick
     args.scale = [int(s) for s in (args.scale or ("6" if quick else "6,12,24,48")).split(",") if s.strip()]
     if args.fleet is None:
@@ -313,7 +318,8 @@ class Bench:
         """Extra vars of a fleet run: outputs into the work dir (not the
         checkout, others share it), a fresh image repository per fleet."""
         repo = f"{self.lab.registry_host}/{self.repository(size)}"
-        extra = {"kmod_image_repository": repo, "kmod_report_dir": str(self.work / f"report-{size}"),
+        extra = {**self.args.extra_vars, "kmod_image_repository": repo,
+                 "kmod_report_dir": str(self.work / f"report-{size}"),
                  "kmod_rollout_progress_file": str(self.work / f"progress-{size}.log")}
         return ["-e", json.dumps(extra)]
 

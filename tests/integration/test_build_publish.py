@@ -115,6 +115,9 @@ class Fleet:
                     "kmod_image_repository": self.repository,
                     "kmod_cache_dir": str(self.cache),
                     "kmod_modules": modules if modules is not None else self.modules(),
+                    # The boot test gate has tests of its own (test_image_boot_test, e2e):
+                    # here, builds, pushes and digests.
+                    "kmod_boot_test": False,
                 },
                 "children": {
                     "fleet": {

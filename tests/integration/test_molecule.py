@@ -1,11 +1,12 @@
 """The molecule scenario extensions/molecule/pipeline, run by real molecule.
 
 `molecule test -s pipeline` brings up a lab of its own (2 clusters on 2
-releases, 1 worker each, fast nodes; state <ephemeral dir>/lab, port base
-24000), runs the roles resolve, build, publish, rollout and verify through
-playbooks/site.yml, runs them again (molecule's idempotence step: nothing may
-change), checks the clusters from their API servers (verify.yml) and brings the
-lab down. It does not use the session `lab` fixture.
+releases, 1 worker each, fast nodes; state <ephemeral dir>/lab, port base the
+test lab's + 8000: 24000 by default), runs the roles resolve, build, publish,
+rollout and verify through playbooks/site.yml (the boot test gate off: fast
+nodes), runs them again (molecule's idempotence step: nothing may change),
+checks the clusters from their API servers (verify.yml) and brings the lab
+down. It does not use the session `lab` fixture.
 
 The ephemeral directory is given to molecule (MOLECULE_EPHEMERAL_DIRECTORY), so
 the test knows the lab's state path and checks that no lab process is left.
@@ -20,8 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from kmodlab import pytest_plugin
+
 CHECKOUT = Path(__file__).resolve().parents[2]
 VENV_BIN = CHECKOUT / ".venv" / "bin"
+# The scenario's lab ports: 24000 next to the default test lab (16000), and
+# as far from the test lab's of a session given KMODLAB_TEST_PORT_BASE.
+PORT_BASE = pytest_plugin.TEST_PORT_BASE + 8000
 
 pytestmark = pytest.mark.lab
 
@@ -41,6 +47,7 @@ def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
         PYTHONPATH=f"{CHECKOUT / '.build' / 'collections'}{os.pathsep}{CHECKOUT / 'tests'}",
         ANSIBLE_COLLECTIONS_PATH=str(CHECKOUT / ".build" / "collections"),
         MOLECULE_EPHEMERAL_DIRECTORY=str(ephemeral),
+        KMODLAB_MOLECULE_PORT_BASE=str(PORT_BASE),
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_NOCOLOR="1",
         NO_COLOR="1",
@@ -56,7 +63,7 @@ def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
         if left:
             # Leave nothing behind, even when molecule's destroy did not run.
             subprocess.run([str(VENV_BIN / "python"), "-m", "kmodlab", "down"],
-                           env=dict(env, KMODLAB_STATE=str(state), KMODLAB_PORT_BASE="24000"),
+                           env=dict(env, KMODLAB_STATE=str(state), KMODLAB_PORT_BASE=str(PORT_BASE)),
                            capture_output=True, text=True, timeout=300, check=False)
     output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
     assert run.returncode == 0, output[-8000:]
