@@ -42,10 +42,24 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._machineconfig_s
     MACHINECONFIG_SCHEMA,
 )
 
-try:
-    import jsonschema
-except ImportError:  # structural checks only; see validate_machineconfig
-    jsonschema = None
+# Imported on first use (``_jsonschema``): it costs a fifth of a second, and
+# most modules that import this file never validate against the schema.
+_NOT_IMPORTED = object()
+jsonschema = _NOT_IMPORTED
+
+
+def _jsonschema():
+    """The jsonschema module, or None when it is not installed (structural
+    checks only; see validate_machineconfig)."""
+    global jsonschema  # pylint: disable=global-statement
+    if jsonschema is _NOT_IMPORTED:
+        try:
+            import jsonschema as module  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            module = None
+        jsonschema = module
+    return jsonschema
+
 
 DEFAULT_NAME_PREFIX = "99-kmod-layering"
 LABEL_PREFIX = "kmod-layering.io/"
@@ -260,15 +274,16 @@ def to_json_schema(openapi):
 
 
 def jsonschema_available():
-    return jsonschema is not None
+    return _jsonschema() is not None
 
 
 def schema_errors(machineconfig, schema=None):
     """Errors of ``machineconfig`` against the CRD schema with ``jsonschema``
     (an empty list without it; see ``jsonschema_available``)."""
-    if jsonschema is None:
+    module = _jsonschema()
+    if module is None:
         return []
-    validator_class = jsonschema.validators.validator_for({}, default=jsonschema.Draft7Validator)
+    validator_class = module.validators.validator_for({}, default=module.Draft7Validator)
     validator = validator_class(to_json_schema(schema or MACHINECONFIG_SCHEMA))
     return sorted(
         "%s: %s" % ("." + ".".join(str(p) for p in error.absolute_path) if error.absolute_path else "(object)",
