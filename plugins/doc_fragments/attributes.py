@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """C(ocp.kmod_layering.attributes.read_only) and C(.registry_group)."""
+    """C(ocp.kmod_layering.attributes.read_only), C(.registry_group) and C(.cluster_group)."""
 
     # Base fragment: nothing; use one of the named fragments below.
     DOCUMENTATION = r"""
@@ -35,4 +35,15 @@ attributes:
     support: full
     membership:
       - ocp.kmod_layering.registry
+"""
+
+    # Modules of the cluster action group.
+    CLUSTER_GROUP = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/ocp.kmod_layering.cluster) in C(module_defaults) to set the cluster options once.
+    support: full
+    membership:
+      - ocp.kmod_layering.cluster
 """

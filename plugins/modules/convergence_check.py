@@ -36,6 +36,7 @@ description:
     rollout role's C(kmod_rollout) fact.
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML >= 3.11
@@ -46,11 +47,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing is changed, so there is no diff.
-  action_group:
-    description: Use C(group/ocp.kmod_layering.cluster) in C(module_defaults) to set the cluster options once.
-    support: full
-    membership:
-      - ocp.kmod_layering.cluster
 options:
   pools:
     description: The MachineConfigPools the run rolls out to (C(kmod_pools)).

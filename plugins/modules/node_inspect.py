@@ -47,6 +47,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML >= 3.11
@@ -60,11 +61,6 @@ attributes:
   diff_mode:
     support: none
     description: Debug pods are transient; there is no diff.
-  action_group:
-    description: Use C(group/ocp.kmod_layering.cluster) in C(module_defaults) to set the cluster options once.
-    support: full
-    membership:
-      - ocp.kmod_layering.cluster
 options:
   nodes:
     description:
