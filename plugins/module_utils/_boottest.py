@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
 
@@ -78,16 +77,6 @@ def read_cached(path):
     if not isinstance(data, dict) or data.get("ok") is not True or data.get("version") != CACHE_VERSION:
         return None
     return data
-
-
-def write_atomic(path, text):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".boot-test-")
-    with os.fdopen(fd, "w") as stream:
-        stream.write(text)
-    os.rename(tmp, path)
 
 
 def console_tail(text, lines=60):

@@ -665,3 +665,32 @@ def table(reports):
     for report in reports:
         lines.extend(table_lines(report))
     return lines
+
+
+def fleet_summary(reports, clusters):
+    """``(table, totals)`` of a fleet: the fixed-width table of every report,
+    then a line for each cluster of ``clusters`` without a report (it failed
+    or was left out before verify), and the fleet's totals."""
+    reports = [r for r in reports or [] if r]
+    verified = set(r.get("cluster") for r in reports)
+    unverified = [c for c in clusters or [] if c not in verified]
+    lines = table(reports)
+    lines.extend("%s: not verified (failed before or during verify)" % c for c in unverified)
+
+    def clusters_with(verdict):
+        return len([r for r in reports if r.get("verdict") == verdict])
+
+    def nodes(key):
+        return sum(int((r.get("counts") or {}).get(key) or 0) for r in reports)
+
+    totals = {
+        "clusters": len(reports) + len(unverified),
+        "clusters_passed": clusters_with(VERDICT_PASS),
+        "clusters_failed": clusters_with(VERDICT_FAIL),
+        "clusters_skipped": clusters_with(VERDICT_SKIPPED),
+        "clusters_unverified": len(unverified),
+        "nodes": nodes("nodes"),
+        "nodes_passed": nodes("passed"),
+        "nodes_failed": nodes("failed"),
+    }
+    return lines, totals

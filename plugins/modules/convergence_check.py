@@ -28,12 +28,20 @@ description:
     O(repository) pinned by digest; the pool is done on a rendered config with
     that image (the rule of M(ocp.kmod_layering.mco_rollout_wait)); and every
     node of the pool is C(Done) on it (the C(mco_state) verdict of
-    M(ocp.kmod_layering.node_inspect)).
+    M(ocp.kmod_layering.node_inspect)); and, unless O(registry.check) is
+    false, the registry still has the image, which new nodes pull (one HEAD
+    request).
   - A MachineConfig written before these annotations existed is not
     converged; the full run adds them, once.
   - RV(report) is the verification report the verify role would write from
     the nodes' machine-config state; RV(rollout) has the shape of the
     rollout role's C(kmod_rollout) fact.
+  - With O(clusters), one run checks a whole fleet, O(parallel) clusters at
+    a time, and returns each cluster's verdict in RV(clusters). That is how
+    the verify role runs it - once for the fleet rather than once per
+    cluster, so a converged rerun pays the start of one module, not one per
+    cluster. Without it, the module checks the one cluster of the top-level
+    connection options.
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - ocp.kmod_layering.attributes.cluster_group
@@ -48,6 +56,106 @@ attributes:
     support: none
     description: Nothing is changed, so there is no diff.
 options:
+  clusters:
+    description:
+      - The clusters to check, each with its C(name) and, where they differ
+        from the top-level ones, its connection options (those of
+        kubernetes.core - O(kubeconfig), O(context), O(host), O(api_key),
+        O(ca_cert), O(validate_certs) and the others, with the same names and
+        aliases) and its O(pools), O(name_prefix), O(release) and
+        C(report_file).
+      - Each cluster gets a client of its own; nothing of one cluster's
+        kubeconfig carries over to another.
+      - A cluster that cannot be read is not converged (RV(clusters) has its
+        C(msg)); the others are still checked, and the module does not fail.
+      - When set, O(cluster_name) and O(report_file) are not used.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the cluster (the inventory host), the key of RV(clusters).
+        type: str
+        required: true
+      report_file:
+        description: Where to write the cluster's RV(report) when it is converged (not in check mode).
+        type: path
+      pools:
+        description: The cluster's O(pools).
+        type: list
+        elements: str
+      name_prefix:
+        description: The cluster's O(name_prefix).
+        type: str
+      release:
+        description: The cluster's O(release).
+        type: str
+      kubeconfig:
+        description: As the top-level O(kubeconfig).
+        type: raw
+      context:
+        description: As the top-level O(context).
+        type: str
+      host:
+        description: As the top-level O(host).
+        type: str
+      api_key:
+        description: As the top-level O(api_key).
+        type: str
+      username:
+        description: As the top-level O(username).
+        type: str
+      password:
+        description: As the top-level O(password).
+        type: str
+      validate_certs:
+        description: As the top-level O(validate_certs).
+        type: bool
+        aliases: [verify_ssl]
+      ca_cert:
+        description: As the top-level O(ca_cert).
+        type: path
+        aliases: [ssl_ca_cert]
+      client_cert:
+        description: As the top-level O(client_cert).
+        type: path
+        aliases: [cert_file]
+      client_key:
+        description: As the top-level O(client_key).
+        type: path
+        aliases: [key_file]
+      proxy:
+        description: As the top-level O(proxy).
+        type: str
+      no_proxy:
+        description: As the top-level O(no_proxy).
+        type: str
+      proxy_headers:
+        description: As the top-level O(proxy_headers).
+        type: dict
+        suboptions:
+          basic_auth:
+            description: As the top-level O(proxy_headers.basic_auth).
+            type: str
+          proxy_basic_auth:
+            description: As the top-level O(proxy_headers.proxy_basic_auth).
+            type: str
+          user_agent:
+            description: As the top-level O(proxy_headers.user_agent).
+            type: str
+      persist_config:
+        description: As the top-level O(persist_config).
+        type: bool
+      impersonate_user:
+        description: As the top-level O(impersonate_user).
+        type: str
+      impersonate_groups:
+        description: As the top-level O(impersonate_groups).
+        type: list
+        elements: str
+  parallel:
+    description: With O(clusters), how many clusters are read at the same time.
+    type: int
+    default: 8
   pools:
     description: The MachineConfigPools the run rolls out to (C(kmod_pools)).
     type: list
@@ -96,6 +204,60 @@ options:
     description: Seconds to wait for each API response before retrying it.
     type: int
     default: 30
+  registry:
+    description:
+      - How to reach the registry of O(repository), to confirm the image is
+        still there when everything else says converged. A missing image,
+        or a registry that cannot be reached, makes the cluster not
+        converged, with the reason.
+      - The options mean what they mean in the modules of the
+        C(ocp.kmod_layering.registry) action group (for example
+        M(ocp.kmod_layering.registry_image_info)), with the same environment
+        variables; they are nested here because O(validate_certs) is the
+        Kubernetes API's.
+    type: dict
+    default: {}
+    suboptions:
+      check:
+        description: Confirm the image is in the registry (one HEAD request).
+        type: bool
+        default: true
+      auth_file:
+        description:
+          - Path of a registry auth file (C(dockerconfigjson) or a pull secret).
+          - If not set, E(KMOD_REGISTRY_AUTH_FILE), else E(REGISTRY_AUTH_FILE).
+        type: path
+      pull_secret:
+        description: Content of a pull secret, as a dict or JSON text.
+        type: raw
+      username:
+        description:
+          - Username for the registry; wins over O(registry.auth_file).
+          - If not set, E(KMOD_REGISTRY_USERNAME).
+        type: str
+      password:
+        description:
+          - Password or token of O(registry.username).
+          - If not set, E(KMOD_REGISTRY_PASSWORD).
+        type: str
+      credentials_registry:
+        description:
+          - Registry host that O(registry.username) is for.
+          - If not set, E(KMOD_REGISTRY_HOST).
+        type: str
+      ca_path:
+        description:
+          - PEM file of the CA certificate(s) of the registry's TLS certificate.
+          - If not set, E(KMOD_REGISTRY_CA_FILE).
+        type: path
+      validate_certs:
+        description: Verify the registry's TLS certificate.
+        type: bool
+        default: true
+      timeout:
+        description: Timeout of the request, in seconds.
+        type: int
+        default: 60
 notes:
   - Transient API errors (429, 5xx, lost connections) are retried with
     backoff within O(request_timeout) times a few attempts; any other API
@@ -118,30 +280,71 @@ EXAMPLES = r"""
   ansible.builtin.group_by:
     key: converged
   when: convergence.converged
+
+# A whole fleet in one module run (what the verify role does).
+- name: Check every cluster of the play
+  ocp.kmod_layering.convergence_check:
+    clusters:
+      - name: cluster-a
+        kubeconfig: /etc/kubeconfigs/cluster-a
+        report_file: /var/lib/kmod-report/cluster-a.json
+      - name: cluster-b
+        host: https://api.cluster-b.example.com:6443
+        api_key: "{{ cluster_b_token }}"
+        pools: [worker, infra]
+    modules: "{{ sources.modules }}"
+    recipe_files: [roles/build/templates/Containerfile.j2, roles/build/files/check-vermagic.sh]
+    repository: registry.example.com/infra/rhcos-kmods
+    registry:
+      auth_file: /run/secrets/registry-auth.json
+  run_once: true
+  register: fleet
+
+- name: Say which clusters are converged
+  ansible.builtin.debug:
+    msg: "{{ fleet.converged_clusters }}"
+  run_once: true
 """
 
 RETURN = r"""
+clusters:
+  description:
+    - With O(clusters), each cluster's verdict by name - C(converged),
+      C(reasons), C(image), C(build_keys), C(rollout), C(report),
+      C(registry_checked) and C(requests) as described for one cluster
+      below, and C(msg) when the cluster could not be read.
+  returned: when O(clusters) is set
+  type: dict
+converged_clusters:
+  description: With O(clusters), the names of the converged clusters, sorted.
+  returned: when O(clusters) is set
+  type: list
+  elements: str
 converged:
   description: Whether a full run would change nothing on this cluster.
-  returned: always
+  returned: without O(clusters)
   type: bool
 reasons:
   description: Why it is not converged, one sentence each (empty when converged).
-  returned: always
+  returned: without O(clusters)
   type: list
   elements: str
   sample: ["pool worker: MachineConfig 99-kmod-layering-worker: the module sources or the build recipe changed"]
+registry_checked:
+  description: Whether the registry was asked for the image (only when everything else said converged).
+  returned: without O(clusters)
+  type: bool
 image:
   description: The osImageURL our MachineConfigs set, when they agree; else null.
-  returned: always
+  returned: without O(clusters)
   type: str
 build_keys:
   description: Pool name to the build key our MachineConfig records.
-  returned: always
+  returned: without O(clusters)
   type: dict
 rollout:
   description: The cluster's rollout state, with the keys of the rollout role's C(kmod_rollout) fact.
-  returned: always
+  returned: without O(clusters)
   type: dict
   contains:
     cluster:
@@ -174,7 +377,7 @@ report:
   description:
     - The verification report of M(ocp.kmod_layering.node_inspect) with method
       C(mco_state), when converged (verdict C(pass)); else null.
-  returned: always
+  returned: without O(clusters)
   type: dict
 requests:
   description: API requests made.
@@ -185,8 +388,11 @@ requests:
 import copy
 import json
 import os
-import tempfile
+import socket
+import threading
 import time
+
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.common.text.converters import to_native
 
@@ -194,12 +400,23 @@ from ansible_collections.kubernetes.core.plugins.module_utils.args_common import
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _convergence, _inspect, _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _convergence, _files, _inspect, _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._args import (
+    REGISTRY_REQUIRED_TOGETHER,
+    registry_argument_spec,
+    registry_client,
+)
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
+    NotFoundError,
+    RegistryError,
+    parse_pullspec,
+)
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
     CONNECT_TIMEOUT,
     RequestCounter,
     Urllib3HTTPError,
     call_with_retry,
+    k8s_client,
     status_code,
 )
 
@@ -227,8 +444,11 @@ class ClusterReader(object):
         self.host = self.dynamic.client.configuration.host
         self.timeout = (CONNECT_TIMEOUT, request_timeout)
         self.deadline = time.monotonic() + 4 * request_timeout
+        self.requests = 0
 
     def _get(self, path, query=None):
+        self.requests += 1
+
         def get():
             return self.dynamic.request("GET", path, query_params=list(query or []), serialize=False,
                                         _request_timeout=self.timeout)
@@ -259,30 +479,41 @@ class ClusterReader(object):
         return self._get("/api/v1/nodes").get("items") or []
 
 
-def write_report(path, report):
-    """Write ``report`` as JSON, atomically (a reader never sees half a file)."""
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".report-")
-    with os.fdopen(handle, "w") as out:
-        out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+class RegistryCheck(object):
+    """Whether the registry still has an image, asked once per image for all
+    the clusters of the run (they share a handful of images)."""
+
+    def __init__(self, params):
+        self.params = params
+        self.lock = threading.Lock()
+        self.answers = {}
+
+    def reason(self, image):
+        """None when the registry has ``image``, else why the cluster is not
+        converged (a missing image is rebuilt and pushed by the full run; an
+        unreachable registry is reported there, naming the input)."""
+        with self.lock:
+            if image not in self.answers:
+                self.answers[image] = self._ask(image)
+            return self.answers[image]
+
+    def _ask(self, image):
+        try:
+            ref = parse_pullspec(image)
+            client = registry_client(self.params, user_agent=USER_AGENT)
+            client.manifest_digest(ref)
+        except NotFoundError:
+            return "the image %s is no longer in the registry" % image
+        except RegistryError as exc:
+            return "the registry could not confirm the image %s: %s" % (image, to_native(exc))
+        return None
 
 
-def check(module, reader):
-    params = module.params
-    cluster = params["cluster_name"] or reader.host
-    wanted = {
-        "pools": params["pools"],
-        "name_prefix": params["name_prefix"],
-        "modules": params["modules"],
-        "recipe": _build.recipe_digest(params["recipe_files"]),
-        "repository": params["repository"],
-        "release": params["release"],
-        "expected_modules": params["expected_modules"] or [],
-    }
+def check(target, common, reader, registry, check_mode):
+    """The verdict of one cluster: ``target`` has its name, pools, release,
+    name prefix and report file; ``common`` the run's sources and recipe."""
+    cluster = target["name"] or reader.host
+    wanted = dict(common, pools=target["pools"], name_prefix=target["name_prefix"], release=target["release"])
     cluster_version = reader.cluster_version()
     pools = reader.pools()
     ours = reader.our_machineconfigs()
@@ -293,23 +524,28 @@ def check(module, reader):
     for pool in pools:
         configuration = ((pool.get("spec") or {}).get("configuration") or {})
         name = configuration.get("name")
-        if (pool["metadata"]["name"] in params["pools"] and name and name not in rendered
+        if (pool["metadata"]["name"] in wanted["pools"] and name and name not in rendered
                 and names.intersection(s.get("name") for s in configuration.get("source") or [])):
             found = reader.machineconfig(name)
             if found is not None:
                 rendered[name] = found
     result = _convergence.evaluate(cluster_version, pools, nodes, ours, rendered, wanted)
+    registry_checked = bool(result["converged"] and registry is not None)
+    if registry_checked:
+        reason = registry.reason(result["image"])
+        if reason:
+            result.update(converged=False, reasons=[reason])
     report = None
     if result["converged"]:
         report = _inspect.cluster_report(
-            cluster, result["verdicts"], result["image"], wanted["expected_modules"], pools=params["pools"],
+            cluster, result["verdicts"], result["image"], wanted["expected_modules"], pools=wanted["pools"],
             generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         report["method"] = "mco_state"
         report["api_url"] = reader.host
         report["table"] = _inspect.table_lines(report)
         report["table_header"] = _inspect.table_header()
-        if params["report_file"] and not module.check_mode:
-            write_report(params["report_file"], report)
+        if target["report_file"] and not check_mode:
+            _files.write_atomic(target["report_file"], json.dumps(report, indent=2, sort_keys=True) + "\n")
     rollout = {
         "cluster": cluster,
         "image": result["image"] or "",
@@ -322,13 +558,32 @@ def check(module, reader):
         "progress_file": "",
         "converged": True,
     }
-    return dict(changed=False, converged=result["converged"], reasons=result["reasons"], image=result["image"],
-                build_keys=result["build_keys"], rollout=rollout, report=report)
+    return dict(converged=result["converged"], reasons=result["reasons"], image=result["image"],
+                build_keys=result["build_keys"], rollout=rollout, report=report, registry_checked=registry_checked)
+
+
+# Per cluster: the connection options of kubernetes.core (the top-level ones
+# are the defaults) and what may differ between clusters of one run.
+CLUSTER_OPTIONS = ("pools", "name_prefix", "release", "report_file")
+
+
+def cluster_options():
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(
+        name=dict(type="str", required=True),
+        pools=dict(type="list", elements="str"),
+        name_prefix=dict(type="str"),
+        release=dict(type="str"),
+        report_file=dict(type="path"),
+    )
+    return spec
 
 
 def argument_spec():
     spec = copy.deepcopy(AUTH_ARG_SPEC)
     spec.update(
+        clusters=dict(type="list", elements="dict", options=cluster_options()),
+        parallel=dict(type="int", default=8),
         pools=dict(type="list", elements="str", default=["worker"]),
         name_prefix=dict(type="str", default=_machineconfig.DEFAULT_NAME_PREFIX),
         modules=dict(type="list", elements="dict", required=True),
@@ -339,41 +594,138 @@ def argument_spec():
         cluster_name=dict(type="str"),
         report_file=dict(type="path"),
         request_timeout=dict(type="int", default=30),
+        registry=dict(type="dict", default={}, apply_defaults=True, options=registry_options(),
+                      required_together=REGISTRY_REQUIRED_TOGETHER),
     )
     return spec
+
+
+def registry_options():
+    options = registry_argument_spec()
+    # Only a HEAD request: nothing to cache.
+    del options["cache_dir"]
+    options["check"] = dict(type="bool", default=True)
+    return options
+
+
+def targets(params):
+    """One dict per cluster to check: its name, connection options (the
+    top-level ones fill in what an entry of ``clusters`` leaves unset) and
+    what may differ between clusters."""
+    if not params["clusters"]:
+        target = dict((key, params[key]) for key in AUTH_ARG_SPEC)
+        target.update((key, params[key]) for key in CLUSTER_OPTIONS)
+        target["name"] = params["cluster_name"]
+        return [target]
+    found = []
+    for entry in params["clusters"]:
+        target = dict((key, entry[key] if entry[key] is not None else params[key]) for key in AUTH_ARG_SPEC)
+        target.update((key, entry[key] if entry[key] is not None else params[key]) for key in CLUSTER_OPTIONS)
+        target["name"] = entry["name"]
+        # One report file per cluster: the top-level one is for one cluster only.
+        target["report_file"] = entry["report_file"]
+        found.append(target)
+    return found
+
+
+def api_client(target):
+    """kubernetes.core's client for one cluster.
+
+    kubernetes.core builds every client from the kubernetes library's default
+    Configuration, into which it loads the kubeconfig: start each cluster from
+    a clean one, so nothing of one cluster's kubeconfig (CA, client
+    certificate, token) carries over to the next.
+    """
+    k8s_client.Configuration.set_default(k8s_client.Configuration())
+    return get_api_client(**dict((key, target[key]) for key in AUTH_ARG_SPEC))
+
+
+def api_error(cluster, exc):
+    """(message, status) of an error reading ``cluster``."""
+    if isinstance(exc, DynamicApiError):
+        body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
+        return "Cluster %s: Kubernetes API error (%s): %s" % (cluster, status_code(exc), to_native(body)), \
+            status_code(exc)
+    if isinstance(exc, CoreException):
+        return "Cluster %s: %s" % (cluster, to_native(exc)), None
+    return "Cluster %s: could not talk to the API: %s" % (cluster, to_native(exc)), None
+
+
+def check_all(params, check_mode, registry):
+    """{cluster name: verdict}; a cluster that cannot be read is not
+    converged, with ``msg`` (the others are still checked)."""
+    common = {
+        "modules": params["modules"],
+        "recipe": _build.recipe_digest(params["recipe_files"]),
+        "repository": params["repository"],
+        "expected_modules": params["expected_modules"] or [],
+    }
+    results = {}
+    # kubernetes.core sets up a client through the kubernetes library's
+    # default Configuration, a process-wide global: one client at a time
+    # (a first contact costs one discovery GET), the reads in parallel.
+    client_lock = threading.Lock()
+
+    def one(target):
+        name = target["name"] or "(cluster not named)"
+        reader = None
+        try:
+            with client_lock:
+                reader = ClusterReader(api_client(target), params["request_timeout"])
+            verdict = check(target, common, reader, registry, check_mode)
+        except (DynamicApiError, CoreException, Urllib3HTTPError, OSError, ValueError) as exc:
+            msg, status = api_error(name, exc)
+            verdict = dict(converged=False, reasons=[], msg=msg, status=status)
+        verdict["requests"] = reader.requests if reader else 0
+        return name, verdict
+
+    clusters = targets(params)
+    with ThreadPoolExecutor(max_workers=max(1, min(params["parallel"], len(clusters)))) as pool:
+        for name, verdict in pool.map(one, clusters):
+            results[name] = verdict
+    return results
+
+
+def validate(module):
+    params = module.params
+    if params["request_timeout"] <= 0:
+        module.fail_json(msg="request_timeout must be a positive number of seconds")
+    if params["parallel"] <= 0:
+        module.fail_json(msg="parallel must be a positive number of clusters")
+    names = [entry["name"] for entry in params["clusters"] or []]
+    duplicates = sorted(set(n for n in names if names.count(n) > 1))
+    if duplicates:
+        module.fail_json(msg="clusters: each name once, found %s more than once" % ", ".join(duplicates))
+    try:
+        _build.validate_repository(params["repository"])
+        for target in targets(params):
+            for pool in target["pools"]:
+                _machineconfig.machineconfig_name(target["name_prefix"], pool)
+    except (_build.BuildInputError, _machineconfig.MachineConfigError) as exc:
+        module.fail_json(msg="%s: %s" % (("Cluster %s" % params["cluster_name"]) if not params["clusters"]
+                                         and params["cluster_name"] else "convergence_check", to_native(exc)))
+    for path in params["recipe_files"]:
+        if not os.path.isfile(path):
+            module.fail_json(msg="recipe_files: %s is not a file" % path)
 
 
 def main():
     module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    cluster = params["cluster_name"] or "(cluster not named)"
-    if params["request_timeout"] <= 0:
-        module.fail_json(msg="request_timeout must be a positive number of seconds")
-    try:
-        _build.validate_repository(params["repository"])
-        for pool in params["pools"]:
-            _machineconfig.machineconfig_name(params["name_prefix"], pool)
-    except (_build.BuildInputError, _machineconfig.MachineConfigError) as exc:
-        module.fail_json(msg="Cluster %s: %s" % (cluster, to_native(exc)))
-    for path in params["recipe_files"]:
-        if not os.path.isfile(path):
-            module.fail_json(msg="recipe_files: %s is not a file" % path)
-    counter = RequestCounter(USER_AGENT)
-    try:
-        counter.install()
-        client = get_api_client(module=module)
-        result = check(module, ClusterReader(client, params["request_timeout"]))
-    except CoreException as exc:
-        module.fail_from_exception(exc)
-    except DynamicApiError as exc:
-        body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
-        module.fail_json(msg="Cluster %s: Kubernetes API error (%s): %s" % (cluster, status_code(exc), to_native(body)),
-                         status=status_code(exc), requests=counter.count)
-    except (Urllib3HTTPError, OSError, ValueError) as exc:
-        module.fail_json(msg="Cluster %s: could not talk to the API: %s" % (cluster, to_native(exc)),
-                         requests=counter.count)
-    result["requests"] = counter.count
-    module.exit_json(**result)
+    validate(module)
+    counter = RequestCounter(USER_AGENT).install()
+    # Requests that take no timeout of their own (the client's discovery on a
+    # first contact) must not hang on a silent cluster either.
+    socket.setdefaulttimeout(params["request_timeout"])
+    registry = RegistryCheck(params["registry"]) if params["registry"]["check"] else None
+    results = check_all(params, module.check_mode, registry)
+    if params["clusters"]:
+        module.exit_json(changed=False, clusters=results, requests=counter.count,
+                         converged_clusters=sorted(name for name, r in results.items() if r["converged"]))
+    result = list(results.values())[0]
+    if "msg" in result:
+        module.fail_json(**result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

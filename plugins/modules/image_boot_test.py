@@ -212,7 +212,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest, _files, _rootfs
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
@@ -299,12 +299,12 @@ def main():
     if params["results_dir"]:
         try:
             log_path = cache_path[:-len(".json")] + ".console.log"
-            _boottest.write_atomic(log_path, boot.console)
+            _files.write_atomic(log_path, boot.console)
             result["console_log"] = log_path
             if ok:
                 record = dict((k, summary.get(k)) for k in KEPT)
                 record.update(version=_boottest.CACHE_VERSION, image=image, digest=digest)
-                _boottest.write_atomic(cache_path, json.dumps(record, sort_keys=True))
+                _files.write_atomic(cache_path, json.dumps(record, sort_keys=True))
         except (IOError, OSError) as exc:
             module.warn("Could not keep the boot test verdict in %s: %s" % (params["results_dir"], to_native(exc)))
     if not ok:

@@ -289,13 +289,10 @@ dest:
   type: str
 """
 
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes, to_native
+from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files, _machineconfig
 
 try:
     import yaml
@@ -318,31 +315,12 @@ def _subset(wanted, actual):
 
 def write_dest(module, path, content):
     """Write ``content`` to ``path`` if it differs; returns (changed, diff)."""
-    before = ""
-    if os.path.exists(path):
-        if not os.path.isfile(path):
-            module.fail_json(msg="dest %s exists and is not a regular file" % path)
-        with open(path, "rb") as stream:
-            before = stream.read().decode("utf-8", "replace")
-    changed = before != content
-    diff = {"before": before, "after": content, "before_header": path, "after_header": path}
-    if changed and not module.check_mode:
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".machineconfig-")
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(to_bytes(content))
-            if not os.path.exists(path):
-                mode = module.params["mode"]
-                os.chmod(tmp, int(mode, 8) if isinstance(mode, str) else int(mode))
-            else:
-                os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-            module.atomic_move(tmp, path)
-        except (IOError, OSError, ValueError) as exc:
-            module.fail_json(msg="Cannot write dest %s: %s" % (path, to_native(exc)))
-    return changed, diff
+    mode = module.params["mode"]
+    try:
+        return _files.write_if_changed(path, content, int(mode, 8) if isinstance(mode, str) else int(mode),
+                                       check_mode=module.check_mode)
+    except (IOError, OSError, ValueError) as exc:
+        module.fail_json(msg="Cannot write dest %s: %s" % (path, to_native(exc)))
 
 
 def main():

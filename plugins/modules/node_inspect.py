@@ -401,13 +401,21 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
 )
 
 try:
-    from kubernetes import client as k8s_client_mod
     from kubernetes import watch as k8s_watch
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import DynamicApiError
+    from kubernetes.dynamic.resource import Resource
 except ImportError:
     # AnsibleK8SModule reports the missing library.
     class ApiException(Exception):  # pylint: disable=function-redefined
         status = None
+
+    DynamicApiError = ApiException
+    Resource = None
+
+# The dynamic client raises DynamicApiError (NotFoundError, ConflictError, ...);
+# a watch's ERROR event raises a plain ApiException: every handler takes both.
+MERGE_PATCH = "application/merge-patch+json"
 
 USER_AGENT = "ocp.kmod_layering.node_inspect"
 MAX_WATCH_SECONDS = 120
@@ -458,9 +466,16 @@ class Inspector(object):
         self.params = module.params
         self.client = client
         self.cluster = client.configuration.host
-        api_client = client.client.client
-        self.core = k8s_client_mod.CoreV1Api(api_client)
-        self.custom = k8s_client_mod.CustomObjectsApi(api_client)
+        # The dynamic client kubernetes.core made, with fixed, well-known API
+        # paths (no discovery): the typed APIs (CoreV1Api, CustomObjectsApi)
+        # would import their models, seconds of CPU per module run.
+        self.dynamic = client.client
+        self.node_api = self._resource("api", "", "Node", "nodes", False)
+        self.namespace_api = self._resource("api", "", "Namespace", "namespaces", False)
+        self.pod_api = self._resource("api", "", "Pod", "pods", True)
+        self.pool_api = self._resource("apis", _mco.MCO_API_GROUP, "MachineConfigPool", "machineconfigpools", False)
+        self.mc_api = self._resource("apis", _mco.MCO_API_GROUP, "MachineConfig", "machineconfigs", False)
+        self.tag_api = self._resource("apis", "image.openshift.io", "ImageStreamTag", "imagestreamtags", True)
         self.namespace = self.params["namespace"]
         self.started = time.monotonic()
         self.deadline = self.started + self.params["timeout"]
@@ -476,14 +491,18 @@ class Inspector(object):
 
     # --- API --------------------------------------------------------------
 
+    def _resource(self, prefix, group, kind, name, namespaced):
+        return Resource(prefix=prefix, group=group, api_version="v1", kind=kind, name=name,
+                        namespaced=namespaced, client=self.dynamic)
+
     def _json(self, response):
         return json.loads(response.data)
 
     def list_nodes(self, label_selector=None):
-        kwargs = {"_preload_content": False}
+        kwargs = {"serialize": False}
         if label_selector:
             kwargs["label_selector"] = label_selector
-        return self._json(_retry(lambda: self.core.list_node(**kwargs), self.deadline)).get("items") or []
+        return self._json(_retry(lambda: self.node_api.get(**kwargs), self.deadline)).get("items") or []
 
     def select_nodes(self):
         """[(node name, pool or None)]."""
@@ -494,9 +513,9 @@ class Inspector(object):
             return [(n["metadata"]["name"], None) for n in self.list_nodes(params["node_selector"])]
         pools_wanted = params["pools"] or ["worker"]
         try:
-            pools = self._json(_retry(lambda: self.custom.list_cluster_custom_object(
-                _mco.MCO_API_GROUP, "v1", "machineconfigpools", _preload_content=False), self.deadline)).get("items") or []
-        except ApiException as exc:
+            pools = self._json(_retry(lambda: self.pool_api.get(serialize=False),
+                                      self.deadline)).get("items") or []
+        except (DynamicApiError, ApiException) as exc:
             if _status(exc) == 404:
                 self.module.fail_json(msg="Cluster %s serves no MachineConfigPools (%s/v1): is it OpenShift? "
                                           "Use nodes or node_selector." % (self.cluster, _mco.MCO_API_GROUP))
@@ -521,20 +540,19 @@ class Inspector(object):
         if self.image:
             return self.image
         try:
-            tag = self._json(self.custom.get_namespaced_custom_object(
-                "image.openshift.io", "v1", "openshift", "imagestreamtags", "tools:latest", _preload_content=False))
+            tag = self._json(self.tag_api.get(name="tools:latest", namespace="openshift", serialize=False))
             reference = ((tag.get("image") or {}).get("dockerImageReference"))
             if reference:
                 return reference
-        except ApiException as exc:
+        except (DynamicApiError, ApiException) as exc:
             if _status(exc) not in (403, 404):
                 raise
         return _inspect.FALLBACK_IMAGE
 
     def ensure_namespace(self):
         try:
-            existing = self._json(self.core.read_namespace(self.namespace, _preload_content=False))
-        except ApiException as exc:
+            existing = self._json(self.namespace_api.get(name=self.namespace, serialize=False))
+        except (DynamicApiError, ApiException) as exc:
             if _status(exc) != 404:
                 raise
             existing = None
@@ -543,15 +561,16 @@ class Inspector(object):
                 self.module.fail_json(msg="Namespace %s does not exist on cluster %s and create_namespace is false."
                                           % (self.namespace, self.cluster))
             try:
-                self.core.create_namespace(_inspect.debug_namespace(self.namespace), _preload_content=False)
+                self.namespace_api.create(body=_inspect.debug_namespace(self.namespace), serialize=False)
                 self.changed = True
-            except ApiException as exc:
+            except (DynamicApiError, ApiException) as exc:
                 if _status(exc) != 409:  # created meanwhile by a parallel run
                     raise
             return
         patch = _inspect.namespace_patch(existing)
         if patch and self.params["create_namespace"]:
-            self.core.patch_namespace(self.namespace, patch, _preload_content=False)
+            # Labels and annotations only: a JSON merge patch (maps merge).
+            self.namespace_api.patch(name=self.namespace, body=patch, content_type=MERGE_PATCH, serialize=False)
             self.changed = True
 
     # --- pods ---------------------------------------------------------------
@@ -560,12 +579,12 @@ class Inspector(object):
         body = _inspect.debug_pod(job.node, job.command, self.namespace, self.image, self.run_id, job.index)
         job.pod_name = body["metadata"]["name"]
         try:
-            created = _retry(lambda: self.core.create_namespaced_pod(self.namespace, body, _preload_content=False),
+            created = _retry(lambda: self.pod_api.create(body=body, namespace=self.namespace, serialize=False),
                              self.deadline)
             job.pod = self._json(created)
             job.created = True
             self.pods_created += 1
-        except ApiException as exc:
+        except (DynamicApiError, ApiException) as exc:
             if _status(exc) == 409:
                 # A retried create whose first attempt went through: the pod is ours.
                 job.created = True
@@ -578,10 +597,14 @@ class Inspector(object):
     def finish(self, job, pod):
         job.pod = pod
         job.done = True
+        path = "%s/log" % self.pod_api.path(name=job.pod_name, namespace=self.namespace)
         try:
-            job.stdout = to_native(_retry(lambda: self.core.read_namespaced_pod_log(
-                job.pod_name, self.namespace, container=_inspect.CONTAINER_NAME), self.deadline) or "")
-        except ApiException as exc:
+            # Text, not JSON. A fresh query list per attempt: request() appends to it.
+            log = _retry(lambda: self.dynamic.request(
+                "GET", path, query_params=[("container", _inspect.CONTAINER_NAME)], serialize=False),
+                self.deadline).data
+            job.stdout = to_native(log) if log else ""
+        except (DynamicApiError, ApiException) as exc:
             job.error = "cannot read the log of debug pod %s: %s" % (job.pod_name, _status(exc))
         self.delete(job)
 
@@ -589,10 +612,10 @@ class Inspector(object):
         if not job.created or job.deleted:
             return
         try:
-            self.core.delete_namespaced_pod(job.pod_name, self.namespace, grace_period_seconds=0,
-                                            _preload_content=False)
+            self.pod_api.delete(name=job.pod_name, namespace=self.namespace, grace_period_seconds=0,
+                                serialize=False)
             job.deleted = True
-        except ApiException as exc:
+        except (DynamicApiError, ApiException) as exc:
             if _status(exc) == 404:
                 job.deleted = True
             else:
@@ -601,8 +624,8 @@ class Inspector(object):
             self.pods_left.append("%s/%s" % (self.namespace, job.pod_name))
 
     def list_pods(self):
-        listing = self._json(_retry(lambda: self.core.list_namespaced_pod(
-            self.namespace, label_selector="%s=%s" % (_inspect.LABEL_RUN, self.run_id), _preload_content=False),
+        listing = self._json(_retry(lambda: self.pod_api.get(
+            namespace=self.namespace, label_selector="%s=%s" % (_inspect.LABEL_RUN, self.run_id), serialize=False),
             self.deadline))
         return listing.get("items") or [], (listing.get("metadata") or {}).get("resourceVersion")
 
@@ -639,10 +662,10 @@ class Inspector(object):
             watcher = k8s_watch.Watch()
             try:
                 for event in watcher.stream(
-                        self.core.list_namespaced_pod, self.namespace,
+                        self.pod_api.get, namespace=self.namespace,
                         label_selector="%s=%s" % (_inspect.LABEL_RUN, self.run_id),
                         resource_version=version, timeout_seconds=seconds, allow_watch_bookmarks=True,
-                        _request_timeout=(CONNECT_TIMEOUT, seconds + READ_TIMEOUT_MARGIN)):
+                        serialize=False, _request_timeout=(CONNECT_TIMEOUT, seconds + READ_TIMEOUT_MARGIN)):
                     failures = 0
                     obj = event.get("raw_object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
@@ -659,7 +682,7 @@ class Inspector(object):
                     for pod in items:
                         seen(pod)
                     start_more()
-            except ApiException as exc:
+            except (DynamicApiError, ApiException) as exc:
                 if _status(exc) == 410 or _status(exc) in TRANSIENT_STATUS:
                     failures += 1
                     items, version = self.list_pods()
@@ -736,8 +759,7 @@ class Inspector(object):
             pool_spec = self.pool_objects[pool].get("spec") or {}
             target = (pool_spec.get("configuration") or {}).get("name")
             if target and target not in rendered_images:
-                rendered = self._json(_retry(lambda: self.custom.get_cluster_custom_object(
-                    _mco.MCO_API_GROUP, "v1", "machineconfigs", target, _preload_content=False), self.deadline))
+                rendered = self._json(_retry(lambda: self.mc_api.get(name=target, serialize=False), self.deadline))
                 rendered_images[target] = (rendered.get("spec") or {}).get("osImageURL")
             verdicts.append(_inspect.mco_state_verdict(
                 self.node_objects[node], pool, target, rendered_images.get(target),
@@ -871,7 +893,7 @@ def main():
         module.exit_json(**inspector.run())
     except CoreException as exc:
         module.fail_from_exception(exc)
-    except ApiException as exc:
+    except (DynamicApiError, ApiException) as exc:
         body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
         module.fail_json(msg="Kubernetes API error (%s): %s" % (_status(exc), to_native(body)), status=_status(exc))
     except (Urllib3HTTPError, OSError, ValueError) as exc:

@@ -8,10 +8,13 @@ servers' request logs (writes)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,8 @@ def site(lab: Any, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def converged_play(lab: Any, extra_vars: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def converged_play(lab: Any, extra_vars: dict[str, Any],
+                   extra_inventory: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
     """Only site.yml's first play (the verify role's `converged` entry point)."""
     play = Path(lab.inventory).parent / "converged-only.yml"
     play.write_text(yaml.safe_dump([{
@@ -50,8 +54,13 @@ def converged_play(lab: Any, extra_vars: dict[str, Any]) -> subprocess.Completed
             {"ansible.builtin.debug": {
                 "msg": "{{ inventory_hostname }} converged={{ inventory_hostname in groups['kmod_converged'] | default([]) }}"}},
         ]}]))
+    inventories = ["-i", lab.inventory]
+    if extra_inventory:
+        extra = Path(lab.inventory).parent / "converged-extra-inventory.yml"
+        extra.write_text(yaml.safe_dump(extra_inventory))
+        inventories += ["-i", str(extra)]
     return subprocess.run(
-        ["ansible-playbook", "-i", lab.inventory, str(play), "-e", json.dumps(extra_vars)],
+        ["ansible-playbook", *inventories, str(play), "-e", json.dumps(extra_vars)],
         env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
         capture_output=True, text=True, timeout=600, check=False,
     )
@@ -102,6 +111,24 @@ def our_user_agents(lab: Any) -> dict[str, set[str]]:
 def api(cluster: dict[str, Any]) -> kubernetes.dynamic.DynamicClient:
     return kubernetes.dynamic.DynamicClient(
         kubernetes.config.new_client_from_config(config_file=cluster["kubeconfig"]))
+
+
+def registry_manifest(lab: Any, image: str, method: str = "GET",
+                      body: tuple[bytes, str] | None = None) -> tuple[bytes, str]:
+    """One manifest request to the lab registry (Basic auth): GET returns the
+    manifest and its media type; DELETE removes it; PUT stores ``body``."""
+    repository, digest = image.split("/", 1)[1].split("@", 1)
+    request = urllib.request.Request(
+        f"https://{lab.registry['host']}/v2/{repository}/manifests/{digest}", method=method,
+        data=body[0] if body else None)
+    credentials = f"{lab.registry['username']}:{lab.registry['password']}".encode()
+    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
+    request.add_header("Accept", "application/vnd.oci.image.manifest.v1+json, "
+                                 "application/vnd.docker.distribution.manifest.v2+json")
+    if body:
+        request.add_header("Content-Type", body[1])
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=lab.ca_file), timeout=30) as answer:
+        return answer.read(), answer.headers.get("Content-Type", "")
 
 
 def reset_request_logs(lab: Any) -> None:
@@ -192,3 +219,31 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
                          r"the module sources or the build recipe changed", check.stdout), check.stdout[-5000:]
         assert f"{cluster['name']} converged=False" in check.stdout
     assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
+
+    # The image gone from the registry (new nodes could not pull it): that
+    # cluster takes the full path, which pushes it again; the other one is
+    # still converged. The manifest is put back afterwards.
+    gone, kept = fleet.clusters
+    image = json.loads((TOP / "kmod-report" / f"{gone['name']}.json").read_text())["expected_image"]
+    manifest = registry_manifest(fleet, image)
+    registry_manifest(fleet, image, "DELETE")
+    try:
+        check = converged_play(fleet, {})
+        assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
+        assert re.search(rf"Cluster {gone['name']}: full run \(the image {re.escape(image)} is no longer in the registry\)",
+                         check.stdout), check.stdout[-5000:]
+        assert f"{gone['name']} converged=False" in check.stdout
+        assert f"{kept['name']} converged=True" in check.stdout
+    finally:
+        registry_manifest(fleet, image, "PUT", manifest)
+
+    # One module run checks the whole fleet: a cluster that cannot be reached
+    # takes the full path, with the reason, and the others are still checked.
+    check = converged_play(fleet, {}, {"all": {"hosts": {"lab-gone": {
+        "kmod_api_url": "https://127.0.0.1:1", "kmod_api_key": "not-a-real-token"}}}})
+    assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
+    assert re.search(r"Cluster lab-gone: full run \(Cluster lab-gone: could not talk to the API: .*\)", check.stdout), \
+        check.stdout[-5000:]
+    assert "lab-gone converged=False" in check.stdout
+    for cluster in fleet.clusters:
+        assert f"{cluster['name']} converged=True" in check.stdout

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest, _files
 
 IMAGE = "registry.example.com/infra/rhcos-kmods@sha256:" + "a" * 64
 KVER = "6.1.0-55-cloud-amd64"
@@ -54,11 +54,11 @@ def test_cache_file_is_per_digest_and_module_set(tmp_path):
 def test_only_a_passing_verdict_is_read_back(tmp_path):
     path = str(tmp_path / "v.json")
     assert _boottest.read_cached(path) is None
-    _boottest.write_atomic(path, json.dumps({"ok": False, "version": _boottest.CACHE_VERSION}))
+    _files.write_atomic(path, json.dumps({"ok": False, "version": _boottest.CACHE_VERSION}))
     assert _boottest.read_cached(path) is None
-    _boottest.write_atomic(path, "{truncated")
+    _files.write_atomic(path, "{truncated")
     assert _boottest.read_cached(path) is None
-    _boottest.write_atomic(path, json.dumps({"ok": True, "version": _boottest.CACHE_VERSION, "kernel": KVER}))
+    _files.write_atomic(path, json.dumps({"ok": True, "version": _boottest.CACHE_VERSION, "kernel": KVER}))
     assert _boottest.read_cached(path)["kernel"] == KVER
 
 

@@ -292,6 +292,23 @@ def test_empty_pool_passes_with_a_warning_and_check_mode_skips():
     assert skipped["verdict"] == "skipped" and "skipped" in _inspect.table_lines(skipped)[0]
 
 
+def test_fleet_summary_counts_every_verdict_and_names_the_unverified():
+    ok = _inspect.node_verdict("worker-0", LAYERED, MODULES, outputs(), pool="worker")
+    bad = _inspect.node_verdict("worker-1", LAYERED, MODULES + [{"name": "mydrv"}], outputs(), pool="worker")
+    failing = _inspect.cluster_report("lab-a", [ok, bad], LAYERED, MODULES, pools=["worker"])
+    passing = _inspect.cluster_report("lab-b", [ok], LAYERED, MODULES, pools=["worker"])
+    skipped = _inspect.cluster_report("lab-c", [], LAYERED, MODULES, skipped_reason="check mode")
+    lines, totals = _inspect.fleet_summary([failing, None, passing, skipped], ["lab-a", "lab-b", "lab-c", "lab-d"])
+    assert totals == {"clusters": 4, "clusters_passed": 1, "clusters_failed": 1, "clusters_skipped": 1,
+                      "clusters_unverified": 1, "nodes": 3, "nodes_passed": 2, "nodes_failed": 1}
+    assert lines[:-1] == _inspect.table([failing, passing, skipped])
+    assert lines[-1] == "lab-d: not verified (failed before or during verify)"
+    # No report at all: the header, then every cluster as not verified.
+    lines, totals = _inspect.fleet_summary([], ["lab-a"])
+    assert lines == _inspect.table_header() + ["lab-a: not verified (failed before or during verify)"]
+    assert totals["clusters"] == 1 and totals["nodes"] == 0
+
+
 # ---------------------------------------------------------------- debug pods
 
 
