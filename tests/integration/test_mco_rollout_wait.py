@@ -435,11 +435,13 @@ def test_dropped_watch_and_410_gone_resume_by_relisting(cluster, tls, tmp_path):
     join_ok(driver)
     assert not result.get("failed"), result.get("msg")
     assert result["done"] is True and result["pools"][0]["status_config"] == NEW
-    # After the restart: resuming from the old resourceVersion got 410 Gone,
-    # so pools and nodes were listed a second time, then watched again.
+    # After the restart: resuming from the old resourceVersion (a second
+    # watch) got 410 Gone, so pools and nodes were listed a second time. A
+    # third watch follows only if that list did not already show the rollout
+    # done, which is a race with the scripted MCO: not asserted.
     for resource in ("machineconfigpools", "nodes"):
         assert server.count_requests(verb="list", resource=resource) == 2
-        assert server.count_requests(verb="watch", resource=resource) >= 3
+        assert server.count_requests(verb="watch", resource=resource) >= 2
 
 
 def test_credentials_from_k8s_auth_env_and_check_mode(cluster, tls, tmp_path):
