@@ -68,7 +68,9 @@ options:
         kubeconfig carries over to another.
       - A cluster that cannot be read is not converged (RV(clusters) has its
         C(msg)); the others are still checked, and the module does not fail.
-      - When set, O(cluster_name) and O(report_file) are not used.
+      - When set, O(cluster_name) and O(report_file) are not used, and the
+        top-level connection options only fill in the entries; an empty list
+        checks nothing.
     type: list
     elements: dict
     suboptions:
@@ -612,7 +614,7 @@ def targets(params):
     """One dict per cluster to check: its name, connection options (the
     top-level ones fill in what an entry of ``clusters`` leaves unset) and
     what may differ between clusters."""
-    if not params["clusters"]:
+    if params["clusters"] is None:
         target = dict((key, params[key]) for key in AUTH_ARG_SPEC)
         target.update((key, params[key]) for key in CLUSTER_OPTIONS)
         target["name"] = params["cluster_name"]
@@ -702,7 +704,7 @@ def validate(module):
             for pool in target["pools"]:
                 _machineconfig.machineconfig_name(target["name_prefix"], pool)
     except (_build.BuildInputError, _machineconfig.MachineConfigError) as exc:
-        module.fail_json(msg="%s: %s" % (("Cluster %s" % params["cluster_name"]) if not params["clusters"]
+        module.fail_json(msg="%s: %s" % (("Cluster %s" % params["cluster_name"]) if params["clusters"] is None
                                          and params["cluster_name"] else "convergence_check", to_native(exc)))
     for path in params["recipe_files"]:
         if not os.path.isfile(path):
@@ -719,7 +721,7 @@ def main():
     socket.setdefaulttimeout(params["request_timeout"])
     registry = RegistryCheck(params["registry"]) if params["registry"]["check"] else None
     results = check_all(params, module.check_mode, registry)
-    if params["clusters"]:
+    if params["clusters"] is not None:
         module.exit_json(changed=False, clusters=results, requests=counter.count,
                          converged_clusters=sorted(name for name, r in results.items() if r["converged"]))
     result = list(results.values())[0]

@@ -127,3 +127,18 @@ def test_duplicate_cluster_names_fail_before_any_read(tmp_path):
     result = json.loads(stdout.getvalue())
     assert exited.value.code != 0
     assert result["msg"] == "clusters: each name once, found a more than once"
+
+
+def test_an_empty_fleet_checks_nothing_rather_than_the_default_cluster(tmp_path):
+    """clusters: [] (every cluster opted out) must not fall back to the
+    top-level connection (the kubeconfig of whoever runs it)."""
+    assert convergence_check.targets(params(clusters=[])) == []
+    recipe = tmp_path / "Containerfile.j2"
+    recipe.write_text("FROM x\n")
+    stdout = io.StringIO()
+    with patch_module_args(dict(RECIPE_ARGS, recipe_files=[str(recipe)], clusters=[])), \
+            pytest.raises(SystemExit) as exited, contextlib.redirect_stdout(stdout):
+        convergence_check.main()
+    result = json.loads(stdout.getvalue())
+    assert exited.value.code == 0
+    assert result["clusters"] == {} and result["converged_clusters"] == [] and result["requests"] == 0
