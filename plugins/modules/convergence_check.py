@@ -611,21 +611,20 @@ def registry_options():
 
 
 def targets(params):
-    """One dict per cluster to check: its name, connection options (the
-    top-level ones fill in what an entry of ``clusters`` leaves unset) and
-    what may differ between clusters."""
-    if params["clusters"] is None:
-        target = dict((key, params[key]) for key in AUTH_ARG_SPEC)
-        target.update((key, params[key]) for key in CLUSTER_OPTIONS)
-        target["name"] = params["cluster_name"]
-        return [target]
+    """One dict per cluster to check: its name, connection options and the
+    settings that may differ between clusters; the top-level options fill in
+    what an entry of ``clusters`` leaves unset. Without ``clusters``, the one
+    cluster of the top-level options."""
+    entries = params["clusters"]
+    if entries is None:
+        entries = [{"name": params["cluster_name"], "report_file": params["report_file"]}]
     found = []
-    for entry in params["clusters"]:
-        target = dict((key, entry[key] if entry[key] is not None else params[key]) for key in AUTH_ARG_SPEC)
-        target.update((key, entry[key] if entry[key] is not None else params[key]) for key in CLUSTER_OPTIONS)
+    for entry in entries:
+        target = dict((key, entry.get(key) if entry.get(key) is not None else params[key])
+                      for key in tuple(AUTH_ARG_SPEC) + CLUSTER_OPTIONS)
         target["name"] = entry["name"]
         # One report file per cluster: the top-level one is for one cluster only.
-        target["report_file"] = entry["report_file"]
+        target["report_file"] = entry.get("report_file")
         found.append(target)
     return found
 

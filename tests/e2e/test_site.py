@@ -8,13 +8,10 @@ servers' request logs (writes)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import ssl
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import yaml
 
 from kmodlab import releases
 from kmodlab.apiserver import CRD_DIR, RequestLogClient
+from kmodlab.layered import manifest_request
 from kmodlab.schema import StructuralSchema
 
 TOP = Path(__file__).resolve().parents[2]
@@ -111,24 +109,6 @@ def our_user_agents(lab: Any) -> dict[str, set[str]]:
 def api(cluster: dict[str, Any]) -> kubernetes.dynamic.DynamicClient:
     return kubernetes.dynamic.DynamicClient(
         kubernetes.config.new_client_from_config(config_file=cluster["kubeconfig"]))
-
-
-def registry_manifest(lab: Any, image: str, method: str = "GET",
-                      body: tuple[bytes, str] | None = None) -> tuple[bytes, str]:
-    """One manifest request to the lab registry (Basic auth): GET returns the
-    manifest and its media type; DELETE removes it; PUT stores ``body``."""
-    repository, digest = image.split("/", 1)[1].split("@", 1)
-    request = urllib.request.Request(
-        f"https://{lab.registry['host']}/v2/{repository}/manifests/{digest}", method=method,
-        data=body[0] if body else None)
-    credentials = f"{lab.registry['username']}:{lab.registry['password']}".encode()
-    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
-    request.add_header("Accept", "application/vnd.oci.image.manifest.v1+json, "
-                                 "application/vnd.docker.distribution.manifest.v2+json")
-    if body:
-        request.add_header("Content-Type", body[1])
-    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=lab.ca_file), timeout=30) as answer:
-        return answer.read(), answer.headers.get("Content-Type", "")
 
 
 def reset_request_logs(lab: Any) -> None:
@@ -225,8 +205,8 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     # still converged. The manifest is put back afterwards.
     gone, kept = fleet.clusters
     image = json.loads((TOP / "kmod-report" / f"{gone['name']}.json").read_text())["expected_image"]
-    manifest = registry_manifest(fleet, image)
-    registry_manifest(fleet, image, "DELETE")
+    manifest = manifest_request(fleet, image)
+    manifest_request(fleet, image, method="DELETE")
     try:
         check = converged_play(fleet, {})
         assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
@@ -235,7 +215,7 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
         assert f"{gone['name']} converged=False" in check.stdout
         assert f"{kept['name']} converged=True" in check.stdout
     finally:
-        registry_manifest(fleet, image, "PUT", manifest)
+        manifest_request(fleet, image, method="PUT", body=manifest)
 
     # One module run checks the whole fleet: a cluster that cannot be reached
     # takes the full path, with the reason, and the others are still checked.

@@ -233,16 +233,34 @@ def _split_ref(pullspec: str) -> tuple[str, str, str]:
     return host, repo, reference
 
 
-def _registry_get(state: LabState, host: str, path: str, accept: str | None = None) -> bytes:
+def registry_request(state: LabState, host: str, path: str, *, method: str = "GET", accept: str | None = None,
+                     body: bytes | None = None, content_type: str | None = None) -> tuple[bytes, str]:
+    """One request to the lab registry's API (``/v2/<path>``): the body and
+    Content-Type of the answer."""
     # The lab registry at registry["host"] takes Basic auth (htpasswd).
     credentials = f"{state.registry['username']}:{state.registry['password']}".encode()
-    request = urllib.request.Request(f"https://{host}/v2/{path}")
+    request = urllib.request.Request(f"https://{host}/v2/{path}", method=method, data=body)
     request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
     if accept:
         request.add_header("Accept", accept)
+    if content_type:
+        request.add_header("Content-Type", content_type)
     context = ssl.create_default_context(cafile=state.ca_file)
     with urllib.request.urlopen(request, context=context, timeout=60) as response:
-        return bytes(response.read())
+        return bytes(response.read()), response.headers.get("Content-Type", "")
+
+
+def manifest_request(state: LabState, pullspec: str, *, method: str = "GET",
+                     body: tuple[bytes, str] | None = None) -> tuple[bytes, str]:
+    """GET (manifest and media type), DELETE or PUT (``body``) the manifest
+    of ``pullspec``."""
+    host, repo, reference = _split_ref(pullspec)
+    return registry_request(state, host, f"{repo}/manifests/{reference}", method=method, accept=_MANIFEST_TYPES,
+                            body=body[0] if body else None, content_type=body[1] if body else None)
+
+
+def _registry_get(state: LabState, host: str, path: str, accept: str | None = None) -> bytes:
+    return registry_request(state, host, path, accept=accept)[0]
 
 
 @dataclasses.dataclass
