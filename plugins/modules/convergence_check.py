@@ -403,7 +403,7 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _convergence, _files, _inspect, _machineconfig
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._args import (
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
     registry_client,

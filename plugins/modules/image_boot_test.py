@@ -25,7 +25,7 @@ description:
     C(modprobe.d), C(busybox), C(kmod) and shared libraries); the directory
     is deleted afterwards.
   - The boot and the console parsing are the code the embedded lab's qemu
-    nodes use (C(_boot)).
+    nodes use (C(_qemu_boot)).
   - With O(results_dir), a passing verdict is kept there by image digest and
     module list; a rerun for the same digest returns it (RV(cached)) and
     neither fetches nor boots. Failures are not kept.
@@ -212,8 +212,8 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest, _files, _rootfs
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._args import (
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot, _image_boot_test, _files, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
     registry_client,
@@ -234,7 +234,7 @@ def fetch_rootfs(client, image, root):
     written = 0
     for layer in manifest.layers:
         with client.open_blob(manifest.ref, layer["digest"]) as blob:
-            written += _rootfs.apply_layer(blob, root, keep=_boottest.keep_for_boot_test)
+            written += _rootfs.apply_layer(blob, root, keep=_image_boot_test.keep_for_boot_test)
     return manifest.digest, len(manifest.layers), written
 
 
@@ -260,13 +260,13 @@ def main():
                          **result)
     if "@sha256:" not in image:
         module.fail_json(msg="image %s is not pinned by digest (repo@sha256:...)" % image, **result)
-    modules = _boottest.module_names(params["modules"])
+    modules = _image_boot_test.module_names(params["modules"])
     digest = image.rsplit("@", 1)[1]
-    cache_path = _boottest.cache_file(params["results_dir"], digest, modules) if params["results_dir"] else None
-    cached = _boottest.read_cached(cache_path) if cache_path else None
+    cache_path = _image_boot_test.cache_file(params["results_dir"], digest, modules) if params["results_dir"] else None
+    cached = _image_boot_test.read_cached(cache_path) if cache_path else None
     if cached is not None:
         result.update(dict((k, cached.get(k)) for k in KEPT), cached=True, digest=digest,
-                      msg=_boottest.verdict(cached, image)[1] + " (cached verdict)")
+                      msg=_image_boot_test.verdict(cached, image)[1] + " (cached verdict)")
         module.exit_json(**result)
     if module.check_mode:
         result.update(msg="check mode: %s not booted (no cached verdict)" % image)
@@ -279,12 +279,12 @@ def main():
         root = workdir + "/rootfs"
         result["digest"], result["layers"], result["files_unpacked"] = fetch_rootfs(client, image, root)
         result["bytes_fetched"] = client.bytes_fetched
-        boot = _boot.boot(root, timeout=params["boot_timeout"], memory_mb=params["memory_mb"],
+        boot = _qemu_boot.boot(root, timeout=params["boot_timeout"], memory_mb=params["memory_mb"],
                           workdir=workdir, modules=modules)
     except (RegistryError, _rootfs.LayerError) as exc:
         result["bytes_fetched"] = client.bytes_fetched if client else 0
         module.fail_json(msg="Boot test of %s: cannot fetch the image: %s" % (image, to_native(exc)), **result)
-    except _boot.BootError as exc:
+    except _qemu_boot.BootError as exc:
         module.fail_json(msg="Boot test of %s: cannot boot the image: %s" % (image, to_native(exc)), **result)
     except (IOError, OSError) as exc:
         module.fail_json(msg="Boot test of %s: %s" % (image, to_native(exc)), **result)
@@ -292,10 +292,10 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
     summary = boot.to_dict()
-    ok, msg = _boottest.verdict(summary, image)
+    ok, msg = _image_boot_test.verdict(summary, image)
     result.update(dict((k, summary.get(k)) for k in KEPT), booted=True, ok=ok, msg=msg,
                   failures=summary["failures"], panic=summary["panic"],
-                  console_tail=_boottest.console_tail(boot.console, params["console_lines"]))
+                  console_tail=_image_boot_test.console_tail(boot.console, params["console_lines"]))
     if params["results_dir"]:
         try:
             log_path = cache_path[:-len(".json")] + ".console.log"
@@ -303,7 +303,7 @@ def main():
             result["console_log"] = log_path
             if ok:
                 record = dict((k, summary.get(k)) for k in KEPT)
-                record.update(version=_boottest.CACHE_VERSION, image=image, digest=digest)
+                record.update(version=_image_boot_test.CACHE_VERSION, image=image, digest=digest)
                 _files.write_atomic(cache_path, json.dumps(record, sort_keys=True))
         except (IOError, OSError) as exc:
             module.warn("Could not keep the boot test verdict in %s: %s" % (params["results_dir"], to_native(exc)))

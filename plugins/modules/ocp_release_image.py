@@ -208,7 +208,7 @@ bytes_fetched:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._args import (
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
     registry_client,

@@ -1,6 +1,6 @@
 """The boot test gate (ocp.kmod_layering.image_boot_test) on lab images built
 with the product's Containerfile and pushed to the lab registry: the image's
-own kernel boots in qemu (the same _boot code as the lab's qemu nodes) and
+own kernel boots in qemu (the same _qemu_boot code as the lab's qemu nodes) and
 modprobes every module.
 
 Three images, three boots in all (one each; the rerun is served from the

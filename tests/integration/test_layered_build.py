@@ -333,11 +333,11 @@ def test_layered_image_boots_and_loads_the_modules(
 ) -> None:
     """The image's own kernel, booted in qemu, loads kmodlab_core (pulled in
     by kmodlab_dep through modules.dep) with the modprobe.d options."""
-    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot
 
     result = built[0]
     rootfs = layered.pull_rootfs(lab, result.pullspec, tmp_path / "rootfs")
-    boot = _boot.boot(str(rootfs), timeout=240)
+    boot = _qemu_boot.boot(str(rootfs), timeout=240)
     assert boot.ok, boot.failures
     assert boot.kernel == release["kernel"]
     assert {"kmodlab_core", "kmodlab_dep"} <= set(boot.loaded)
@@ -349,13 +349,13 @@ def test_layered_image_boots_and_loads_the_modules(
 @pytest.mark.qemu
 def test_panic_module_panics_the_booted_kernel(lab: LabState, release: dict[str, Any], tmp_path: Path) -> None:
     """kmodlab_panic with panic_on_load=1 from modprobe.d: the node never comes up."""
-    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot
 
     module = layered.fixture("kmodlab_panic", options="panic_on_load=1")
     pullspec = layered.build_layered_image(lab, release["version"], [module], tag="panic")
     assert pullspec.startswith(f"{lab.registry['host']}/kmodlab/layered@sha256:")
     rootfs = layered.pull_rootfs(lab, pullspec, tmp_path / "rootfs")
-    boot = _boot.boot(str(rootfs), timeout=240)
+    boot = _qemu_boot.boot(str(rootfs), timeout=240)
     assert boot.panic
     assert not boot.ok
     assert any("kmodlab_panic: panic_on_load=1" in failure for failure in boot.failures), boot.failures

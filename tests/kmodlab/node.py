@@ -8,7 +8,7 @@ cluster's pull secret (`openshift-config/pull-secret`) through the
 collection's RegistryClient (failure: state Degraded, reason = the registry's
 error, node stays on its config) -> unpack the layers (`_rootfs`, cached by
 manifest digest, shared by all nodes of the process) -> state Rebooting,
-Ready=False -> boot test (`_boot`: qemu boots the image's kernel, or fast
+Ready=False -> boot test (`_qemu_boot`: qemu boots the image's kernel, or fast
 mode's vermagic check) -> kernel did not come back: NotReady + Degraded;
 else currentConfig = desired, Done, Ready, uncordon, and the node records
 what it booted (image, digest, loaded modules). A module that the kernel
@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _mco, _registry, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot, _mco, _registry, _rootfs
 
 from .mco import ANN_DESIRED_DRAIN, ANN_LAST_APPLIED_DRAIN, MC_API, Api, now
 
@@ -360,10 +360,10 @@ class NodeAgent:
         with BOOT_SLOTS:
             try:
                 if self.fleet.node_mode == "qemu":
-                    result = _boot.boot(rootfs, timeout=self.fleet.boot_timeout)
+                    result = _qemu_boot.boot(rootfs, timeout=self.fleet.boot_timeout)
                 else:
-                    result = _boot.evaluate_fast(rootfs)
-            except _boot.BootError as error:
+                    result = _qemu_boot.evaluate_fast(rootfs)
+            except _qemu_boot.BootError as error:
                 self._degrade(desired, f"node {self.name} did not come back after reboot: {error}")
                 return
         summary = result.to_dict()

@@ -177,7 +177,7 @@ def test_credential_types_inject_what_the_collection_reads(path: Path) -> None:
     for field in ("password", "pull_secret"):
         if field in fields:
             assert fields[field].get("secret") is True, field
-    args = (TOP / "plugins/module_utils/_args.py").read_text()
+    args = (TOP / "plugins/module_utils/_registry_args.py").read_text()
     roles = (TOP / "roles/build/tasks/podman_certs.yml").read_text() + (TOP / "roles/publish/defaults/main.yml").read_text()
     for variable in cred["injectors"]["env"]:
         assert f'"{variable}"' in args, f"{variable} is not an option fallback of the registry modules"

@@ -1,6 +1,6 @@
 # Copyright (c) ocp.kmod_layering contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""kmod_sources, layered_image_plan and pull_secret_check run in-process on
+"""kmod_sources, layered_image_plan and registry_credentials_check run in-process on
 real inputs: local directories, a real git repository, real tar/zip archives."""
 
 import base64
@@ -15,7 +15,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build
-from ansible_collections.ocp.kmod_layering.plugins.modules import kmod_sources, layered_image_plan, pull_secret_check
+from ansible_collections.ocp.kmod_layering.plugins.modules import kmod_sources, layered_image_plan, registry_credentials_check
 
 
 def run(module, args):
@@ -179,18 +179,18 @@ def test_layered_image_plan_module(tmp_path):
 # ---------------------------------------------------------------- pull secret
 
 
-def test_pull_secret_check_module():
+def test_registry_credentials_check_module():
     auth = base64.b64encode(b"u:p").decode()
     secret = {"kind": "Secret", "data": {".dockerconfigjson": base64.b64encode(
         json.dumps({"auths": {"registry.example.com": {"auth": auth}}}).encode()).decode()}}
-    failed, result = run(pull_secret_check, {"pull_secret": secret, "image": "registry.example.com/infra/kmods",
+    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "registry.example.com/infra/kmods",
                                              "cluster": "east"})
     assert not failed and result["covered"] and result["entry"] == "registry.example.com"
-    failed, result = run(pull_secret_check, {"pull_secret": secret, "image": "other.example.com/infra/kmods",
+    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "other.example.com/infra/kmods",
                                              "cluster": "east"})
     assert failed and not result["covered"]
     assert "cluster east: its pull secret (openshift-config/pull-secret) has no credentials for registry " \
            "other.example.com" in result["msg"]
-    failed, result = run(pull_secret_check, {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
+    failed, result = run(registry_credentials_check, {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
     assert failed and "cluster west: its pull secret (openshift-config/pull-secret) is empty or missing" in result["msg"]
     assert auth not in json.dumps(result)

@@ -4,28 +4,28 @@
 
 import base64
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _args
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _registry_args
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import parse_pullspec
 
 
 def _params(**kwargs):
-    params = {name: spec.get("default") for name, spec in _args.registry_argument_spec().items()}
+    params = {name: spec.get("default") for name, spec in _registry_args.registry_argument_spec().items()}
     params.update(kwargs)
     return params
 
 
 def test_secrets_are_no_log_and_tls_verified_by_default():
-    spec = _args.registry_argument_spec()
+    spec = _registry_args.registry_argument_spec()
     assert spec["password"]["no_log"] is True and spec["pull_secret"]["no_log"] is True
     assert spec["validate_certs"]["default"] is True
-    assert ["username", "password"] in _args.REGISTRY_REQUIRED_TOGETHER
+    assert ["username", "password"] in _registry_args.REGISTRY_REQUIRED_TOGETHER
 
 
 def test_username_wins_over_pull_secret():
     secret = {"auths": {"reg.example.com": {"auth": base64.b64encode(b"fromsecret:pw").decode()}}}
     ref = parse_pullspec("reg.example.com/a/b:1")
-    client = _args.registry_client(_params(pull_secret=secret))
+    client = _registry_args.registry_client(_params(pull_secret=secret))
     assert client.credentials_for(ref)[0] == ("fromsecret", "pw")
-    client = _args.registry_client(_params(pull_secret=secret, username="u", password="p"))
+    client = _registry_args.registry_client(_params(pull_secret=secret, username="u", password="p"))
     assert client.credentials_for(ref)[0] == ("u", "p")
     assert client.validate_certs is True

@@ -8,10 +8,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 DOCUMENTATION = r"""
-module: machineconfig_manifest
-short_description: Render and validate the MachineConfig that rolls a layered OS image out to a pool
+module: machineconfig_plan
+short_description: Plan the MachineConfig of a pool (rollout or rollback), validate it, and run the pre-write gates
 version_added: 0.1.0
 description:
+  - Renamed from C(ocp.kmod_layering.machineconfig_manifest) in 0.2.0; the
+    old name still works (a redirect) and is deprecated.
   - Renders the MachineConfig of the collection for one MachineConfigPool
     (named C(<name_prefix>-<pool>), labelled
     C(machineconfiguration.openshift.io/role=<pool>), with
@@ -19,9 +21,9 @@ description:
     MachineConfig CRD's openAPIV3Schema (a copy ships with the collection)
     plus structural checks (names, labels, fields the API server would drop,
     an image pinned by digest).
-  - Given the cluster's MachineConfigPools (O(pools)) and MachineConfigs
-    (O(machineconfigs)), as C(kubernetes.core.k8s_info) returns them, it
-    also runs the gates that must pass before the MachineConfig is written
+  - With O(gates=true), given the cluster's MachineConfigPools (O(pools))
+    and MachineConfigs (O(machineconfigs)), as C(kubernetes.core.k8s_info)
+    returns them, it also runs the gates that must pass before the MachineConfig is written
     to that cluster, failing with a message that names the cluster, the
     pool and what to do. The pool must exist, not be paused (unless
     O(allow_paused_pool)) and not be degraded (a C(Degraded),
@@ -128,11 +130,23 @@ options:
   cluster:
     description: Name of the cluster (inventory host), used in messages.
     type: str
+  gates:
+    description:
+      - Run the pre-write gates against the cluster's state (O(pools), and with
+        O(machineconfigs) the effectiveness gate, and with O(cluster_version)
+        the upgrade gate). Needs O(pools).
+      - V(false) only renders and validates, even when O(pools) is given.
+      - Unset, the gates run when O(pools) is given (the behaviour of
+        C(machineconfig_manifest)), with a deprecation warning: set it
+        explicitly.
+    type: bool
+    version_added: 0.2.0
   pools:
     description:
       - The cluster's MachineConfigPools (the C(resources) of
-        C(kubernetes.core.k8s_info)). When given, O(pool) must exist there and
-        not be paused, and, with O(machineconfigs), the effectiveness gate runs.
+        C(kubernetes.core.k8s_info)), for the gates (O(gates)): O(pool) must
+        exist there and not be paused, and, with O(machineconfigs), the
+        effectiveness gate runs.
     type: list
     elements: dict
   machineconfigs:
@@ -178,12 +192,13 @@ seealso:
 
 EXAMPLES = r"""
 - name: Render and check the MachineConfig against the cluster's pools and MachineConfigs
-  ocp.kmod_layering.machineconfig_manifest:
+  ocp.kmod_layering.machineconfig_plan:
     pool: worker
     os_image_url: registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
     build_key: "{{ kmod_build.build_key }}"
     modules: "{{ kmod_modules }}"
     cluster: "{{ inventory_hostname }}"
+    gates: true
     pools: "{{ pools_info.resources }}"
     machineconfigs: "{{ machineconfigs_info.resources }}"
   register: manifest
@@ -194,16 +209,17 @@ EXAMPLES = r"""
     apply: true
 
 - name: What a rollback of the worker pool would write
-  ocp.kmod_layering.machineconfig_manifest:
+  ocp.kmod_layering.machineconfig_plan:
     operation: rollback
     pool: worker
     cluster: "{{ inventory_hostname }}"
+    gates: true
     pools: "{{ pools_info.resources }}"
     machineconfigs: "{{ machineconfigs_info.resources }}"
   register: rollback
 
 - name: Write the manifest for openshift-install
-  ocp.kmod_layering.machineconfig_manifest:
+  ocp.kmod_layering.machineconfig_plan:
     pool: worker
     os_image_url: "{{ kmod_image }}"
     dest: "{{ install_dir }}/openshift/99-kmod-layering-worker.yaml"
@@ -265,7 +281,7 @@ schema_validated:
   returned: always
   type: bool
 gates:
-  description: Whether the cluster gates ran (O(pools) given).
+  description: Whether the cluster gates ran (O(gates), or O(pools) given with O(gates) unset).
   returned: always
   type: bool
 exists:
@@ -338,6 +354,7 @@ def main():
             driver_toolkit_image=dict(type="str"),
             rhcos_image=dict(type="str"),
             cluster=dict(type="str"),
+            gates=dict(type="bool"),
             pools=dict(type="list", elements="dict"),
             machineconfigs=dict(type="list", elements="dict"),
             allow_paused_pool=dict(type="bool", default=False),
@@ -346,7 +363,8 @@ def main():
             dest=dict(type="path"),
             mode=dict(type="raw", default="0644"),
         ),
-        required_if=[("operation", "rollout", ["os_image_url"]), ("operation", "rollback", ["machineconfigs"])],
+        required_if=[("operation", "rollout", ["os_image_url"]), ("operation", "rollback", ["machineconfigs"]),
+                     ("gates", True, ["pools"])],
         supports_check_mode=True,
     )
     params = module.params
@@ -376,8 +394,14 @@ def main():
         module.fail_json(msg="Cluster %s: MachineConfig %s does not validate: %s" % (cluster, name, "; ".join(errors)),
                          machineconfig=machineconfig)
 
+    gates = params["gates"]
+    if gates is None:
+        gates = params["pools"] is not None
+        if gates:
+            module.deprecate("Gates that switch on because pools is given: set gates: true (or false) explicitly.",
+                             version="2.0.0", collection_name="ocp.kmod_layering")
     others = []
-    if params["pools"] is not None:
+    if gates:
         problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"],
                                               check_degraded=not rollback)
         if not problem and not rollback:
@@ -403,7 +427,7 @@ def main():
         machineconfig=machineconfig,
         yaml=text,
         schema_validated=_machineconfig.jsonschema_available(),
-        gates=params["pools"] is not None,
+        gates=gates,
         exists=bool(existing),
         up_to_date=bool(existing) and bool(machineconfig) and _subset(_machineconfig.comparable(machineconfig),
                                                                       existing[0]),

@@ -10,11 +10,11 @@
   can need); everything else is read past.
 - ``cache_file(results_dir, digest, modules)``: where a passing verdict of
   an image (by manifest digest) and module list is kept.
-- ``verdict(result, image)``: a ``_boot.BootResult`` dict -> ``(ok, msg)``.
+- ``verdict(result, image)``: a ``_qemu_boot.BootResult`` dict -> ``(ok, msg)``.
 - ``console_tail(text, lines)``: the end of the serial console, for the
   failure report.
 
-The boot itself is ``_boot.boot`` (the lab's qemu nodes use the same code).
+The boot itself is ``_qemu_boot.boot`` (the lab's qemu nodes use the same code).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,13 +26,13 @@ import json
 import os
 import re
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot
 
 CACHE_VERSION = 1
 _MODULE_TREES = ("usr/lib/modules/", "lib/modules/")
-_CONFIG_DIRS = tuple(d + "/" for d in _boot.MODULES_LOAD_DIRS + _boot.MODPROBE_DIRS)
-_TOOLS = frozenset(_boot.BUSYBOX_CANDIDATES + _boot.KMOD_CANDIDATES)
-_LIB_DIRS = frozenset(_boot.LIB_DIRS)
+_CONFIG_DIRS = tuple(d + "/" for d in _qemu_boot.MODULES_LOAD_DIRS + _qemu_boot.MODPROBE_DIRS)
+_TOOLS = frozenset(_qemu_boot.BUSYBOX_CANDIDATES + _qemu_boot.KMOD_CANDIDATES)
+_LIB_DIRS = frozenset(_qemu_boot.LIB_DIRS)
 _SHARED_LIB_RE = re.compile(r"^(ld-|lib)[^/]*\.so(\.[0-9.]+)?$")
 
 
@@ -63,7 +63,7 @@ def cache_file(results_dir, digest, modules):
     (manifest digest) and set of modules."""
     key = hashlib.sha256(json.dumps({
         "version": CACHE_VERSION, "digest": digest,
-        "modules": sorted(_boot.normalize_name(m) for m in modules)}, sort_keys=True).encode()).hexdigest()[:16]
+        "modules": sorted(_qemu_boot.normalize_name(m) for m in modules)}, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(results_dir, "%s-%s.json" % (digest.split(":", 1)[-1], key))
 
 
@@ -86,7 +86,7 @@ def console_tail(text, lines=60):
 
 
 def verdict(result, image):
-    """``(ok, message)`` of a boot result dict (``_boot.BootResult.to_dict()``
+    """``(ok, message)`` of a boot result dict (``_qemu_boot.BootResult.to_dict()``
     plus ``requested``): a panic, a boot that did not finish, another kernel,
     or a module of the list that did not load, each named."""
     if result.get("ok"):

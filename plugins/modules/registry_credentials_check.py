@@ -8,10 +8,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 DOCUMENTATION = r"""
-module: pull_secret_check
-short_description: Check that a cluster's pull secret has credentials for an image's registry
+module: registry_credentials_check
+short_description: Check that a set of registry credentials (a cluster's pull secret, or the push auth file) covers an image's registry
 version_added: 0.1.0
 description:
+  - Renamed from C(ocp.kmod_layering.pull_secret_check) in 0.2.0; the old
+    name still works (a redirect) and is deprecated.
   - Checks that a pull secret (the cluster's global C(openshift-config/pull-secret),
     read beforehand with M(kubernetes.core.k8s_info)) has an C(auths) entry
     with credentials for the registry of O(image), matched the way
@@ -20,6 +22,9 @@ description:
   - Fails, naming the O(cluster) and the registry, when it has none; the
     nodes could not pull the layered image and the rollout would degrade
     the pool.
+  - With O(source), the same check on the credentials the layered image is
+    pushed with (the controller's auth file, C(kmod_registry_auth_file)):
+    the message then names that file and how to add the entry.
   - Pure computation on the controller; nothing is contacted. The
     credentials themselves are not tried.
 author:
@@ -60,7 +65,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Check it covers the registry the layered image is pushed to
-  ocp.kmod_layering.pull_secret_check:
+  ocp.kmod_layering.registry_credentials_check:
     pull_secret: "{{ pull_secret.resources[0] }}"
     image: registry.example.com/infra/rhcos-kmods
     cluster: "{{ inventory_hostname }}"

@@ -9,7 +9,7 @@ import base64
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _args
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _registry_args
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import parse_pullspec
 
 ENV = {
@@ -22,7 +22,7 @@ ENV = {
 
 
 def _validated(params):
-    result = ArgumentSpecValidator(_args.registry_argument_spec()).validate(params)
+    result = ArgumentSpecValidator(_registry_args.registry_argument_spec()).validate(params)
     assert not result.error_messages, result.error_messages
     return result.validated_parameters
 
@@ -48,7 +48,7 @@ def test_auth_file_falls_back_to_podmans_variable(monkeypatch):
 
 
 def _params(**kwargs):
-    params = {name: spec.get("default") for name, spec in _args.registry_argument_spec().items()}
+    params = {name: spec.get("default") for name, spec in _registry_args.registry_argument_spec().items()}
     params.update(kwargs)
     return params
 
@@ -59,7 +59,7 @@ def test_scoped_credentials_apply_to_their_registry_only(registry):
         "quay.io": {"auth": base64.b64encode(b"quayuser:quaypw").decode()},
         "registry.example.com:5000": {"auth": base64.b64encode(b"old:oldpw").decode()},
     }}
-    client = _args.registry_client(_params(
+    client = _registry_args.registry_client(_params(
         pull_secret=secret, username="robot", password="s3cret", credentials_registry=registry))
     ours = parse_pullspec("registry.example.com:5000/infra/rhcos-kmods:abc")
     release = parse_pullspec("quay.io/openshift-release-dev/ocp-release:4.16.30-x86_64")
@@ -70,6 +70,6 @@ def test_scoped_credentials_apply_to_their_registry_only(registry):
 
 
 def test_unscoped_credentials_apply_to_every_registry():
-    client = _args.registry_client(_params(username="robot", password="s3cret"))
+    client = _registry_args.registry_client(_params(username="robot", password="s3cret"))
     assert client.credentials_for(parse_pullspec("quay.io/a/b:1"))[0] == ("robot", "s3cret")
     assert client.credentials_for(parse_pullspec("registry.other.com/a/b:1"))[0] == ("robot", "s3cret")

@@ -2,7 +2,7 @@
 # Copyright (c) ocp.kmod_layering contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""_boottest: what the boot test unpacks, its verdict cache, its verdict from
+"""_image_boot_test: what the boot test unpacks, its verdict cache, its verdict from
 a real console transcript (parsed by _boot), and the module list merge."""
 
 from __future__ import absolute_import, division, print_function
@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot, _boottest, _files
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot, _image_boot_test, _files
 
 IMAGE = "registry.example.com/infra/rhcos-kmods@sha256:" + "a" * 64
 KVER = "6.1.0-55-cloud-amd64"
@@ -39,33 +39,33 @@ KVER = "6.1.0-55-cloud-amd64"
     ("usr/lib/firmware/iwlwifi.ucode", False),
 ])
 def test_keep_only_what_the_boot_needs(path, kept):
-    assert _boottest.keep_for_boot_test(path) is kept
+    assert _image_boot_test.keep_for_boot_test(path) is kept
 
 
 def test_cache_file_is_per_digest_and_module_set(tmp_path):
     digest = "sha256:" + "b" * 64
-    first = _boottest.cache_file(str(tmp_path), digest, ["kmodlab_core", "kmodlab_dep"])
+    first = _image_boot_test.cache_file(str(tmp_path), digest, ["kmodlab_core", "kmodlab_dep"])
     assert first.startswith(str(tmp_path / ("b" * 64)))
-    assert first == _boottest.cache_file(str(tmp_path), digest, ["kmodlab-dep", "kmodlab_core"])
-    assert first != _boottest.cache_file(str(tmp_path), digest, ["kmodlab_core"])
-    assert first != _boottest.cache_file(str(tmp_path), "sha256:" + "c" * 64, ["kmodlab_core", "kmodlab_dep"])
+    assert first == _image_boot_test.cache_file(str(tmp_path), digest, ["kmodlab-dep", "kmodlab_core"])
+    assert first != _image_boot_test.cache_file(str(tmp_path), digest, ["kmodlab_core"])
+    assert first != _image_boot_test.cache_file(str(tmp_path), "sha256:" + "c" * 64, ["kmodlab_core", "kmodlab_dep"])
 
 
 def test_only_a_passing_verdict_is_read_back(tmp_path):
     path = str(tmp_path / "v.json")
-    assert _boottest.read_cached(path) is None
-    _files.write_atomic(path, json.dumps({"ok": False, "version": _boottest.CACHE_VERSION}))
-    assert _boottest.read_cached(path) is None
+    assert _image_boot_test.read_cached(path) is None
+    _files.write_atomic(path, json.dumps({"ok": False, "version": _image_boot_test.CACHE_VERSION}))
+    assert _image_boot_test.read_cached(path) is None
     _files.write_atomic(path, "{truncated")
-    assert _boottest.read_cached(path) is None
-    _files.write_atomic(path, json.dumps({"ok": True, "version": _boottest.CACHE_VERSION, "kernel": KVER}))
-    assert _boottest.read_cached(path)["kernel"] == KVER
+    assert _image_boot_test.read_cached(path) is None
+    _files.write_atomic(path, json.dumps({"ok": True, "version": _image_boot_test.CACHE_VERSION, "kernel": KVER}))
+    assert _image_boot_test.read_cached(path)["kernel"] == KVER
 
 
 def judged(console, requested):
-    result = _boot.BootResult("qemu", KVER)
+    result = _qemu_boot.BootResult("qemu", KVER)
     result.requested = requested
-    _boot.judge(result, _boot.parse_console(console))
+    _qemu_boot.judge(result, _qemu_boot.parse_console(console))
     return result.to_dict()
 
 
@@ -101,12 +101,12 @@ KMODLAB:MODPROBE kmod
 
 
 def test_verdict_pass_names_kernel_and_modules():
-    ok, msg = _boottest.verdict(judged(PASS, ["kmodlab_core", "kmodlab_dep"]), IMAGE)
+    ok, msg = _image_boot_test.verdict(judged(PASS, ["kmodlab_core", "kmodlab_dep"]), IMAGE)
     assert ok and msg.startswith(IMAGE + ": kernel %s booted and loaded kmodlab_core, kmodlab_dep" % KVER)
 
 
 def test_verdict_names_the_module_that_did_not_load():
-    ok, msg = _boottest.verdict(judged(NOLOAD, ["kmodlab_noload"]), IMAGE)
+    ok, msg = _image_boot_test.verdict(judged(NOLOAD, ["kmodlab_noload"]), IMAGE)
     assert not ok
     assert msg.startswith("Boot test of %s: module kmodlab_noload did not load (module kmodlab_noload not loaded "
                           "(modprobe exit 1): modprobe: ERROR: could not insert 'kmodlab_noload': No such device)"
@@ -114,7 +114,7 @@ def test_verdict_names_the_module_that_did_not_load():
 
 
 def test_verdict_reports_a_panic_with_its_line():
-    ok, msg = _boottest.verdict(judged(PANIC, ["kmodlab_panic"]), IMAGE)
+    ok, msg = _image_boot_test.verdict(judged(PANIC, ["kmodlab_panic"]), IMAGE)
     assert not ok
     assert "the kernel panicked (kernel panic: Kernel panic - not syncing: kmodlab_panic: panic_on_load=1" in msg
 
@@ -123,16 +123,16 @@ def test_verdict_of_a_boot_that_never_finished():
     result = judged("KMODLAB:BEGIN\nKMODLAB:KERNEL %s\n" % KVER, ["kmodlab_core"])
     result["timed_out"] = True
     result["failures"].append("boot did not finish in time (no end marker from /init)")
-    ok, msg = _boottest.verdict(result, IMAGE)
+    ok, msg = _image_boot_test.verdict(result, IMAGE)
     assert not ok and "the boot did not finish in time" in msg
 
 
 def test_console_tail():
     text = "\r\n".join("line %d" % i for i in range(100)) + "\r\n"
-    assert _boottest.console_tail(text, 3) == "line 97\nline 98\nline 99"
-    assert _boottest.console_tail("", 3) == ""
+    assert _image_boot_test.console_tail(text, 3) == "line 97\nline 98\nline 99"
+    assert _image_boot_test.console_tail("", 3) == ""
 
 
 def test_module_names_and_the_load_list_merge():
-    assert _boottest.module_names([{"name": "a"}, "b", {"name": "a"}]) == ["a", "b"]
-    assert _boot.with_modules(["kmodlab_core"], ["kmodlab-core", "kmodlab_dep"]) == ["kmodlab_core", "kmodlab_dep"]
+    assert _image_boot_test.module_names([{"name": "a"}, "b", {"name": "a"}]) == ["a", "b"]
+    assert _qemu_boot.with_modules(["kmodlab_core"], ["kmodlab-core", "kmodlab_dep"]) == ["kmodlab_core", "kmodlab_dep"]

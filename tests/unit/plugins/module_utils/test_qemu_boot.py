@@ -1,4 +1,4 @@
-"""_boot: console parsing, modules-load.d / modprobe.d / modules.dep logic,
+"""_qemu_boot: console parsing, modules-load.d / modprobe.d / modules.dep logic,
 .modinfo reading, the initramfs, fast mode, and one real qemu boot."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot
 
 KVER = "6.1.0-55-cloud-amd64"
 
@@ -76,7 +76,7 @@ KMODLAB:END
 
 
 def test_parse_console_reads_report() -> None:
-    parsed = _boot.parse_console(CONSOLE)
+    parsed = _qemu_boot.parse_console(CONSOLE)
     assert parsed["kernel"] == KVER
     assert parsed["completed"] and parsed["begun"]
     assert parsed["loads"] == {"foo": 1, "bar-drv": 0}
@@ -87,9 +87,9 @@ def test_parse_console_reads_report() -> None:
 
 
 def test_judge_reports_refused_module_with_kernel_words() -> None:
-    result = _boot.BootResult("qemu", KVER)
+    result = _qemu_boot.BootResult("qemu", KVER)
     result.requested = ["foo", "bar-drv"]
-    _boot.judge(result, _boot.parse_console(CONSOLE))
+    _qemu_boot.judge(result, _qemu_boot.parse_console(CONSOLE))
     assert not result.ok
     assert len(result.failures) == 1
     assert "module foo not loaded (modprobe exit 1)" in result.failures[0]
@@ -99,18 +99,18 @@ def test_judge_reports_refused_module_with_kernel_words() -> None:
 
 def test_judge_panic_timeout_and_wrong_kernel() -> None:
     panic = "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n"
-    result = _boot.BootResult("qemu", KVER)
-    _boot.judge(result, _boot.parse_console(panic))
+    result = _qemu_boot.BootResult("qemu", KVER)
+    _qemu_boot.judge(result, _qemu_boot.parse_console(panic))
     assert result.panic and not result.ok
     assert result.failures[0].startswith("kernel panic: Kernel panic - not syncing: VFS")
 
-    result = _boot.BootResult("qemu", KVER)
+    result = _qemu_boot.BootResult("qemu", KVER)
     result.timed_out = True
-    _boot.judge(result, _boot.parse_console("KMODLAB:BEGIN\n"))
+    _qemu_boot.judge(result, _qemu_boot.parse_console("KMODLAB:BEGIN\n"))
     assert not result.ok and "did not finish in time" in result.failures[0]
 
-    result = _boot.BootResult("qemu", "6.1.0-50-cloud-amd64")
-    _boot.judge(result, _boot.parse_console(CONSOLE))
+    result = _qemu_boot.BootResult("qemu", "6.1.0-50-cloud-amd64")
+    _qemu_boot.judge(result, _qemu_boot.parse_console(CONSOLE))
     assert "booted kernel 6.1.0-55-cloud-amd64, image kernel is 6.1.0-50-cloud-amd64" in result.failures
 
 
@@ -119,30 +119,30 @@ def test_modules_load_order_masking_and_comments() -> None:
         "etc/modules-load.d": {"b.conf": "# c\nfoo\n; x\n\nbar-drv\n", "z.conf": "zed\n"},
         "usr/lib/modules-load.d": {"b.conf": "masked\n", "a.conf": "first\nfoo\n", "skip.txt": "no\n"},
     }
-    assert _boot.modules_load_list(files) == ["first", "foo", "bar-drv", "zed"]
+    assert _qemu_boot.modules_load_list(files) == ["first", "foo", "bar-drv", "zed"]
 
 
 def test_modprobe_options_and_modules_dep_resolution() -> None:
-    opts = _boot.parse_modprobe_options('options my-mod a=1 b="x" # c\noptions my_mod a=2 \\\n c=3\nblacklist x\n')
+    opts = _qemu_boot.parse_modprobe_options('options my-mod a=1 b="x" # c\noptions my_mod a=2 \\\n c=3\nblacklist x\n')
     assert opts == {"my_mod": {"a": "2", "b": "x", "c": "3"}}
-    dep = _boot.parse_modules_dep(
+    dep = _qemu_boot.parse_modules_dep(
         "extra/top.ko: kernel/mid.ko.xz kernel/low-level.ko\n"
         "kernel/mid.ko.xz: kernel/low-level.ko\nkernel/low-level.ko:\n"
     )
     assert dep["low_level"] == ("kernel/low-level.ko", [])
-    assert _boot.resolve_module("top", dep) == ["low_level", "mid", "top"]
-    assert _boot.resolve_module("net-pf-99", {"dummy": ("d.ko", [])}, [("net-pf-*", "dummy")]) == ["dummy"]
+    assert _qemu_boot.resolve_module("top", dep) == ["low_level", "mid", "top"]
+    assert _qemu_boot.resolve_module("net-pf-99", {"dummy": ("d.ko", [])}, [("net-pf-*", "dummy")]) == ["dummy"]
     with pytest.raises(KeyError):
-        _boot.resolve_module("nope", dep)
+        _qemu_boot.resolve_module("nope", dep)
 
 
 def test_parse_modinfo_and_vermagic() -> None:
     data = fake_module(f"{KVER} SMP preempt mod_unload modversions ", ("license=GPL", "parm=level:int"))
-    info = _boot.parse_modinfo(data)
+    info = _qemu_boot.parse_modinfo(data)
     assert ("license", "GPL") in info and ("parm", "level:int") in info
-    assert _boot.vermagic_release(dict(info)["vermagic"]) == KVER
+    assert _qemu_boot.vermagic_release(dict(info)["vermagic"]) == KVER
     with pytest.raises(ValueError):
-        _boot.parse_modinfo(b"not elf")
+        _qemu_boot.parse_modinfo(b"not elf")
 
 
 def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
         {"x.conf": "good\nbad\nmissing\next4\n"},
         "options good level=3 no_such_param=1\n",
     )
-    result = _boot.evaluate_fast(str(image))
+    result = _qemu_boot.evaluate_fast(str(image))
     assert result.kernel == KVER
     assert result.loaded == ["dep", "good"]
     # Only declared parameters show in /sys/module: the kernel ignores unknown ones.
@@ -188,8 +188,8 @@ def test_fast_mode_with_modversions_compares_crcs_not_release(tmp_path: Path) ->
         "kernel/net/intree.ko:\nextra/same_abi.ko:\nextra/other_abi.ko:\nextra/no_preempt.ko:\n",
         {"x.conf": "same_abi\nother_abi\nno_preempt\n"},
     )
-    assert _boot.parse_versions(fake_module("x", versions=kernel_crcs)) == kernel_crcs
-    result = _boot.evaluate_fast(str(image))
+    assert _qemu_boot.parse_versions(fake_module("x", versions=kernel_crcs)) == kernel_crcs
+    result = _qemu_boot.evaluate_fast(str(image))
     assert result.loaded == ["same_abi"]
     assert result.failures == [
         "module other_abi not loaded: other_abi: disagrees about version of symbol module_layout (Exec format error)",
@@ -207,7 +207,7 @@ def test_initramfs_holds_only_what_is_needed(tmp_path: Path) -> None:
         "options good level=3\n",
     )
     out = tmp_path / "initrd.cpio"
-    tools = _boot.build_initramfs(_boot.ImageModules(str(image)), str(out))
+    tools = _qemu_boot.build_initramfs(_qemu_boot.ImageModules(str(image)), str(out))
     assert tools["busybox"] == "host:/bin/busybox"
     listing = (
         subprocess.run(["cpio", "-it", "--quiet"], input=out.read_bytes(), capture_output=True, check=True)
@@ -232,8 +232,8 @@ def test_initramfs_holds_only_what_is_needed(tmp_path: Path) -> None:
 
 
 def test_no_kernel_is_a_boot_error(tmp_path: Path) -> None:
-    with pytest.raises(_boot.BootError, match="no kernel"):
-        _boot.ImageModules(str(tmp_path))
+    with pytest.raises(_qemu_boot.BootError, match="no kernel"):
+        _qemu_boot.ImageModules(str(tmp_path))
 
 
 def debian_kernel_rootfs(kver: str) -> Path:
@@ -299,7 +299,7 @@ def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path
     (image / "etc/modules-load.d/lab.conf").write_text("# lab\nbonding\nloop\nno-such-module\ndummy\n")
     (image / "etc/modprobe.d").mkdir(parents=True)
     (image / "etc/modprobe.d/lab.conf").write_text("options loop max_loop=5\n")
-    result = _boot.boot(str(image), timeout=300)
+    result = _qemu_boot.boot(str(image), timeout=300)
     print("boot took %.1f s" % result.duration)
     assert result.completed, result.console
     assert result.kernel == KVER
@@ -314,7 +314,7 @@ def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path
     assert not result.ok
     assert result.tools["busybox"] == "host:/bin/busybox"
 
-    fast = _boot.evaluate_fast(str(image))
+    fast = _qemu_boot.evaluate_fast(str(image))
     assert set(fast.loaded) == {"bonding", "tls", "loop"}
     assert [f.split(":")[0] for f in fast.failures] == ["module no-such-module not loaded", "module dummy not loaded"]
     assert "dummy: disagrees about version of symbol module_layout" in fast.failures[1]
