@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) ocp.kmod_layering contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: mco_node_state
+short_description: Verify a layered image from the nodes' machine-config state, reading only
+version_added: 0.2.0
+description:
+  - The read-only verification of a rollout: no pod, no namespace, nothing
+    written. For each node of O(pools) (the nodes the Machine Config
+    Operator manages in that pool, by the MCO's rule) it reads the node's
+    machine-config annotations. A node passes when its state is C(Done) on
+    its pool's rendered config (C(spec.configuration.name)) and that
+    config's C(osImageURL) is O(expected_image). The machine-config daemon
+    sets C(currentConfig) only after the node booted that image.
+  - Loaded modules and their parameters are not read (that needs a debug
+    pod on the node: M(ocp.kmod_layering.node_inspect)).
+  - Replaces C(ocp.kmod_layering.node_inspect) with C(method=mco_state)
+    (deprecated), whose result it returns.
+author:
+  - ocp.kmod_layering contributors (@ocp-kmod-layering)
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.attributes.cluster_group
+  - ocp.kmod_layering.attributes.read_only
+requirements:
+  - kubernetes >= 24.2.0
+options:
+  pools:
+    description: The MachineConfigPools whose nodes are verified.
+    type: list
+    elements: str
+    default: [worker]
+  expected_image:
+    description: The image the nodes must run, pinned by digest (C(repo@sha256:...)).
+    type: str
+  expected_modules:
+    description:
+      - The kernel modules of the image, as C(kmod_modules) entries (C(name),
+        C(options), C(load_at_boot)); recorded in the report.
+    type: list
+    elements: dict
+  cluster_name:
+    description:
+      - Name of the cluster in RV(report) and in messages (the inventory host name).
+      - Without it, the API server URL is used.
+    type: str
+  request_timeout:
+    description: Seconds each API request may take before it is given up and retried.
+    type: int
+    default: 30
+seealso:
+  - module: ocp.kmod_layering.node_inspect
+  - module: ocp.kmod_layering.convergence_check
+"""
+
+EXAMPLES = r"""
+- name: Verify the worker pool from the MCO's node state
+  ocp.kmod_layering.mco_node_state:
+    pools: [worker]
+    expected_image: registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
+    expected_modules: "{{ kmod_modules }}"
+    cluster_name: "{{ inventory_hostname }}"
+  register: state
+
+- name: Fail unless every node runs the image
+  ansible.builtin.assert:
+    that: state.report.verdict == 'pass'
+    fail_msg: "{{ state.report.reasons | join('; ') }}"
+"""
+
+RETURN = r"""
+cluster:
+  description: The API server URL the module talked to.
+  returned: always
+  type: str
+  sample: https://api.lab-a.example.com:6443
+elapsed_seconds:
+  description: Seconds the module spent.
+  returned: always
+  type: float
+nodes:
+  description: Every node of O(pools).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Node name.
+      type: str
+    pool:
+      description: The MachineConfigPool of the node.
+      type: str
+report:
+  description:
+    - The cluster's verification report.
+  returned: always
+  type: dict
+  contains:
+    cluster:
+      description: O(cluster_name), or the API server URL.
+      type: str
+    verdict:
+      description: V(pass) (every node passed) or V(fail).
+      type: str
+    method:
+      description: How the nodes were verified, V(mco_state).
+      type: str
+    expected_image:
+      description: O(expected_image).
+      type: str
+    expected_digest:
+      description: The digest of O(expected_image).
+      type: str
+    counts:
+      description: C(nodes), C(passed), C(failed).
+      type: dict
+      sample: {"nodes": 3, "passed": 2, "failed": 1}
+    reasons:
+      description: Why nodes failed, one sentence each, naming the node (and digests or modules).
+      type: list
+      elements: str
+      sample: ["node worker-1: module mydrv is not loaded (not in /proc/modules)"]
+    warnings:
+      description: For example a pool without nodes.
+      type: list
+      elements: str
+    nodes:
+      description: One verdict per node.
+      type: list
+      elements: dict
+      contains:
+        node:
+          description: Node name.
+          type: str
+        pool:
+          description: Pool of the node.
+          type: str
+        verdict:
+          description: V(pass) or V(fail).
+          type: str
+        reasons:
+          description: Why the node failed.
+          type: list
+          elements: str
+        booted_image:
+          description: The image of the rendered config the node is Done on (its C(osImageURL)).
+          type: str
+        booted_digest:
+          description: Its digest.
+          type: str
+        image_ok:
+          description: That digest equals the expected one.
+          type: bool
+        modules:
+          description: "Per expected module, as recorded in the image (the loaded modules are not read)."
+          type: dict
+        missing_modules:
+          description: Required modules not in C(/proc/modules).
+          type: list
+          elements: str
+    table:
+      description:
+        - The report as rows of a fixed-width table (fixed column widths, so
+          rows of several clusters line up under one RV(report.table_header)).
+      type: list
+      elements: str
+    table_header:
+      description: The two header lines of the table.
+      type: list
+      elements: str
+"""
+
+import copy
+
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._node_inspector import mco_state_result
+
+USER_AGENT = "ocp.kmod_layering.mco_node_state"
+
+
+def argument_spec():
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(
+        pools=dict(type="list", elements="str", default=["worker"]),
+        expected_image=dict(type="str"),
+        expected_modules=dict(type="list", elements="dict"),
+        cluster_name=dict(type="str"),
+        request_timeout=dict(type="int", default=30),
+    )
+    return spec
+
+
+def main():
+    module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    if params["request_timeout"] <= 0:
+        module.fail_json(msg="request_timeout must be a positive number of seconds")
+    if not params["pools"]:
+        module.fail_json(msg="pools must name at least one MachineConfigPool")
+    for entry in params["expected_modules"] or []:
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            module.fail_json(msg="each of expected_modules needs a name, got %r" % (entry,))
+
+    def run(client, _counter):
+        result = mco_state_result(client, params)
+        for key in ("namespace", "image", "pods_created", "pods_left"):
+            result.pop(key)
+        for node in result["nodes"]:
+            node.pop("commands")
+            node.pop("ok")
+        return result
+    run_module(module, USER_AGENT, run, name=params["cluster_name"], request_timeout=params["request_timeout"])
+
+
+if __name__ == "__main__":
+    main()
