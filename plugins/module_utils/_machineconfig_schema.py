@@ -19,8 +19,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-CRD_NAME = "machineconfigs.machineconfiguration.openshift.io"
-API_VERSION = "machineconfiguration.openshift.io/v1"
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco import MCO_API_GROUP  # noqa: E402
+
+CRD_NAME = "machineconfigs." + MCO_API_GROUP
+API_VERSION = MCO_API_GROUP + "/v1"
 KIND = "MachineConfig"
 
 MACHINECONFIG_SCHEMA = {

@@ -388,185 +388,21 @@ requests:
 """
 
 import copy
-import json
 import os
 import socket
-import threading
-import time
-
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _convergence, _files, _inspect, _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _convergence_reader, _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import RequestCounter
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
-    registry_client,
 )
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
-    NotFoundError,
-    RegistryError,
-    parse_pullspec,
-)
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
-    CONNECT_TIMEOUT,
-    RequestCounter,
-    Urllib3HTTPError,
-    call_with_retry,
-    k8s_client,
-    status_code,
-)
-
-try:
-    from kubernetes.dynamic.exceptions import DynamicApiError
-except ImportError:
-    # AnsibleK8SModule reports the missing library.
-    class DynamicApiError(Exception):  # pylint: disable=function-redefined
-        status = None
 
 USER_AGENT = "ocp.kmod_layering.convergence_check"
-MCO_PATH = "/apis/machineconfiguration.openshift.io/v1"
-
-
-class ClusterReader(object):
-    """The reads of one check, each retried on transient errors.
-
-    Plain GETs through the dynamic client kubernetes.core already made: the
-    typed APIs (CoreV1Api) would import every core model, seconds of CPU per
-    module run, which a fleet-wide converged check pays once per cluster.
-    """
-
-    def __init__(self, client, request_timeout):
-        self.dynamic = client.client
-        self.host = self.dynamic.client.configuration.host
-        self.timeout = (CONNECT_TIMEOUT, request_timeout)
-        self.deadline = time.monotonic() + 4 * request_timeout
-        self.requests = 0
-
-    def _get(self, path, query=None):
-        self.requests += 1
-
-        def get():
-            return self.dynamic.request("GET", path, query_params=list(query or []), serialize=False,
-                                        _request_timeout=self.timeout)
-        return json.loads(call_with_retry(get, self.deadline).data)
-
-    def _get_or_none(self, path):
-        try:
-            return self._get(path)
-        except DynamicApiError as exc:
-            if status_code(exc) == 404:
-                return None
-            raise
-
-    def cluster_version(self):
-        return self._get_or_none("/apis/config.openshift.io/v1/clusterversions/version")
-
-    def pools(self):
-        return self._get(MCO_PATH + "/machineconfigpools").get("items") or []
-
-    def our_machineconfigs(self):
-        selector = "%s=%s" % (_machineconfig.LABEL_MANAGED_BY, _machineconfig.MANAGED_BY)
-        return self._get(MCO_PATH + "/machineconfigs", [("labelSelector", selector)]).get("items") or []
-
-    def machineconfig(self, name):
-        return self._get_or_none(MCO_PATH + "/machineconfigs/" + name)
-
-    def nodes(self):
-        return self._get("/api/v1/nodes").get("items") or []
-
-
-class RegistryCheck(object):
-    """Whether the registry still has an image, asked once per image for all
-    the clusters of the run (they share a handful of images)."""
-
-    def __init__(self, params):
-        self.params = params
-        self.lock = threading.Lock()
-        self.answers = {}
-
-    def reason(self, image):
-        """None when the registry has ``image``, else why the cluster is not
-        converged (a missing image is rebuilt and pushed by the full run; an
-        unreachable registry is reported there, naming the input)."""
-        with self.lock:
-            if image not in self.answers:
-                self.answers[image] = self._ask(image)
-            return self.answers[image]
-
-    def _ask(self, image):
-        try:
-            ref = parse_pullspec(image)
-            client = registry_client(self.params, user_agent=USER_AGENT)
-            client.manifest_digest(ref)
-        except NotFoundError:
-            return "the image %s is no longer in the registry" % image
-        except RegistryError as exc:
-            return "the registry could not confirm the image %s: %s" % (image, to_native(exc))
-        return None
-
-
-def check(target, common, reader, registry, check_mode):
-    """The verdict of one cluster: ``target`` has its name, pools, release,
-    name prefix and report file; ``common`` the run's sources and recipe."""
-    cluster = target["name"] or reader.host
-    wanted = dict(common, pools=target["pools"], name_prefix=target["name_prefix"], release=target["release"])
-    cluster_version = reader.cluster_version()
-    pools = reader.pools()
-    ours = reader.our_machineconfigs()
-    nodes = reader.nodes()
-    rendered = {}
-    # Only the rendered configs that matter: those of pools that have ours.
-    names = set((mc.get("metadata") or {}).get("name") for mc in ours)
-    for pool in pools:
-        configuration = ((pool.get("spec") or {}).get("configuration") or {})
-        name = configuration.get("name")
-        if (pool["metadata"]["name"] in wanted["pools"] and name and name not in rendered
-                and names.intersection(s.get("name") for s in configuration.get("source") or [])):
-            found = reader.machineconfig(name)
-            if found is not None:
-                rendered[name] = found
-    result = _convergence.evaluate(cluster_version, pools, nodes, ours, rendered, wanted)
-    registry_checked = bool(result["converged"] and registry is not None)
-    if registry_checked:
-        reason = registry.reason(result["image"])
-        if reason:
-            result.update(converged=False, reasons=[reason])
-    report = None
-    if result["converged"]:
-        report = _inspect.cluster_report(
-            cluster, result["verdicts"], result["image"], wanted["expected_modules"], pools=wanted["pools"],
-            generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        report["method"] = "mco_state"
-        report["api_url"] = reader.host
-        report["table"] = _inspect.table_lines(report)
-        report["table_header"] = _inspect.table_header()
-        if target["report_file"] and not check_mode:
-            _files.write_atomic(target["report_file"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    rollout = {
-        "cluster": cluster,
-        "image": result["image"] or "",
-        "machineconfigs": result["machineconfigs"],
-        "changed": [],
-        "waited": False,
-        "done": result["converged"],
-        "pools": result["pools"],
-        "elapsed_seconds": 0,
-        "progress_file": "",
-        "converged": True,
-    }
-    return dict(converged=result["converged"], reasons=result["reasons"], image=result["image"],
-                build_keys=result["build_keys"], rollout=rollout, report=report, registry_checked=registry_checked)
-
-
-# Per cluster: the connection options of kubernetes.core (the top-level ones
-# are the defaults) and what may differ between clusters of one run.
-CLUSTER_OPTIONS = ("pools", "name_prefix", "release", "report_file")
 
 
 def cluster_options():
@@ -610,83 +446,6 @@ def registry_options():
     return options
 
 
-def targets(params):
-    """One dict per cluster to check: its name, connection options and the
-    settings that may differ between clusters; the top-level options fill in
-    what an entry of ``clusters`` leaves unset. Without ``clusters``, the one
-    cluster of the top-level options."""
-    entries = params["clusters"]
-    if entries is None:
-        entries = [{"name": params["cluster_name"], "report_file": params["report_file"]}]
-    found = []
-    for entry in entries:
-        target = dict((key, entry.get(key) if entry.get(key) is not None else params[key])
-                      for key in tuple(AUTH_ARG_SPEC) + CLUSTER_OPTIONS)
-        target["name"] = entry["name"]
-        # One report file per cluster: the top-level one is for one cluster only.
-        target["report_file"] = entry.get("report_file")
-        found.append(target)
-    return found
-
-
-def api_client(target):
-    """kubernetes.core's client for one cluster.
-
-    kubernetes.core builds every client from the kubernetes library's default
-    Configuration, into which it loads the kubeconfig: start each cluster from
-    a clean one, so nothing of one cluster's kubeconfig (CA, client
-    certificate, token) carries over to the next.
-    """
-    k8s_client.Configuration.set_default(k8s_client.Configuration())
-    return get_api_client(**dict((key, target[key]) for key in AUTH_ARG_SPEC))
-
-
-def api_error(cluster, exc):
-    """(message, status) of an error reading ``cluster``."""
-    if isinstance(exc, DynamicApiError):
-        body = getattr(exc, "body", None) or getattr(exc, "reason", None) or ""
-        return "Cluster %s: Kubernetes API error (%s): %s" % (cluster, status_code(exc), to_native(body)), \
-            status_code(exc)
-    if isinstance(exc, CoreException):
-        return "Cluster %s: %s" % (cluster, to_native(exc)), None
-    return "Cluster %s: could not talk to the API: %s" % (cluster, to_native(exc)), None
-
-
-def check_all(params, check_mode, registry):
-    """{cluster name: verdict}; a cluster that cannot be read is not
-    converged, with ``msg`` (the others are still checked)."""
-    common = {
-        "modules": params["modules"],
-        "recipe": _build.recipe_digest(params["recipe_files"]),
-        "repository": params["repository"],
-        "expected_modules": params["expected_modules"] or [],
-    }
-    results = {}
-    # kubernetes.core sets up a client through the kubernetes library's
-    # default Configuration, a process-wide global: one client at a time
-    # (a first contact costs one discovery GET), the reads in parallel.
-    client_lock = threading.Lock()
-
-    def one(target):
-        name = target["name"] or "(cluster not named)"
-        reader = None
-        try:
-            with client_lock:
-                reader = ClusterReader(api_client(target), params["request_timeout"])
-            verdict = check(target, common, reader, registry, check_mode)
-        except (DynamicApiError, CoreException, Urllib3HTTPError, OSError, ValueError) as exc:
-            msg, status = api_error(name, exc)
-            verdict = dict(converged=False, reasons=[], msg=msg, status=status)
-        verdict["requests"] = reader.requests if reader else 0
-        return name, verdict
-
-    clusters = targets(params)
-    with ThreadPoolExecutor(max_workers=max(1, min(params["parallel"], len(clusters)))) as pool:
-        for name, verdict in pool.map(one, clusters):
-            results[name] = verdict
-    return results
-
-
 def validate(module):
     params = module.params
     if params["request_timeout"] <= 0:
@@ -699,7 +458,7 @@ def validate(module):
         module.fail_json(msg="clusters: each name once, found %s more than once" % ", ".join(duplicates))
     try:
         _build.validate_repository(params["repository"])
-        for target in targets(params):
+        for target in _convergence_reader.targets(params):
             for pool in target["pools"]:
                 _machineconfig.machineconfig_name(target["name_prefix"], pool)
     except (_build.BuildInputError, _machineconfig.MachineConfigError) as exc:
@@ -718,8 +477,8 @@ def main():
     # Requests that take no timeout of their own (the client's discovery on a
     # first contact) must not hang on a silent cluster either.
     socket.setdefaulttimeout(params["request_timeout"])
-    registry = RegistryCheck(params["registry"]) if params["registry"]["check"] else None
-    results = check_all(params, module.check_mode, registry)
+    registry = _convergence_reader.RegistryCheck(params["registry"], USER_AGENT) if params["registry"]["check"] else None
+    results = _convergence_reader.check_all(params, module.check_mode, registry)
     if params["clusters"] is not None:
         module.exit_json(changed=False, clusters=results, requests=counter.count,
                          converged_clusters=sorted(name for name, r in results.items() if r["converged"]))

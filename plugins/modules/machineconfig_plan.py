@@ -137,7 +137,7 @@ options:
         the upgrade gate). Needs O(pools).
       - V(false) only renders and validates, even when O(pools) is given.
       - Unset, the gates run when O(pools) is given (the behaviour of
-        C(machineconfig_manifest)), with a deprecation warning: set it
+        C(machineconfig_manifest)), with a deprecation warning; set it
         explicitly.
     type: bool
     version_added: 0.2.0

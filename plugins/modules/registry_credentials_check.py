@@ -23,7 +23,7 @@ description:
     nodes could not pull the layered image and the rollout would degrade
     the pool.
   - With O(source), the same check on the credentials the layered image is
-    pushed with (the controller's auth file, C(kmod_registry_auth_file)):
+    pushed with (the controller's auth file, C(kmod_registry_auth_file));
     the message then names that file and how to add the entry.
   - Pure computation on the controller; nothing is contacted. The
     credentials themselves are not tried.

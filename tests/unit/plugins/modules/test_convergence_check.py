@@ -14,6 +14,8 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _convergence_reader, _k8s
 from ansible_collections.ocp.kmod_layering.plugins.modules import convergence_check
 
 RECIPE_ARGS = {"modules": [], "repository": "registry.example.com/infra/rhcos-kmods"}
@@ -32,14 +34,14 @@ def params(**overrides):
 
 
 def test_single_cluster_mode_uses_the_top_level_options():
-    (target,) = convergence_check.targets(params(kubeconfig="/k/a", cluster_name="a", report_file="/r/a.json",
+    (target,) = _convergence_reader.targets(params(kubeconfig="/k/a", cluster_name="a", report_file="/r/a.json",
                                                  pools=["worker", "infra"]))
     assert target["name"] == "a" and target["kubeconfig"] == "/k/a"
     assert target["report_file"] == "/r/a.json" and target["pools"] == ["worker", "infra"]
 
 
 def test_each_cluster_fills_in_what_it_leaves_unset_from_the_top_level():
-    targets = convergence_check.targets(params(
+    targets = _convergence_reader.targets(params(
         validate_certs=True, ca_cert="/ca/shared.pem", pools=["worker"], release="4.16.30", report_file="/r/top.json",
         clusters=[{"name": "a", "kubeconfig": "/k/a", "report_file": "/r/a.json"},
                   {"name": "b", "host": "https://api.b:6443", "api_key": "b-token", "ca_cert": "/ca/b.pem",
@@ -98,11 +100,11 @@ def api_servers():
 
 def test_nothing_of_one_clusters_kubeconfig_reaches_the_next_clusters_client(tmp_path, api_servers):
     server_a, server_b = api_servers
-    first = convergence_check.api_client(dict(
-        dict.fromkeys(convergence_check.AUTH_ARG_SPEC),
+    first = _k8s.new_api_client(**dict(
+        dict.fromkeys(AUTH_ARG_SPEC),
         kubeconfig=_kubeconfig(tmp_path / "a", server_a, "token-of-a")))
-    second = convergence_check.api_client(dict(
-        dict.fromkeys(convergence_check.AUTH_ARG_SPEC), host=server_b, api_key="token-of-b"))
+    second = _k8s.new_api_client(**dict(
+        dict.fromkeys(AUTH_ARG_SPEC), host=server_b, api_key="token-of-b"))
     first_config = first.client.client.configuration
     second_config = second.client.client.configuration
     assert first_config.host == server_a
@@ -132,7 +134,7 @@ def test_duplicate_cluster_names_fail_before_any_read(tmp_path):
 def test_an_empty_fleet_checks_nothing_rather_than_the_default_cluster(tmp_path):
     """clusters: [] (every cluster opted out) must not fall back to the
     top-level connection (the kubeconfig of whoever runs it)."""
-    assert convergence_check.targets(params(clusters=[])) == []
+    assert _convergence_reader.targets(params(clusters=[])) == []
     recipe = tmp_path / "Containerfile.j2"
     recipe.write_text("FROM x\n")
     stdout = io.StringIO()

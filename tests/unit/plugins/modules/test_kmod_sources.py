@@ -184,10 +184,10 @@ def test_registry_credentials_check_module():
     secret = {"kind": "Secret", "data": {".dockerconfigjson": base64.b64encode(
         json.dumps({"auths": {"registry.example.com": {"auth": auth}}}).encode()).decode()}}
     failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "registry.example.com/infra/kmods",
-                                             "cluster": "east"})
+                                                      "cluster": "east"})
     assert not failed and result["covered"] and result["entry"] == "registry.example.com"
     failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "other.example.com/infra/kmods",
-                                             "cluster": "east"})
+                                                      "cluster": "east"})
     assert failed and not result["covered"]
     assert "cluster east: its pull secret (openshift-config/pull-secret) has no credentials for registry " \
            "other.example.com" in result["msg"]
