@@ -109,6 +109,7 @@ class RegistryCheck(object):
             return "the registry could not confirm the image %s: %s" % (image, to_native(exc))
         return None
 
+
 def check(target, common, reader, registry, check_mode):
     """The verdict of one cluster: ``target`` has its name, pools, release,
     name prefix and report file; ``common`` the run's sources and recipe."""
@@ -206,7 +207,7 @@ def check_all(params, check_mode, registry):
             verdict = check(target, common, ClusterReader(client), registry, check_mode)
         except CoreException as exc:
             verdict = dict(converged=False, reasons=[], msg="Cluster %s: %s" % (name, to_native(exc)), status=None)
-        except API_ERRORS + CONNECTION_ERRORS + (ClusterError,) as exc:
+        except API_ERRORS + CONNECTION_ERRORS + (ClusterError,) as exc:  # pylint: disable=catching-non-exception
             verdict = dict(converged=False, reasons=[], msg=describe_error(name, exc), status=status_code(exc))
         verdict["requests"] = client.requests if client else 0
         return name, verdict

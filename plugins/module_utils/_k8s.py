@@ -215,11 +215,11 @@ class ClusterClient(object):
             return self.dynamic.request(method, path, query_params=list(query), **kwargs)
         try:
             response = call_with_retry(send, self.deadline, self.stopped, self.max_failures)
-        except API_ERRORS as exc:
+        except API_ERRORS as exc:  # pylint: disable=catching-non-exception
             if (missing_ok and status_code(exc) == 404) or (conflict_ok and status_code(exc) == 409):
                 return None
             raise ClusterError(self.name, described, exc)
-        except CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:  # pylint: disable=catching-non-exception
             raise ClusterError(self.name, described, exc)
         data = response.data
         if not parse:
@@ -320,7 +320,7 @@ def run_module(module, user_agent, run, name=None, **client_options):
         module.fail_json(msg=to_native(exc))
     except CoreException as exc:
         module.fail_from_exception(exc)
-    except API_ERRORS + CONNECTION_ERRORS as exc:
+    except API_ERRORS + CONNECTION_ERRORS as exc:  # pylint: disable=catching-non-exception
         module.fail_json(msg=describe_error(cluster, exc), status=status_code(exc))
     for warning in result.pop("warnings", None) or []:
         module.warn(warning)

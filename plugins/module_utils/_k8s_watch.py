@@ -126,7 +126,7 @@ class ResourceWatcher(object):
                 if not received and time.monotonic() - opened < 1:
                     failures += 1
                     last_error = WatchFailed("the server ended the watch at once")
-            except API_ERRORS as exc:
+            except API_ERRORS as exc:  # pylint: disable=catching-non-exception
                 if status_code(exc) == 410:
                     # Our resourceVersion is too old: list again, then watch.
                     try:
@@ -141,7 +141,7 @@ class ResourceWatcher(object):
                     return
                 failures += 1
                 last_error = exc
-            except CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:  # pylint: disable=catching-non-exception
                 # Dropped connection or read timeout: resume from the last version.
                 failures += 1
                 last_error = exc

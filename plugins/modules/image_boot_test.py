@@ -280,7 +280,7 @@ def main():
         result["digest"], result["layers"], result["files_unpacked"] = fetch_rootfs(client, image, root)
         result["bytes_fetched"] = client.bytes_fetched
         boot = _qemu_boot.boot(root, timeout=params["boot_timeout"], memory_mb=params["memory_mb"],
-                                workdir=workdir, modules=modules)
+                               workdir=workdir, modules=modules)
     except (RegistryError, _rootfs.LayerError) as exc:
         result["bytes_fetched"] = client.bytes_fetched if client else 0
         module.fail_json(msg="Boot test of %s: cannot fetch the image: %s" % (image, to_native(exc)), **result)

@@ -144,7 +144,7 @@ options:
   pools:
     description:
       - The cluster's MachineConfigPools (the C(resources) of
-        C(kubernetes.core.k8s_info)), for the gates (O(gates)): O(pool) must
+        C(kubernetes.core.k8s_info)), for the gates (O(gates)); O(pool) must
         exist there and not be paused, and, with O(machineconfigs), the
         effectiveness gate runs.
     type: list

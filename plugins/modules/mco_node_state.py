@@ -12,7 +12,7 @@ module: mco_node_state
 short_description: Verify a layered image from the nodes' machine-config state, reading only
 version_added: 0.2.0
 description:
-  - The read-only verification of a rollout: no pod, no namespace, nothing
+  - The read-only verification of a rollout; no pod, no namespace, nothing
     written. For each node of O(pools) (the nodes the Machine Config
     Operator manages in that pool, by the MCO's rule) it reads the node's
     machine-config annotations. A node passes when its state is C(Done) on
@@ -20,7 +20,7 @@ description:
     config's C(osImageURL) is O(expected_image). The machine-config daemon
     sets C(currentConfig) only after the node booted that image.
   - Loaded modules and their parameters are not read (that needs a debug
-    pod on the node: M(ocp.kmod_layering.node_inspect)).
+    pod on the node, M(ocp.kmod_layering.node_inspect)).
   - Replaces C(ocp.kmod_layering.node_inspect) with C(method=mco_state)
     (deprecated), whose result it returns.
 author:

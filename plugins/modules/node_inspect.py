@@ -150,7 +150,7 @@ options:
     description:
       - V(pods) runs the debug pods on every node and reads the booted image,
         loaded modules and parameters.
-      - V(mco_state) is deprecated (it inspects no node): it runs
+      - V(mco_state) is deprecated (it inspects no node); it runs
         M(ocp.kmod_layering.mco_node_state), which reads the nodes'
         machine-config state and creates nothing. Needs O(pools).
     type: str

@@ -64,10 +64,10 @@ def done_events(version=200):
             [event("MODIFIED", pools[0], version + 10)])
 
 
-def waiter(address, api, **overrides):
+def waiter(address, **overrides):
     client = cluster_client(address, request_timeout=5)
     target = _mco.RolloutTarget(KMOD_MC, None, None)
-    return RolloutWaiter(client, params(**overrides), target), api
+    return RolloutWaiter(client, params(**overrides), target)
 
 
 def test_mid_rollout_followed_by_watch_to_done_with_every_node_state_in_the_progress(api, tmp_path):
@@ -76,7 +76,7 @@ def test_mid_rollout_followed_by_watch_to_done_with_every_node_state_in_the_prog
     recorded.watch(NODES, node_events)
     recorded.watch(POOLS, pool_events)
     progress = tmp_path / "progress" / "rollout.log"
-    wait, _ = waiter(address, recorded, progress_file=str(progress))
+    wait = waiter(address, progress_file=str(progress))
     result = wait.run()
     assert result["done"] and result["pools"][0]["done"]
     assert result["target"]["os_image_url"] == recorded.image  # learnt from our MachineConfig
@@ -97,7 +97,7 @@ def test_a_degraded_node_fails_fast_naming_node_and_reason(api):
     degraded = [n for n in nodes if n["metadata"]["annotations"][_mco.ANNOTATION_STATE] == "Degraded"][0]
     recorded.watch(NODES, [event("MODIFIED", degraded, 300)])
     recorded.watch(POOLS, [event("MODIFIED", pools[0], 301)])
-    wait, _ = waiter(address, recorded)
+    wait = waiter(address)
     with pytest.raises(Failed) as failed:
         wait.run()
     reason = degraded["metadata"]["annotations"][_mco.ANNOTATION_REASON]
@@ -115,7 +115,7 @@ def test_410_gone_on_the_watch_is_answered_by_a_relist(api):
     def relisted():
         recorded.lists[POOLS] = pools
         recorded.lists[NODES] = nodes
-    wait, _ = waiter(address, recorded)
+    wait = waiter(address)
     original = wait.evaluate
 
     def evaluate_then_swap():
@@ -133,10 +133,10 @@ def test_transient_list_errors_are_retried_and_a_pool_missing_is_named(api):
     recorded.fault("GET", NODES, 503, 503)
     recorded.watch(NODES, done_events()[0])
     recorded.watch(POOLS, done_events()[1])
-    result = waiter(address, recorded)[0].run()
+    result = waiter(address).run()
     assert result["done"] and recorded.count("GET", NODES, watch=False) == 3
 
-    wait, _ = waiter(address, recorded, pools=["worker", "gpu"])
+    wait = waiter(address, pools=["worker", "gpu"])
     with pytest.raises(Failed, match="MachineConfigPool gpu not found on cluster lab-a .pools there: worker"):
         wait.run()
 
@@ -145,11 +145,11 @@ def test_an_api_that_serves_no_pools_is_named_and_other_errors_name_the_request(
     recorded, address = api
     del recorded.lists[POOLS]
     with pytest.raises(Failed, match="Cluster lab-a serves no MachineConfigPools"):
-        waiter(address, recorded)[0].run()
+        waiter(address).run()
     recorded.lists[POOLS] = split("mid_rollout.yaml")[0]
     recorded.fault("GET", NODES, 403)
     with pytest.raises(ClusterError) as error:
-        waiter(address, recorded)[0].run()
+        waiter(address).run()
     assert error.value.status == 403
     assert str(error.value).startswith("Cluster lab-a: Kubernetes API error 403 (GET /api/v1/nodes)")
 
@@ -160,7 +160,7 @@ def test_another_machineconfig_that_overrides_the_image_fails_before_any_watch(a
     later["metadata"]["name"] = "99-zz-worker-override"
     recorded.lists[MCS] = recorded.lists[MCS] + [later]
     with pytest.raises(Failed, match="99-zz-worker-override"):
-        waiter(address, recorded)[0].run()
+        waiter(address).run()
     assert recorded.count("GET", POOLS, watch=True) == 0
 
 

@@ -35,7 +35,7 @@ def params(**overrides):
 
 def test_single_cluster_mode_uses_the_top_level_options():
     (target,) = _convergence_reader.targets(params(kubeconfig="/k/a", cluster_name="a", report_file="/r/a.json",
-                                                 pools=["worker", "infra"]))
+                                                   pools=["worker", "infra"]))
     assert target["name"] == "a" and target["kubeconfig"] == "/k/a"
     assert target["report_file"] == "/r/a.json" and target["pools"] == ["worker", "infra"]
 
@@ -100,11 +100,9 @@ def api_servers():
 
 def test_nothing_of_one_clusters_kubeconfig_reaches_the_next_clusters_client(tmp_path, api_servers):
     server_a, server_b = api_servers
-    first = _k8s.new_api_client(**dict(
-        dict.fromkeys(AUTH_ARG_SPEC),
-        kubeconfig=_kubeconfig(tmp_path / "a", server_a, "token-of-a")))
-    second = _k8s.new_api_client(**dict(
-        dict.fromkeys(AUTH_ARG_SPEC), host=server_b, api_key="token-of-b"))
+    first = _k8s.new_api_client(**{**dict.fromkeys(AUTH_ARG_SPEC),
+                                   "kubeconfig": _kubeconfig(tmp_path / "a", server_a, "token-of-a")})
+    second = _k8s.new_api_client(**{**dict.fromkeys(AUTH_ARG_SPEC), "host": server_b, "api_key": "token-of-b"})
     first_config = first.client.client.configuration
     second_config = second.client.client.configuration
     assert first_config.host == server_a
