@@ -99,80 +99,33 @@ nodes:
       type: str
 report:
   description:
-    - The cluster's verification report.
+    - The cluster's verification report, in the shape of M(ocp.kmod_layering.node_inspect)'s
+      C(report) (the verify role writes either as C(<kmod_report_dir>/<cluster>.json)).
+    - Per node, C(booted_image) is the C(osImageURL) of the rendered config the node is
+      C(Done) on, and C(modules) what the image records (loaded modules are not read).
   returned: always
   type: dict
   contains:
-    cluster:
-      description: O(cluster_name), or the API server URL.
-      type: str
     verdict:
-      description: V(pass) (every node passed) or V(fail).
+      description: V(pass) (every node is Done on the image) or V(fail).
       type: str
     method:
-      description: How the nodes were verified, V(mco_state).
-      type: str
-    expected_image:
-      description: O(expected_image).
-      type: str
-    expected_digest:
-      description: The digest of O(expected_image).
+      description: Always V(mco_state).
       type: str
     counts:
       description: C(nodes), C(passed), C(failed).
       type: dict
       sample: {"nodes": 3, "passed": 2, "failed": 1}
     reasons:
-      description: Why nodes failed, one sentence each, naming the node (and digests or modules).
-      type: list
-      elements: str
-      sample: ["node worker-1: module mydrv is not loaded (not in /proc/modules)"]
-    warnings:
-      description: For example a pool without nodes.
+      description: Why nodes failed, one sentence each, naming the node.
       type: list
       elements: str
     nodes:
-      description: One verdict per node.
+      description: One verdict per node (C(node), C(pool), C(verdict), C(reasons), C(booted_image), C(image_ok)).
       type: list
       elements: dict
-      contains:
-        node:
-          description: Node name.
-          type: str
-        pool:
-          description: Pool of the node.
-          type: str
-        verdict:
-          description: V(pass) or V(fail).
-          type: str
-        reasons:
-          description: Why the node failed.
-          type: list
-          elements: str
-        booted_image:
-          description: The image of the rendered config the node is Done on (its C(osImageURL)).
-          type: str
-        booted_digest:
-          description: Its digest.
-          type: str
-        image_ok:
-          description: That digest equals the expected one.
-          type: bool
-        modules:
-          description: "Per expected module, as recorded in the image (the loaded modules are not read)."
-          type: dict
-        missing_modules:
-          description: Required modules not in C(/proc/modules).
-          type: list
-          elements: str
     table:
-      description:
-        - The report as rows of a fixed-width table (fixed column widths, so
-          rows of several clusters line up under one RV(report.table_header)).
-      type: list
-      elements: str
-    table_header:
-      description: The two header lines of the table.
+      description: The report as rows of the fleet table.
       type: list
       elements: str
 """
