@@ -32,7 +32,7 @@ def test_built_collection_ships_plugins_but_no_lab_or_tooling(tmp_path: Path) ->
     assert shipped_modules == on_disk
     leaked = sorted(
         n for n in names
-        if n.startswith(("tests/kmodlab", "tests/integration", ".lab", ".venv", ".build", "hack/", ".ci"))
+        if n.startswith(("tests/kmodlab", "tests/lab/", "tests/integration", "tests/e2e", ".lab", ".venv", ".build", "hack/", ".ci"))
         or n in {"Makefile"}
     )
     assert leaked == [], f"lab/test tooling leaked into the collection artefact: {leaked[:10]}"
