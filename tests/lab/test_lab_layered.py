@@ -167,5 +167,3 @@ def test_git_source_at_a_given_commit(git_served_modules: tuple[str, str, str], 
     assert 'greeting = "hello"' in source
     assert not (context / "src" / "kmodlab_core" / ".git").exists()
     assert (context / "check-vermagic.sh").read_bytes() == layered.CHECK_VERMAGIC.read_bytes()
-
-
