@@ -4,7 +4,6 @@
 real inputs: local directories, a real git repository, real tar/zip archives."""
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
@@ -13,19 +12,9 @@ import tarfile
 import zipfile
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.ocp.kmod_layering.plugins.modules import kmod_sources, layered_image_plan, registry_credentials_check
-
-
-def run(module, args):
-    """Run a module's main(); return (failed, result)."""
-    stdout = io.StringIO()
-    with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        with contextlib.redirect_stdout(stdout):
-            module.main()
-    result = json.loads(stdout.getvalue())
-    return exited.value.code != 0, result
+from ansible_collections.ocp.kmod_layering.tests.unit.plugins.modules.runner import run
 
 
 def _module_tree(root, greeting=b"hello"):
