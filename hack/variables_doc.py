@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Writes docs/variables.md, the variable reference, from the roles'
 argument specs (roles/*/meta/argument_specs.yml): `python hack/variables_doc.py`.
 tests/unit/test_docs.py checks the result against the specs."""

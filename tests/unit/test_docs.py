@@ -92,7 +92,7 @@ def _local_links(page: Path) -> list[tuple[Path, str]]:
     for link in LINK.findall(text):
         if re.match(r"[a-z]+:", link):
             continue
-        target, _, anchor = link.partition("#")
+        target, anchor = link.partition("#")[::2]
         links.append(((page.parent / target).resolve() if target else page, anchor))
     return links
 
@@ -113,7 +113,7 @@ def test_every_docs_page_is_reachable_from_the_readme() -> None:
         if page in seen or page.suffix != ".md" or not page.exists():
             continue
         seen.add(page)
-        todo.extend(target for target, _anchor in _local_links(page))
+        todo.extend(link[0] for link in _local_links(page))
     orphans = sorted(p.name for p in DOCS.glob("*.md") if p.resolve() not in seen)
     assert orphans == [], f"docs pages no link from README.md leads to: {orphans}"
 

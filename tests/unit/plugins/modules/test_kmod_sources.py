@@ -228,14 +228,15 @@ def test_registry_credentials_check_module():
     auth = base64.b64encode(b"u:p").decode()
     secret = {"kind": "Secret", "data": {".dockerconfigjson": base64.b64encode(
         json.dumps({"auths": {"registry.example.com": {"auth": auth}}}).encode()).decode()}}
-    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "registry.example.com/infra/kmods",
-                                             "cluster": "east"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": secret, "image": "registry.example.com/infra/kmods", "cluster": "east"})
     assert not failed and result["covered"] and result["entry"] == "registry.example.com"
-    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "other.example.com/infra/kmods",
-                                             "cluster": "east"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": secret, "image": "other.example.com/infra/kmods", "cluster": "east"})
     assert failed and not result["covered"]
     assert "cluster east: its pull secret (openshift-config/pull-secret) has no credentials for registry " \
            "other.example.com" in result["msg"]
-    failed, result = run(registry_credentials_check, {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
     assert failed and "cluster west: its pull secret (openshift-config/pull-secret) is empty or missing" in result["msg"]
     assert auth not in json.dumps(result)
