@@ -37,6 +37,7 @@ def release(lab: LabState) -> dict[str, Any]:
 
 # ------------------------------------------------------------ the template, no lab needed
 
+
 def test_template_renders_as_ansible_template_module_does(tmp_path: Path) -> None:
     """The lab renders Containerfile.j2 itself; it must match what the build
     role's ansible.builtin.template writes from the same variables."""
