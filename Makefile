@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)/.build/collections:$(CURDIR)/tests
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test sanity lint unit integration bench lab-up lab-down lab-status clean
+.PHONY: setup demo test sanity lint unit integration lab-tests bench lab-up lab-down lab-status clean
 
 setup:
 	@hack/setup.sh
@@ -28,6 +28,10 @@ unit: setup
 
 integration: setup
 	pytest tests/integration
+
+# Tests of the embedded lab itself (tests/kmodlab), apart from the product's.
+lab-tests: setup
+	pytest tests/lab
 
 # The fleet benchmark: one table, written to docs/performance.md (hack/bench.sh).
 # make bench BENCH_ARGS='--quick' for a smoke run.

@@ -399,23 +399,6 @@ def test_registry_image_info_reads_the_registry(fleet: Fleet, runs: dict[str, An
     assert refused.get("failed") and "authentication to registry" in refused["msg"]
 
 
-def test_the_lab_computes_the_same_build_key_as_the_role(fleet: Fleet, runs: dict[str, Any], tmp_path: Path) -> None:
-    """One implementation: kmodlab.layered lays out its context and keys it
-    with module_utils/_build.py, so the same modules give the role's key."""
-    from kmodlab import layered
-
-    first = fleet.lab.clusters[0]
-    facts = runs["first"].facts[first["name"]]["kmod_build"]
-    release = fleet.lab.release(first["release"])
-    sources = [layered.fixture("kmodlab_core", options=CORE_OPTIONS, firmware_dir="firmware"), layered.fixture("kmodlab_dep")]
-    context = tmp_path / "context"
-    entries = layered.prepare_context(context, sources)
-    key = layered.compute_build_key(
-        release["kernel"], release["images"]["driver-toolkit"], release["images"][release["os_tag"]], entries, context
-    )
-    assert key == facts["build_key"]
-
-
 def test_module_built_for_another_kernel_stops_the_run_before_any_cluster_write(
     fleet: Fleet, runs: dict[str, Any], tmp_path: Path
 ) -> None:

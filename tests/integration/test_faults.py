@@ -31,7 +31,7 @@ Fault -> test(s) -> outcome:
   test_node_pulls_and_api_reads_ride_out_transient_faults -> node agents retry, rollout done
 - a node that cannot pull the image (registry broken for good) ->
   test_node_that_cannot_pull_fails_the_rollout_naming_cluster_pool_node_reason, and
-  test_lab_cluster::test_unpullable_image_degrades_the_node_with_the_registry_error ->
+  tests/lab/test_lab_cluster.py::test_unpullable_image_degrades_the_node_with_the_registry_error ->
   node Degraded with the registry error; the wait fails naming cluster, pool, node,
   reason; the previous rendered config and booted image stay on every node
 - API 5xx and dropped connection on lists (mco_rollout_wait; a 503 on the rollout role's read) ->

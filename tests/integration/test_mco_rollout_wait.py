@@ -31,7 +31,6 @@ import yaml
 
 from kmodlab import apiserver, paths, pki
 
-pytestmark = pytest.mark.lab
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 FIXTURES = CHECKOUT / "tests" / "unit" / "fixtures" / "mco"
@@ -590,6 +589,7 @@ def lab_workers(lab: Any, tmp_path: Path) -> Any:
         workers.restore()
 
 
+@pytest.mark.lab
 def test_lab_cluster_rollout_with_the_mco_simulator(lab_workers):
     lw = lab_workers
     lw.log.reset()
@@ -627,6 +627,7 @@ def test_lab_cluster_rollout_with_the_mco_simulator(lab_workers):
     assert rollout["api_requests"] <= 10
 
 
+@pytest.mark.lab
 def test_lab_cluster_paused_pool(lab_workers):
     lw = lab_workers
     lw.set_paused(True)
@@ -654,6 +655,7 @@ def test_lab_cluster_paused_pool(lab_workers):
     assert lw.booted(waited["pools"][0]["nodes"]) == dict((n["name"], lw.image) for n in waited["pools"][0]["nodes"])
 
 
+@pytest.mark.lab
 def test_lab_cluster_degraded_node_fails_fast(lab_workers):
     lw = lab_workers
     # Pinned to a digest the registry does not have: the first node's pull fails.

@@ -1,4 +1,4 @@
-"""Issue E, reliability and safety, on a lab cluster of its own (fast node mode):
+"""Reliability and safety, on a lab cluster of its own (fast node mode):
 
 - the gates before any MachineConfig is written: a degraded pool and a
   cluster mid-upgrade (ClusterVersion Progressing=True) stop the rollout with

@@ -35,7 +35,7 @@ def test_every_example_cluster_passes_the_role_argument_spec(role: str) -> None:
     }
     validator = ArgumentSpecValidator(options)
     hostvars = _hostvars()
-    assert len(hostvars) == 5
+    assert hostvars, "the example inventory lists no cluster"
     for host, variables in hostvars.items():
         given = {k: v for k, v in variables.items() if k in options}
         result = validator.validate(given)

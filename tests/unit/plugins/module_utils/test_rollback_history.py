@@ -2,7 +2,7 @@
 # Copyright (c) ocp.kmod_layering contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Gates of issue E (degraded pool, cluster upgrading), the history annotation
+"""The pre-write gates (degraded pool, cluster upgrading), the history annotation
 of our MachineConfig, rollback plans, and the removal target of _mco."""
 
 from __future__ import absolute_import, division, print_function

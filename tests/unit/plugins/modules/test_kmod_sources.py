@@ -4,7 +4,7 @@
 real inputs: local directories, a real git repository, real tar/zip archives."""
 
 import base64
-import contextlib
+import hashlib
 import io
 import json
 import subprocess
@@ -12,20 +12,9 @@ import tarfile
 import zipfile
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build
 from ansible_collections.ocp.kmod_layering.plugins.modules import kmod_sources, layered_image_plan, registry_credentials_check
-
-
-def run(module, args):
-    """Run a module's main(); return (failed, result)."""
-    stdout = io.StringIO()
-    with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        with contextlib.redirect_stdout(stdout):
-            module.main()
-    result = json.loads(stdout.getvalue())
-    return exited.value.code != 0, result
+from ansible_collections.ocp.kmod_layering.tests.unit.plugins.modules.runner import run
 
 
 def _module_tree(root, greeting=b"hello"):
@@ -65,9 +54,19 @@ def test_local_path_is_fingerprinted_in_place(tmp_path):
     assert result["changed"] is False
     (entry,) = result["modules"]
     assert entry["path"] == str(src)
-    assert entry["fingerprint"] == entry["source"] == _build.tree_digest(str(src))
+    assert entry["fingerprint"] == entry["source"] and entry["fingerprint"].startswith("sha256:")
     assert (entry["options"], entry["firmware_dir"], entry["load_at_boot"]) == ("a=1", "fw", True)
     assert "build_command" not in entry
+
+    def fingerprint(path):
+        failed, result = run(kmod_sources, {"modules": [{"name": "m", "source": {"path": str(path)}}],
+                                            "cache_dir": str(tmp_path / "cache")})
+        assert not failed, result
+        return result["modules"][0]["fingerprint"]
+
+    # The same files elsewhere: the same fingerprint; one byte changed: another.
+    assert fingerprint(_module_tree(tmp_path / "copy" / "m")) == entry["fingerprint"]
+    assert fingerprint(_module_tree(tmp_path / "edited" / "m", greeting=b"hellO")) != entry["fingerprint"]
 
 
 def test_git_version_resolves_to_a_commit_and_exports_it(tmp_path, repo):
@@ -120,9 +119,13 @@ def test_archives_tar_and_zip(tmp_path):
         {"name": "z", "source": {"archive": str(zipped), "subdir": "pkg"}}], "cache_dir": str(tmp_path / "cache")})
     assert not failed, result
     t, z = result["modules"]
-    assert t["source"] == "archive+%s@%s#pkg" % (tarball, _build.file_digest(str(tarball)))
-    # Same files, same fingerprint, whatever the packaging (zip drops exec bits: none here).
-    assert t["fingerprint"] == z["fingerprint"] == _build.tree_digest(str(src))
+    assert t["source"] == "archive+%s@sha256:%s#pkg" % (tarball, hashlib.sha256(tarball.read_bytes()).hexdigest())
+    # Same files, same fingerprint, whatever the packaging (zip drops exec bits:
+    # none here), and the same as the unpacked directory given as a path.
+    failed, unpacked = run(kmod_sources, {"modules": [{"name": "p", "source": {"path": str(src)}}],
+                                          "cache_dir": str(tmp_path / "cache")})
+    assert not failed, unpacked
+    assert t["fingerprint"] == z["fingerprint"] == unpacked["modules"][0]["fingerprint"]
 
 
 def test_archive_escaping_its_directory_is_refused(tmp_path):
@@ -154,7 +157,14 @@ def test_missing_inputs_fail_before_anything_is_built(tmp_path):
 # ---------------------------------------------------------------- plan
 
 
+def _plan(clusters, modules, recipe_files, repository="r.example/k/layered"):
+    return run(layered_image_plan, {"clusters": clusters, "modules": modules, "recipe_files": recipe_files,
+                                    "repository": repository})
+
+
 def test_layered_image_plan_module(tmp_path):
+    """One build per distinct set of inputs: the same inputs, derived afresh,
+    give the same key and tag; any one input changed gives another."""
     recipe = tmp_path / "Containerfile.j2"
     recipe.write_text("FROM x\n")
     resolved = {"kernel_version": "6.1.0-50-cloud-amd64",
@@ -162,17 +172,52 @@ def test_layered_image_plan_module(tmp_path):
                 "rhcos_image": "r.example/a/os@sha256:" + "b" * 64}
     modules = [{"name": "m", "source": "sha256:" + "1" * 64, "fingerprint": "sha256:" + "1" * 64, "load_at_boot": True,
                 "path": "/x"}]
-    failed, result = run(layered_image_plan, {"clusters": {"a": resolved, "b": resolved}, "modules": modules,
-                                              "recipe_files": [str(recipe)], "repository": "r.example/k/layered"})
+    failed, result = _plan({"a": resolved, "b": dict(resolved)}, modules, [str(recipe)])
     assert not failed, result
     assert result["changed"] is False
     (build,) = result["builds"]
     assert build["clusters"] == ["a", "b"]
-    assert build["build_key"] == _build.build_key("6.1.0-50-cloud-amd64", resolved["driver_toolkit_image"],
-                                                  resolved["rhcos_image"], modules,
-                                                  _build.recipe_digest([str(recipe)]))
-    failed, result = run(layered_image_plan, {"clusters": {"a": resolved}, "modules": [{"name": "m"}],
-                                              "recipe_files": [str(recipe)], "repository": "r.example/k/layered"})
+    assert result["clusters"] == {"a": build["build_key"], "b": build["build_key"]}
+    assert build["image"] == "r.example/k/layered:" + build["tag"]
+    assert build["tag"].startswith("6.1.0-50-cloud-amd64-")
+
+    # The same inputs from elsewhere: a copy of the recipe in another
+    # directory, the module sources at another path, another cluster name.
+    copy_dir = tmp_path / "elsewhere"
+    copy_dir.mkdir()
+    (copy_dir / "Containerfile.j2").write_text("FROM x\n")
+    failed, again = _plan({"c": dict(resolved)}, [dict(modules[0], path="/y")], [str(copy_dir / "Containerfile.j2")])
+    assert not failed, again
+    assert (again["builds"][0]["build_key"], again["builds"][0]["tag"]) == (build["build_key"], build["tag"])
+
+    # One input changed at a time: another key each time, none seen before.
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "Containerfile.j2").write_text("FROM x\nRUN true\n")
+    changes = {
+        "kernel": ({"a": dict(resolved, kernel_version="6.1.0-51-cloud-amd64")}, modules, [str(recipe)]),
+        "dtk": ({"a": dict(resolved, driver_toolkit_image="r.example/a/dtk@sha256:" + "c" * 64)}, modules, [str(recipe)]),
+        "rhcos": ({"a": dict(resolved, rhcos_image="r.example/a/os@sha256:" + "d" * 64)}, modules, [str(recipe)]),
+        "sources": ({"a": resolved}, [dict(modules[0], fingerprint="sha256:" + "2" * 64)], [str(recipe)]),
+        "options": ({"a": resolved}, [dict(modules[0], options="level=2")], [str(recipe)]),
+        "recipe": ({"a": resolved}, modules, [str(edited / "Containerfile.j2")]),
+    }
+    keys = {build["build_key"]}
+    for what, args in changes.items():
+        failed, changed = _plan(*args)
+        assert not failed, (what, changed)
+        (other,) = changed["builds"]
+        assert other["build_key"] not in keys, what
+        keys.add(other["build_key"])
+
+    # Two clusters on different kernels: two builds, each cluster on its own.
+    newer = dict(resolved, kernel_version="6.1.0-51-cloud-amd64", rhcos_image="r.example/a/os@sha256:" + "d" * 64)
+    failed, two = _plan({"a": resolved, "b": newer}, modules, [str(recipe)])
+    assert not failed, two
+    assert [b["clusters"] for b in two["builds"]] == [["a"], ["b"]]
+    assert two["clusters"]["a"] == build["build_key"] != two["clusters"]["b"]
+
+    failed, result = _plan({"a": resolved}, [{"name": "m"}], [str(recipe)])
     assert failed and "must come from ocp.kmod_layering.kmod_sources" in result["msg"]
 
 
@@ -183,14 +228,15 @@ def test_registry_credentials_check_module():
     auth = base64.b64encode(b"u:p").decode()
     secret = {"kind": "Secret", "data": {".dockerconfigjson": base64.b64encode(
         json.dumps({"auths": {"registry.example.com": {"auth": auth}}}).encode()).decode()}}
-    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "registry.example.com/infra/kmods",
-                                                      "cluster": "east"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": secret, "image": "registry.example.com/infra/kmods", "cluster": "east"})
     assert not failed and result["covered"] and result["entry"] == "registry.example.com"
-    failed, result = run(registry_credentials_check, {"pull_secret": secret, "image": "other.example.com/infra/kmods",
-                                                      "cluster": "east"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": secret, "image": "other.example.com/infra/kmods", "cluster": "east"})
     assert failed and not result["covered"]
     assert "cluster east: its pull secret (openshift-config/pull-secret) has no credentials for registry " \
            "other.example.com" in result["msg"]
-    failed, result = run(registry_credentials_check, {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
+    failed, result = run(registry_credentials_check,
+                         {"pull_secret": {}, "image": "other.example.com/x", "cluster": "west"})
     assert failed and "cluster west: its pull secret (openshift-config/pull-secret) is empty or missing" in result["msg"]
     assert auth not in json.dumps(result)

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from kmodlab import paths, pki, registry, tokenserver
+from kmodlab import paths, pki, pytest_plugin, registry, tokenserver
 from kmodlab.state import LabState
 
 LAYER_FILE = "hello/kmodlab.txt"
@@ -474,7 +474,7 @@ def _free_port_base(start: int) -> int:
 @pytest.mark.lab
 def test_cli_up_is_idempotent_and_down_leaves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "lab"
-    base = _free_port_base(16010)
+    base = _free_port_base(pytest_plugin.TEST_PORT_BASE + 10)
     env = dict(os.environ, KMODLAB_STATE=str(root), KMODLAB_PORT_BASE=str(base))
 
     def kmodlab(*args: str) -> subprocess.CompletedProcess[str]:
@@ -549,7 +549,7 @@ def test_sessions_sharing_a_lab_last_one_out_brings_it_down(tmp_path: Path) -> N
     from kmodlab.pytest_plugin import _TestLab
 
     root = tmp_path / "shared"
-    base = _free_port_base(16020)
+    base = _free_port_base(pytest_plugin.TEST_PORT_BASE + 20)
     first, second = _TestLab(root, base, keep=False), _TestLab(root, base, keep=False)
     try:
         first.enter()
