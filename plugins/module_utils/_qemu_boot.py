@@ -374,14 +374,23 @@ def _read_text(path):
 
 
 def _conf_files(rootfs, dirs):
+    """``{directory: {file name: text}}`` of the ``*.conf`` files of ``dirs``;
+    a symlink to /dev/null is an empty file, so it masks the same name of a
+    later directory (modules-load.d(5), modprobe.d(5))."""
     result = {}
     for directory in dirs:
         real = os.path.join(rootfs, _inside(rootfs, directory))
         files = {}
         if os.path.isdir(real):
             for fname in sorted(os.listdir(real)):
+                if not fname.endswith(".conf"):
+                    continue
+                entry = os.path.join(real, fname)
+                if os.path.islink(entry) and os.readlink(entry) == "/dev/null":
+                    files[fname] = ""
+                    continue
                 path = os.path.join(rootfs, _inside(rootfs, directory + "/" + fname))
-                if fname.endswith(".conf") and os.path.isfile(path):
+                if os.path.isfile(path):
                     files[fname] = _read_text(path)
         result[directory] = files
     return result

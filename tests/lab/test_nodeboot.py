@@ -231,7 +231,8 @@ def test_node_boot_and_product_boot_test_agree_on_a_lab_image(lab: LabState, tmp
     print(f"\nlab node boot: {node.duration:.1f}s, initramfs {node.initramfs_bytes} bytes, tools {node.tools}")
     assert node.completed and not node.panic, node.console[-3000:]
     assert node.kernel == lab.releases[0]["kernel"] and node.tools["modprobe"] == "image:/usr/bin/kmod"
-    assert node.requested == ["kmodlab_core", "kmodlab_dep", "bonding", "loop", "vxlan"], node.requested
+    # By file name across directories: 50-vendor, 70-denied, then the build's kmodlab_core.conf, kmodlab_dep.conf.
+    assert node.requested == ["bonding", "loop", "vxlan", "kmodlab_core", "kmodlab_dep"], node.requested
     assert {"kmodlab_core", "kmodlab_dep", "bonding", "tls", "loop"} <= set(node.loaded)
     assert not {"veth", "dummy", "vxlan"} & set(node.loaded)
     assert node.params["loop"]["max_loop"] == "5"

@@ -103,6 +103,16 @@ def test_modules_load_order_masking_and_comments() -> None:
     assert _qemu_boot.modules_load_list(files) == ["first", "foo", "bar-drv", "zed"]
 
 
+def test_a_dev_null_symlink_in_etc_masks_the_vendor_file(tmp_path: Path) -> None:
+    """modules-load.d(5): a symlink to /dev/null in /etc with a vendor file's
+    name disables it (found by the lab node's own boot disagreeing)."""
+    image = make_image(tmp_path, {}, "", {"a.conf": "kept\n"})
+    (image / "usr/lib/modules-load.d").mkdir(parents=True)
+    (image / "usr/lib/modules-load.d/vendor.conf").write_text("masked\n")
+    (image / "etc/modules-load.d/vendor.conf").symlink_to("/dev/null")
+    assert _qemu_boot.ImageModules(str(image)).requested == ["kept"]
+
+
 def test_modprobe_options_and_modules_dep_resolution() -> None:
     opts = _qemu_boot.parse_modprobe_options('options my-mod a=1 b="x" # c\noptions my_mod a=2 \\\n c=3\nblacklist x\n')
     assert opts == {"my_mod": {"a": "2", "b": "x", "c": "3"}}
