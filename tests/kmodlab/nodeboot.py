@@ -649,9 +649,9 @@ def load_list(rootfs: str, cmdline: str = "", busybox: str = HOST_BUSYBOX) -> li
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as script:
         script.write(INIT)
     try:
-        out = subprocess.run([busybox, "sh", script.name], env={"LABNODE_ROOT": rootfs, "LABNODE_LIST_ONLY": "1",
-                                                               "LABNODE_CMDLINE": cmdline, "PATH": "/usr/bin:/bin"},
-                             capture_output=True, text=True, check=True, timeout=60)
+        env = {"LABNODE_ROOT": rootfs, "LABNODE_LIST_ONLY": "1", "LABNODE_CMDLINE": cmdline, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([busybox, "sh", script.name], env=env, capture_output=True, text=True, check=True,
+                             timeout=60)
     finally:
         os.unlink(script.name)
     return [line for line in out.stdout.splitlines() if line]

@@ -251,4 +251,3 @@ def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path
     ]
     assert not result.ok
     assert result.tools["busybox"] == "host:/bin/busybox"
-
