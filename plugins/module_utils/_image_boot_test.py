@@ -14,7 +14,8 @@
 - ``console_tail(text, lines)``: the end of the serial console, for the
   failure report.
 
-The boot itself is ``_qemu_boot.boot`` (the lab's qemu nodes use the same code).
+The boot itself is ``_qemu_boot.boot`` (the lab's nodes boot their own way,
+``tests/kmodlab/nodeboot.py``).
 """
 
 from __future__ import absolute_import, division, print_function

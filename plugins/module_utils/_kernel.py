@@ -26,7 +26,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import
 )
 
 try:
-    from typing import Any, Dict, Iterable, Optional
+    from typing import Any, Dict, Optional
 except ImportError:  # pragma: no cover
     pass
 
@@ -61,16 +61,6 @@ def kernel_from_path(path):
     match = _VMLINUZ_RE.match(path)
     if match and looks_like_kernel_version(match.group(1)):
         return match.group(1)
-    return None
-
-
-def find_kernel_in_listing(paths):
-    # type: (Iterable[str]) -> Optional[str]
-    """First kernel version found in a layer listing (file paths)."""
-    for path in paths:
-        kver = kernel_from_path(path)
-        if kver:
-            return kver
     return None
 
 

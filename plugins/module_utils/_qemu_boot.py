@@ -5,31 +5,22 @@
 modules it asks for (``/etc/modules-load.d``) load, with the options of
 ``/etc/modprobe.d``?
 
-Two evaluations that answer the same question:
-
-``boot()`` (qemu mode)
-    Builds a newc initramfs from the image itself (its kernel, its module
-    tree trimmed to what is loaded, its modules-load.d / modprobe.d, its
-    busybox and kmod when present) and boots the image's own kernel under
-    ``qemu-system-x86_64 -accel tcg``. ``/init`` loads the list with
-    ``modprobe`` (so dependencies and options apply as with
-    systemd-modules-load) and reports on the serial console; the console is
-    parsed into a ``BootResult``.
-
-``evaluate_fast()`` (fast mode)
-    No boot: resolves the same list through ``modules.dep`` and makes the
-    kernel loader's checks on each module: ``vermagic`` (ELF ``.modinfo``)
-    against the kernel's, and with modversions the symbol CRCs
-    (``__versions``) against those the image's in-tree modules import. It
-    cannot foresee what a module does once loaded (a panic in its init).
+``boot()`` builds a newc initramfs from the image itself (its module tree
+trimmed to the modules named in modules-load.d with their dependencies and
+soft dependencies, the depmod indexes the chosen modprobe reads, its
+modules-load.d / modprobe.d, its busybox and kmod when present) and boots
+the image's own kernel under ``qemu-system-x86_64 -accel tcg``. ``/init``
+loads the list with ``modprobe -b`` (dependencies, options and the
+blacklist apply as with systemd-modules-load) and reports on the serial
+console with ``KMOD_LAYERING:`` lines; the console is parsed into a
+``BootResult``.
 
 Limits: x86_64 kernels only (TCG, no KVM: a boot takes seconds, not
 milliseconds). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
 when the modprobe used can decompress them (the image's kmod links liblzma and
-libzstd; busybox's modprobe may not); fast mode reads ``.xz``/``.gz`` with the
-Python standard library and reports ``.zst`` as unreadable. ``softdep`` and
-``install`` lines of modprobe.d are copied but their targets are not added to
-the initramfs. Secure Boot / signature enforcement is not modelled.
+libzstd; busybox's modprobe may not). ``install`` lines of modprobe.d are
+copied but what they run is not added to the initramfs. Secure Boot /
+signature enforcement is not modelled.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,8 +28,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import fnmatch
-import gzip
-import lzma
 import os
 import re
 import shutil
@@ -48,7 +37,7 @@ import subprocess
 import tempfile
 import time
 
-MARK = "KMODLAB:"
+MARK = "KMOD_LAYERING:"
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 # systemd-modules-load reads these, earlier directories win for a file name.
 MODULES_LOAD_DIRS = ("etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d",
@@ -58,6 +47,11 @@ MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
 BUSYBOX_CANDIDATES = ("usr/bin/busybox", "bin/busybox", "usr/sbin/busybox", "sbin/busybox")
 KMOD_CANDIDATES = ("usr/bin/kmod", "bin/kmod", "usr/sbin/kmod", "sbin/kmod")
 HOST_BUSYBOX = "/bin/busybox"
+# depmod's indexes each modprobe reads: libkmod opens the binary forms (and
+# modules.softdep, modules.builtin.modinfo as text); busybox the text forms.
+KMOD_INDEXES = ("modules.dep.bin", "modules.alias.bin", "modules.symbols.bin", "modules.builtin.bin",
+                "modules.builtin.alias.bin", "modules.softdep", "modules.builtin.modinfo")
+BUSYBOX_INDEXES = ("modules.dep", "modules.alias", "modules.symbols", "modules.builtin", "modules.softdep")
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
 
 # Kernel and modprobe messages that mean "this module was refused".
@@ -182,6 +176,28 @@ def parse_modprobe_options(text):
     return options
 
 
+def parse_blacklist(text):
+    """Module names of the ``blacklist <module>`` lines of a modprobe.d file."""
+    names = set()
+    for raw in _join_continuations(text):
+        words = raw.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0] == "blacklist":
+            names.add(normalize_name(words[1]))
+    return names
+
+
+def parse_softdeps(text):
+    """``softdep <module> pre: a b post: c`` lines (modprobe.d, depmod's
+    modules.softdep) -> ``{module: [a, b, c]}``."""
+    softdeps = {}
+    for raw in _join_continuations(text):
+        words = raw.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0] == "softdep":
+            softdeps.setdefault(normalize_name(words[1]), []).extend(
+                w for w in words[2:] if w not in ("pre:", "post:"))
+    return softdeps
+
+
 def _join_continuations(text):
     lines, current = [], ""
     for line in text.splitlines():
@@ -240,11 +256,6 @@ def resolve_module(name, dep_map, aliases=()):
     return ordered
 
 
-def vermagic_release(vermagic):
-    """``6.1.0-55-cloud-amd64 SMP preempt mod_unload modversions`` -> release."""
-    return vermagic.split()[0] if vermagic and vermagic.split() else ""
-
-
 # --------------------------------------------------------------------------
 # ELF: the .modinfo section of a module, and what a program needs to run
 
@@ -278,12 +289,6 @@ class _Elf:
                 section["name"] = self.data[start:end].decode("ascii", "replace")
         return result
 
-    def section_bytes(self, name):
-        for section in self.sections():
-            if section["name"] == name:
-                return self.data[section["offset"]:section["offset"] + section["size"]]
-        return None
-
     def interpreter(self):
         fmt = self.endian + ("IIQQQQQQ" if self.is64 else "IIIIIIII")
         for index in range(self.phnum):
@@ -312,52 +317,6 @@ class _Elf:
                 start = strtab["offset"] + value
                 result.append(self.data[start:self.data.index(b"\0", start)].decode("ascii"))
         return result
-
-
-def parse_modinfo(data):
-    """Raw module bytes (uncompressed ELF) -> list of ``(key, value)`` from
-    its ``.modinfo`` section (``vermagic``, ``depends``, ``parm``, ...)."""
-    section = _Elf(data).section_bytes(".modinfo")
-    if section is None:
-        raise ValueError("no .modinfo section")
-    pairs = []
-    for item in section.split(b"\0"):
-        if b"=" in item:
-            key, _sep, value = item.decode("utf-8", "replace").partition("=")
-            pairs.append((key, value))
-    return pairs
-
-
-def parse_versions(data):
-    """``__versions`` of a module built with CONFIG_MODVERSIONS: ``{symbol:
-    crc}`` of what it imports (struct modversion_info: a word of CRC, then the
-    name, 64 bytes an entry)."""
-    elf = _Elf(data)
-    section = elf.section_bytes("__versions")
-    if not section:
-        return {}
-    word = 8 if elf.is64 else 4
-    fmt = elf.endian + ("Q" if elf.is64 else "I")
-    versions = {}
-    for offset in range(0, len(section) - 63, 64):
-        crc = struct.unpack_from(fmt, section, offset)[0] & 0xFFFFFFFF
-        name = section[offset + word:offset + 64].split(b"\0", 1)[0].decode("ascii", "replace")
-        if name:
-            versions[name] = crc
-    return versions
-
-
-def read_module_bytes(path):
-    """A module file's ELF bytes, decompressing ``.xz``/``.gz``."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if path.endswith(".xz"):
-        return lzma.decompress(data)
-    if path.endswith(".gz"):
-        return gzip.decompress(data)
-    if path.endswith(".zst"):
-        raise ValueError("zstd-compressed module (no zstd decompressor in the Python standard library)")
-    return data
 
 
 # --------------------------------------------------------------------------
@@ -415,14 +374,23 @@ def _read_text(path):
 
 
 def _conf_files(rootfs, dirs):
+    """``{directory: {file name: text}}`` of the ``*.conf`` files of ``dirs``;
+    a symlink to /dev/null is an empty file, so it masks the same name of a
+    later directory (modules-load.d(5), modprobe.d(5))."""
     result = {}
     for directory in dirs:
         real = os.path.join(rootfs, _inside(rootfs, directory))
         files = {}
         if os.path.isdir(real):
             for fname in sorted(os.listdir(real)):
+                if not fname.endswith(".conf"):
+                    continue
+                entry = os.path.join(real, fname)
+                if os.path.islink(entry) and os.readlink(entry) == "/dev/null":
+                    files[fname] = ""
+                    continue
                 path = os.path.join(rootfs, _inside(rootfs, directory + "/" + fname))
-                if fname.endswith(".conf") and os.path.isfile(path):
+                if os.path.isfile(path):
                     files[fname] = _read_text(path)
         result[directory] = files
     return result
@@ -447,98 +415,45 @@ class ImageModules:
         self.dep_map = parse_modules_dep(_read_text(dep_path)) if os.path.isfile(dep_path) else {}
         alias_path = os.path.join(rootfs, self.moddir, "modules.alias")
         self.aliases = parse_modules_alias(_read_text(alias_path)) if os.path.isfile(alias_path) else []
-        self._vermagic = None
-        self._vermagic_read = False
-        self._crcs = {}
-        self._unread = None
+        self.softdeps = {}
+        self.blacklist = set()
+        for directory in MODPROBE_DIRS:
+            for fname in sorted(self.modprobe_conf[directory]):
+                self.blacklist |= parse_blacklist(self.modprobe_conf[directory][fname])
+        for directory in MODPROBE_DIRS:
+            for fname in sorted(self.modprobe_conf[directory]):
+                for mod, deps in parse_softdeps(self.modprobe_conf[directory][fname]).items():
+                    self.softdeps.setdefault(mod, []).extend(deps)
+        softdep_path = os.path.join(rootfs, self.moddir, "modules.softdep")
+        if os.path.isfile(softdep_path):
+            for mod, deps in parse_softdeps(_read_text(softdep_path)).items():
+                self.softdeps.setdefault(mod, []).extend(deps)
         builtin_path = os.path.join(rootfs, self.moddir, "modules.builtin")
         self.builtin = set()
         if os.path.isfile(builtin_path):
             self.builtin = set(module_name(p) for p in _read_text(builtin_path).split())
 
-    def module_path(self, name):
-        return os.path.join(self.rootfs, self.moddir, self.dep_map[name][0])
-
-    def _in_tree(self):
-        return [path for path, _deps in self.dep_map.values() if path.startswith("kernel/")]
-
-    def kernel_vermagic(self):
-        """The booted kernel's vermagic, as its own (in-tree) modules carry
-        it; None when the image has no in-tree module to read."""
-        if not self._vermagic_read:
-            self._vermagic_read = True
-            for path in sorted(self._in_tree())[:5]:
-                try:
-                    info = dict(parse_modinfo(read_module_bytes(os.path.join(self.rootfs, self.moddir, path))))
-                except (OSError, ValueError):
-                    continue
-                if info.get("vermagic"):
-                    self._vermagic = info["vermagic"]
-                    break
-        return self._vermagic
-
-    def kernel_crcs(self, symbols):
-        """CRCs the kernel build gave ``symbols``, read from the ``__versions``
-        of its in-tree modules (same build, so the kernel's own values);
-        symbols no in-tree module imports are left out."""
-        if self._unread is None:
-            self._unread = sorted(self._in_tree())
-        wanted = set(symbols) - set(self._crcs)
-        while wanted and self._unread:
-            path = self._unread.pop(0)
-            try:
-                versions = parse_versions(read_module_bytes(os.path.join(self.rootfs, self.moddir, path)))
-            except (OSError, ValueError):
-                continue
-            for name, crc in versions.items():
-                self._crcs.setdefault(name, crc)
-            wanted -= set(versions)
-        return dict((name, self._crcs[name]) for name in symbols if name in self._crcs)
-
-    def refusal(self, name, data):
-        """Why the kernel would refuse module ``name`` (ELF ``data``), in its
-        own words, or None. Mirrors load_module: with modversions the release
-        part of vermagic is not compared (same_magic), the CRCs are
-        (check_version); without, vermagic must match exactly."""
-        vermagic = dict(parse_modinfo(data)).get("vermagic", "")
-        versions = parse_versions(data)
-        kernel_magic = self.kernel_vermagic()
-        if kernel_magic is None:
-            if vermagic_release(vermagic) != self.kernel:
-                return "%s: version magic '%s' should be '%s'" % (name, vermagic, self.kernel)
-            return None
-        if versions:
-            same = vermagic.split()[1:] == kernel_magic.split()[1:]
-        else:
-            same = vermagic.split() == kernel_magic.split()
-        if not same:
-            return "%s: version magic '%s' should be '%s'" % (name, vermagic, kernel_magic)
-        crcs = self.kernel_crcs(list(versions))
-        for symbol in ["module_layout"] + sorted(versions):
-            if symbol in versions and symbol in crcs and crcs[symbol] != versions[symbol]:
-                return "%s: disagrees about version of symbol %s" % (name, symbol)
-        return None
-
-    def initramfs_module_files(self):
-        """Relative paths (under the module dir) the initramfs needs: index
-        files, ``extra/`` and ``updates/`` trees, and the requested modules
-        with their dependencies."""
-        wanted = set()
+    def initramfs_module_files(self, kmod=True):
+        """Relative paths (under the module dir) the initramfs needs: the
+        depmod index files the modprobe used reads (kmod: the binary
+        indexes; busybox: the text ones), and the requested modules with
+        their dependencies and soft dependencies - no other module."""
         root = os.path.join(self.rootfs, self.moddir)
-        for fname in os.listdir(root):
-            if fname.startswith("modules.") and os.path.isfile(os.path.join(root, fname)):
-                wanted.add(fname)
-        for sub in ("extra", "updates"):
-            for dirpath, _dirs, files in os.walk(os.path.join(root, sub)):
-                for fname in files:
-                    wanted.add(os.path.relpath(os.path.join(dirpath, fname), root))
-        extra = [n for n, (p, _d) in self.dep_map.items() if p.startswith(("extra/", "updates/"))]
-        for name in list(self.requested) + extra:
+        indexes = KMOD_INDEXES if kmod else BUSYBOX_INDEXES
+        wanted = set(name for name in indexes if os.path.isfile(os.path.join(root, name)))
+        pending, seen = list(self.requested), set()
+        while pending:
+            name = pending.pop()
+            if normalize_name(name) in seen:
+                continue
+            seen.add(normalize_name(name))
             try:
-                for mod in resolve_module(name, self.dep_map, self.aliases):
-                    wanted.add(self.dep_map[mod][0])
+                chain = resolve_module(name, self.dep_map, self.aliases)
             except KeyError:
                 continue  # reported by the boot itself: modprobe says "not found"
+            for mod in chain:
+                wanted.add(self.dep_map[mod][0])
+                pending.extend(self.softdeps.get(mod, []))
         return sorted(wanted)
 
 
@@ -652,31 +567,31 @@ def _top_level_symlinks(rootfs):
     return links
 
 
-INIT_SCRIPT = r"""#!/kmodlab/busybox sh
-# kmodlab boot test: load the modules-load.d list like systemd-modules-load,
+INIT_SCRIPT = r"""#!/kmod-layering/busybox sh
+# ocp.kmod_layering boot test: load the modules-load.d list like systemd-modules-load,
 # report to the serial console, power off.
-/kmodlab/busybox mkdir -p /proc /sys /dev /tmp /run /kmodlab/bin
-/kmodlab/busybox --install -s /kmodlab/bin
-export PATH=/kmodlab/bin
+/kmod-layering/busybox mkdir -p /proc /sys /dev /tmp /run /kmod-layering/bin
+/kmod-layering/busybox --install -s /kmod-layering/bin
+export PATH=/kmod-layering/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # Kernel messages go into the report via dmesg instead of interleaving.
 dmesg -n 1
-M=KMODLAB:
+M=KMOD_LAYERING:
 echo "${M}BEGIN"
 echo "${M}KERNEL $(uname -r)"
 echo "${M}MODPROBE $MODPROBE_TOOL"
 while read -r mod; do
   [ -n "$mod" ] || continue
-  out=$($MODPROBE_CMD "$mod" 2>&1)
+  out=$($MODPROBE_CMD -b "$mod" 2>&1)
   rc=$?
   echo "${M}LOAD $mod $rc"
   echo "$out" | while read -r line; do [ -n "$line" ] && echo "${M}ERR $mod $line"; done
-done < /kmodlab/load.list
+done < /kmod-layering/load.list
 dmesg -r | grep '^<[0-4]>' | while read -r line; do echo "${M}DMESG $line"; done
 while read -r line; do echo "${M}MOD $line"; done < /proc/modules
-for mod in $( (cut -d' ' -f1 /proc/modules; cat /kmodlab/load.list) | sort -u); do
+for mod in $( (cut -d' ' -f1 /proc/modules; cat /kmod-layering/load.list) | sort -u); do
   for p in /sys/module/$mod/parameters/*; do
     [ -r "$p" ] || continue
     v=$(cat "$p" 2>/dev/null) && echo "${M}PARAM $mod ${p##*/} $v"
@@ -703,34 +618,34 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
             initramfs.add_symlink(alias, "/" + modules_parent)
     busybox = _find_in_image(rootfs, BUSYBOX_CANDIDATES)
     if busybox is not None:
-        _add_program(initramfs, rootfs, busybox, "kmodlab/busybox")
+        _add_program(initramfs, rootfs, busybox, "kmod-layering/busybox")
         tools["busybox"] = "image:/" + busybox
     elif os.path.isfile(host_busybox):
         with open(host_busybox, "rb") as handle:
             data = handle.read()
         if _Elf(data).interpreter():
             raise BootError("image has no busybox and host %s is not static" % host_busybox)
-        initramfs.add_file("kmodlab/busybox", data=data, mode=0o755)
+        initramfs.add_file("kmod-layering/busybox", data=data, mode=0o755)
         tools["busybox"] = "host:" + host_busybox
     else:
         raise BootError("no busybox in the image and none on the host (%s)" % host_busybox)
     kmod = _find_in_image(rootfs, KMOD_CANDIDATES)
     if kmod is not None:
-        _add_program(initramfs, rootfs, kmod, "kmodlab/kmod")
+        _add_program(initramfs, rootfs, kmod, "kmod-layering/kmod")
         # kmod picks its command from argv[0].
-        initramfs.add_symlink("kmodlab/sbin/modprobe", "/kmodlab/kmod")
+        initramfs.add_symlink("kmod-layering/sbin/modprobe", "/kmod-layering/kmod")
         tools["modprobe"] = "image:/" + kmod
-        modprobe_cmd, modprobe_tool = "/kmodlab/sbin/modprobe", "kmod"
+        modprobe_cmd, modprobe_tool = "/kmod-layering/sbin/modprobe", "kmod"
     else:
         tools["modprobe"] = tools["busybox"] + " (modprobe applet)"
         modprobe_cmd, modprobe_tool = "modprobe", "busybox"
-    for rel in image.initramfs_module_files():
+    for rel in image.initramfs_module_files(kmod=kmod is not None):
         initramfs.add_file(image.moddir + "/" + rel, source=os.path.join(rootfs, image.moddir, rel))
     for dirs, files in ((MODULES_LOAD_DIRS, image.load_conf), (MODPROBE_DIRS, image.modprobe_conf)):
         for directory in dirs:
             for fname, text in files[directory].items():
                 initramfs.add_file(directory + "/" + fname, data=text.encode())
-    initramfs.add_file("kmodlab/load.list", data=("\n".join(image.requested) + "\n").encode())
+    initramfs.add_file("kmod-layering/load.list", data=("\n".join(image.requested) + "\n").encode())
     script = INIT_SCRIPT.replace("$MODPROBE_CMD", modprobe_cmd).replace("$MODPROBE_TOOL", modprobe_tool)
     initramfs.add_file("init", data=script.encode(), mode=0o755)
     with open(out_path, "wb") as out:
@@ -742,7 +657,7 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
 # Console parsing
 
 
-_LINE_RE = re.compile(r"KMODLAB:(BEGIN|END|KERNEL|MODPROBE|LOAD|ERR|DMESG|MOD|PARAM)(?: (.*))?$")
+_LINE_RE = re.compile(r"KMOD_LAYERING:(BEGIN|END|KERNEL|MODPROBE|LOAD|ERR|DMESG|MOD|PARAM)(?: (.*))?$")
 
 
 def parse_console(text):
@@ -812,6 +727,10 @@ def judge(result, parsed):
             continue
         if not parsed["completed"]:
             continue
+        if key in getattr(result, "blacklist", ()):
+            result.failures.append("module %s not loaded: deny-listed by a blacklist line of modprobe.d "
+                                   "(systemd-modules-load skips it too)" % name)
+            continue
         why = list(parsed["errors"].get(name, []))
         why += [line for line in parsed["dmesg"] if line.startswith(key + ":") or line.startswith(name + ":")]
         why = [line for index, line in enumerate(why) if line not in why[:index]]  # retries repeat them
@@ -846,6 +765,7 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
     result = BootResult("qemu", image.kernel)
     result.requested = list(image.requested)
     result.builtin = image.builtin
+    result.blacklist = image.blacklist
     if shutil.which(qemu) is None:
         raise BootError("%s not found" % qemu)
     own_dir = workdir is None
@@ -880,65 +800,3 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
     finally:
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def declared_options(image, name):
-    """The modprobe.d options of module ``name`` that it declares
-    (``parmtype=<param>:<type>`` in .modinfo): the kernel ignores unknown
-    parameters ("Unknown parameter ... ignored"), so /sys/module shows only
-    these. All of them when the module cannot be read."""
-    options = dict(image.options.get(name) or {})
-    try:
-        info = parse_modinfo(read_module_bytes(image.module_path(name)))
-    except (OSError, ValueError, KeyError):
-        return options
-    declared = set(value.split(":", 1)[0] for key, value in info if key == "parmtype")
-    return dict((key, value) for key, value in options.items() if key in declared)
-
-
-def evaluate_fast(rootfs):
-    """Decide without booting whether the requested modules would load: each
-    module and its dependencies must exist in modules.dep and pass the
-    kernel's checks (``ImageModules.refusal``: vermagic, modversions CRCs).
-    It cannot see what a module does once loaded (a panic in its init)."""
-    started = time.monotonic()
-    image = ImageModules(rootfs)
-    result = BootResult("fast", image.kernel)
-    result.requested = list(image.requested)
-    result.kernel = image.kernel  # the image's kernel is what would boot
-    lines = ["KMODLAB:BEGIN", "KMODLAB:KERNEL %s" % image.kernel]
-    loaded = []
-    for name in image.requested:
-        key = normalize_name(name)
-        if key in image.builtin:
-            continue
-        try:
-            chain = resolve_module(name, image.dep_map, image.aliases)
-        except KeyError:
-            result.failures.append("module %s not loaded: Module %s not found in directory /lib/modules/%s"
-                                   % (name, name, image.kernel))
-            continue
-        refused = None
-        for mod in chain:
-            if mod in loaded:
-                continue
-            # In-tree modules were built with the kernel itself: nothing to check.
-            if not image.dep_map[mod][0].startswith("kernel/"):
-                try:
-                    refused = image.refusal(mod, read_module_bytes(image.module_path(mod)))
-                except (OSError, ValueError) as exc:
-                    refused = "%s: %s" % (mod, exc)
-                if refused:
-                    refused += " (Exec format error)"
-                    break
-            loaded.append(mod)
-            if mod in image.options:
-                result.params[mod] = declared_options(image, mod)
-        if refused:
-            result.failures.append("module %s not loaded: %s" % (name, refused))
-    result.loaded = loaded
-    result.completed = True
-    lines += ["KMODLAB:MOD %s" % mod for mod in loaded] + ["KMODLAB:END"]
-    result.console = "\n".join(lines) + "\n"
-    result.duration = time.monotonic() - started
-    return result

@@ -19,7 +19,6 @@ __metaclass__ = type
 import gzip
 import os
 import shutil
-import stat
 import tarfile
 
 WHITEOUT_PREFIX = ".wh."
@@ -205,15 +204,3 @@ def _prune_lower(host, relpath, added):
             _remove(child)
         elif os.path.isdir(child) and not os.path.islink(child):
             _prune_lower(child, (relpath + "/" if relpath else "") + name, added)
-
-
-def apply_layers(streams, root, keep=None):
-    """Apply layers bottom to top; ``streams`` yields readable streams."""
-    total = 0
-    for stream in streams:
-        total += apply_layer(stream, root, keep=keep)
-    return total
-
-
-def is_regular_file(root, relpath):
-    return stat.S_ISREG(os.lstat(secure_join(root, relpath)).st_mode)

@@ -24,8 +24,11 @@ description:
     the boot needs (kernel and module trees, C(modules-load.d) and
     C(modprobe.d), C(busybox), C(kmod) and shared libraries); the directory
     is deleted afterwards.
-  - The boot and the console parsing are the code the embedded lab's qemu
-    nodes use (C(_qemu_boot)).
+  - Modules are loaded with C(modprobe -b), as systemd-modules-load loads
+    them, so a module named in C(modules-load.d) but deny-listed by a
+    C(blacklist) line of C(modprobe.d) is not loaded, and the test says so.
+  - The initramfs holds no module but those named in C(modules-load.d) (and
+    O(modules)) with their dependencies and soft dependencies.
   - With O(results_dir), a passing verdict is kept there by image digest and
     module list; a rerun for the same digest returns it (RV(cached)) and
     neither fetches nor boots. Failures are not kept.

@@ -146,6 +146,7 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     modules = inventory["all"]["vars"]["kmod_modules"]
     expected_params = dict(p.split("=", 1) for p in modules[0]["options"].split())
     booted_digests = set()
+    node_boots: dict[str, list[dict[str, Any]]] = {}
     for cluster in fleet.clusters:
         client = api(cluster)
         nodes = client.resources.get(api_version="v1", kind="Node")
@@ -170,7 +171,22 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
             assert boot["params"]["kmodlab_core"] == expected_params, boot["params"]
             assert annotations["kmodlab.io/booted-digest"] == image.split("@", 1)[1]
             booted_digests.add(annotations["kmodlab.io/booted-digest"])
+            node_boots.setdefault(annotations["kmodlab.io/booted-digest"], []).append(boot)
     assert len(booted_digests) == 2, "each release booted its own image"
+
+    # The product's boot test (image_boot_test, its verdict kept by digest)
+    # and the lab's nodes (kmodlab.nodeboot, their own initramfs and /init)
+    # booted the same images each their own way: they must agree on what
+    # loads and with which parameters.
+    verdict_dir = Path(inventory["all"]["vars"]["kmod_cache_dir"]) / "boot-tests"
+    for digest, boots in node_boots.items():
+        verdicts = [json.loads(p.read_text()) for p in verdict_dir.glob(digest.split(":", 1)[1] + "-*.json")]
+        assert verdicts, f"no boot test verdict for {digest} in {verdict_dir}"
+        for verdict in verdicts:
+            for boot in boots:
+                assert set(verdict["loaded"]) == set(boot["loaded"]), (verdict, boot)
+                assert {m: verdict["params"].get(m, {}) for m in boot["loaded"]} == {
+                    m: boot["params"].get(m, {}) for m in boot["loaded"]}, (verdict, boot)
 
     # Converged: a rerun builds nothing, pushes nothing, writes nothing.
     reset_request_logs(fleet)

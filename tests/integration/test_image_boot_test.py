@@ -1,7 +1,7 @@
 """The boot test gate (ocp.kmod_layering.image_boot_test) on lab images built
 with the product's Containerfile and pushed to the lab registry: the image's
-own kernel boots in qemu (the same _qemu_boot code as the lab's qemu nodes) and
-modprobes every module.
+own kernel boots in qemu (the product's _qemu_boot; lab nodes boot their own
+way, kmodlab.nodeboot) and modprobes every module.
 
 Three images, three boots in all (one each; the rerun is served from the
 verdict cache): kmodlab_core + kmodlab_dep pass; kmodlab_panic with
@@ -123,4 +123,4 @@ def test_a_module_that_does_not_load_is_named(verdicts: dict[str, Any]) -> None:
                                     "kmodlab_noload not loaded (modprobe exit 1): ")
     assert "No such device" in noload["msg"]
     assert "kmodlab_noload" not in noload["loaded"]
-    assert "KMODLAB:LOAD kmodlab_noload 1" in noload["console_tail"]
+    assert "KMOD_LAYERING:LOAD kmodlab_noload 1" in noload["console_tail"]

@@ -334,8 +334,8 @@ def pull_rootfs(state: LabState, pullspec: str, dest: Path) -> Path:
 
     host, repo = _split_ref(pullspec)[:2]
     manifest = _manifest_and_config(state, pullspec)[0]
-    streams = (io.BytesIO(_registry_get(state, host, f"{repo}/blobs/{layer['digest']}")) for layer in manifest["layers"])
-    _rootfs.apply_layers(streams, str(dest))
+    for layer in manifest["layers"]:  # bottom to top
+        _rootfs.apply_layer(io.BytesIO(_registry_get(state, host, f"{repo}/blobs/{layer['digest']}")), str(dest))
     return dest
 
 

@@ -8,8 +8,9 @@ cluster's pull secret (`openshift-config/pull-secret`) through the
 collection's RegistryClient (failure: state Degraded, reason = the registry's
 error, node stays on its config) -> unpack the layers (`_rootfs`, cached by
 manifest digest, shared by all nodes of the process) -> state Rebooting,
-Ready=False -> boot test (`_qemu_boot`: qemu boots the image's kernel, or fast
-mode's vermagic check) -> kernel did not come back: NotReady + Degraded;
+Ready=False -> boot (the lab's own `nodeboot`: qemu boots the image's kernel
+and its /init loads modules as systemd-modules-load does; or `fastboot`,
+fast mode's vermagic/CRC check) -> kernel did not come back: NotReady + Degraded;
 else currentConfig = desired, Done, Ready, uncordon, and the node records
 what it booted (image, digest, loaded modules). A module that the kernel
 refuses does not fail the update (systemd-modules-load fails, the node
@@ -41,8 +42,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot, _mco, _registry, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco, _registry, _rootfs
 
+from . import fastboot, nodeboot
 from .mco import ANN_DESIRED_DRAIN, ANN_LAST_APPLIED_DRAIN, MC_API, Api, now
 
 log = logging.getLogger("kmodlab.node")
@@ -360,10 +362,10 @@ class NodeAgent:
         with BOOT_SLOTS:
             try:
                 if self.fleet.node_mode == "qemu":
-                    result = _qemu_boot.boot(rootfs, timeout=self.fleet.boot_timeout)
+                    result = nodeboot.boot(rootfs, timeout=self.fleet.boot_timeout)
                 else:
-                    result = _qemu_boot.evaluate_fast(rootfs)
-            except _qemu_boot.BootError as error:
+                    result = fastboot.evaluate(rootfs)
+            except nodeboot.NodeBootError as error:
                 self._degrade(desired, f"node {self.name} did not come back after reboot: {error}")
                 return
         summary = result.to_dict()
@@ -380,12 +382,7 @@ class NodeAgent:
         previous = dict(self.deployments[0], booted=False)
         self.deployments = [deployment(image, digest, self.fleet.release, True, int(time.time())), previous]
         self.kernel = result.kernel or self.kernel
-        if result.mode == "qemu":
-            self.proc_modules = [
-                line.split(" ", 1)[1] for line in result.console.splitlines() if line.startswith("KMODLAB:MOD ")
-            ]
-        else:
-            self.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" for m in result.loaded]
+        self.proc_modules = list(result.proc_modules)
         self.params = {m: dict(p) for m, p in (result.params or {}).items()}
         self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
         self._annotate(

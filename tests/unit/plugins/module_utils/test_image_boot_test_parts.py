@@ -71,29 +71,29 @@ def judged(console, requested):
 
 PASS = """\
 Linux version 6.1.0-55-cloud-amd64
-KMODLAB:BEGIN
-KMODLAB:KERNEL 6.1.0-55-cloud-amd64
-KMODLAB:MODPROBE kmod
-KMODLAB:LOAD kmodlab_core 0
-KMODLAB:LOAD kmodlab_dep 0
-KMODLAB:MOD kmodlab_dep 16384 0 - Live 0x0
-KMODLAB:MOD kmodlab_core 16384 1 kmodlab_dep, Live 0x0
-KMODLAB:END
+KMOD_LAYERING:BEGIN
+KMOD_LAYERING:KERNEL 6.1.0-55-cloud-amd64
+KMOD_LAYERING:MODPROBE kmod
+KMOD_LAYERING:LOAD kmodlab_core 0
+KMOD_LAYERING:LOAD kmodlab_dep 0
+KMOD_LAYERING:MOD kmodlab_dep 16384 0 - Live 0x0
+KMOD_LAYERING:MOD kmodlab_core 16384 1 kmodlab_dep, Live 0x0
+KMOD_LAYERING:END
 """
 
 NOLOAD = """\
-KMODLAB:BEGIN
-KMODLAB:KERNEL 6.1.0-55-cloud-amd64
-KMODLAB:MODPROBE kmod
-KMODLAB:LOAD kmodlab_noload 1
-KMODLAB:ERR kmodlab_noload modprobe: ERROR: could not insert 'kmodlab_noload': No such device
-KMODLAB:END
+KMOD_LAYERING:BEGIN
+KMOD_LAYERING:KERNEL 6.1.0-55-cloud-amd64
+KMOD_LAYERING:MODPROBE kmod
+KMOD_LAYERING:LOAD kmodlab_noload 1
+KMOD_LAYERING:ERR kmodlab_noload modprobe: ERROR: could not insert 'kmodlab_noload': No such device
+KMOD_LAYERING:END
 """
 
 PANIC = """\
-KMODLAB:BEGIN
-KMODLAB:KERNEL 6.1.0-55-cloud-amd64
-KMODLAB:MODPROBE kmod
+KMOD_LAYERING:BEGIN
+KMOD_LAYERING:KERNEL 6.1.0-55-cloud-amd64
+KMOD_LAYERING:MODPROBE kmod
 [    3.101] Kernel panic - not syncing: kmodlab_panic: panic_on_load=1, panicking as asked
 [    3.102] CPU: 0 PID: 61 Comm: modprobe Tainted: G           O       6.1.0-55-cloud-amd64 #1
 [    3.103] ---[ end Kernel panic - not syncing: kmodlab_panic: panic_on_load=1, panicking as asked ]---
@@ -120,7 +120,7 @@ def test_verdict_reports_a_panic_with_its_line():
 
 
 def test_verdict_of_a_boot_that_never_finished():
-    result = judged("KMODLAB:BEGIN\nKMODLAB:KERNEL %s\n" % KVER, ["kmodlab_core"])
+    result = judged("KMOD_LAYERING:BEGIN\nKMOD_LAYERING:KERNEL %s\n" % KVER, ["kmodlab_core"])
     result["timed_out"] = True
     result["failures"].append("boot did not finish in time (no end marker from /init)")
     ok, msg = _image_boot_test.verdict(result, IMAGE)

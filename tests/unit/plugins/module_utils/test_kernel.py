@@ -23,13 +23,6 @@ def test_kernel_from_path(path, expected):
     assert k.kernel_from_path(path) == expected
 
 
-def test_find_kernel_in_listing():
-    listing = ["etc/os-release", "usr/lib/modules", "usr/lib/modules/6.1.0-55-cloud-amd64/modules.dep",
-               "usr/lib/modules/6.1.0-55-cloud-amd64/vmlinuz", "usr/bin/kmod"]
-    assert k.find_kernel_in_listing(listing) == "6.1.0-55-cloud-amd64"
-    assert k.find_kernel_in_listing(["etc/hostname"]) is None
-
-
 @pytest.mark.parametrize("value, ok", [("5.14.0-284.25.1.el9_2.x86_64", True), ("6.1.0-50-cloud-amd64", True),
                                        ("true", False), ("", False), (None, False)])
 def test_looks_like_kernel_version(value, ok):

@@ -1,13 +1,12 @@
 """_qemu_boot: console parsing, modules-load.d / modprobe.d / modules.dep logic,
-.modinfo reading, the initramfs, fast mode, and one real qemu boot."""
+the initramfs, and one real qemu boot. (The lab's fast mode, which used to
+live here, is tests/kmodlab/fastboot.py, tested in tests/lab.)"""
 
 from __future__ import annotations
 
 import io
-import lzma
 import os
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
@@ -16,24 +15,6 @@ import pytest
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot
 
 KVER = "6.1.0-55-cloud-amd64"
-
-
-def fake_module(vermagic: str, extra: tuple[str, ...] = (), versions: dict[str, int] | None = None) -> bytes:
-    """A minimal ELF64 relocatable with a .modinfo (and optionally a
-    __versions: 8-byte CRC + 56-byte name per entry) section."""
-    modinfo = b"".join(f"{item}\0".encode() for item in (*extra, f"vermagic={vermagic}"))
-    vers = b"".join(struct.pack("<Q", crc) + name.encode().ljust(56, b"\0") for name, crc in (versions or {}).items())
-    shstrtab = b"\0.modinfo\0.shstrtab\0__versions\0"
-    bodies = [(1, 1, modinfo), (10, 3, shstrtab)] + ([(20, 1, vers)] if versions else [])
-    offset, data = 64, b""
-    headers = b"\0" * 64
-    for name_off, sh_type, body in bodies:
-        headers += struct.pack("<IIQQQQIIQQ", name_off, sh_type, 0, 0, offset + len(data), len(body), 0, 0, 1, 0)
-        data += body
-    shoff = 64 + len(data)
-    ident = b"\x7fELF" + bytes([2, 1, 1]) + b"\0" * 9
-    header = ident + struct.pack("<HHIQQQIHHHHHH", 1, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64, len(bodies) + 1, 2)
-    return header + data + headers
 
 
 def make_image(
@@ -59,18 +40,18 @@ def make_image(
 
 CONSOLE = f"""SeaBIOS
 [    3.1] dummy: disagrees about version of symbol module_layout
-\x1b[2JKMODLAB:BEGIN
-KMODLAB:KERNEL {KVER}
-KMODLAB:MODPROBE kmod
-KMODLAB:LOAD foo 1
-KMODLAB:ERR foo modprobe: ERROR: could not insert 'foo': Exec format error
-KMODLAB:LOAD bar-drv 0
-KMODLAB:DMESG <4>[    3.354106] foo: disagrees about version of symbol module_layout
-KMODLAB:MOD bar_drv 16384 0 - Live 0xffffffffc044d000
-KMODLAB:MOD tls 135168 1 bar_drv, Live 0xffffffffc0452000
-KMODLAB:PARAM bar_drv level 7
-KMODLAB:PARAM bar_drv name a b c
-KMODLAB:END
+\x1b[2JKMOD_LAYERING:BEGIN
+KMOD_LAYERING:KERNEL {KVER}
+KMOD_LAYERING:MODPROBE kmod
+KMOD_LAYERING:LOAD foo 1
+KMOD_LAYERING:ERR foo modprobe: ERROR: could not insert 'foo': Exec format error
+KMOD_LAYERING:LOAD bar-drv 0
+KMOD_LAYERING:DMESG <4>[    3.354106] foo: disagrees about version of symbol module_layout
+KMOD_LAYERING:MOD bar_drv 16384 0 - Live 0xffffffffc044d000
+KMOD_LAYERING:MOD tls 135168 1 bar_drv, Live 0xffffffffc0452000
+KMOD_LAYERING:PARAM bar_drv level 7
+KMOD_LAYERING:PARAM bar_drv name a b c
+KMOD_LAYERING:END
 [    3.4] reboot: Power down
 """
 
@@ -106,7 +87,7 @@ def test_judge_panic_timeout_and_wrong_kernel() -> None:
 
     result = _qemu_boot.BootResult("qemu", KVER)
     result.timed_out = True
-    _qemu_boot.judge(result, _qemu_boot.parse_console("KMODLAB:BEGIN\n"))
+    _qemu_boot.judge(result, _qemu_boot.parse_console("KMOD_LAYERING:BEGIN\n"))
     assert not result.ok and "did not finish in time" in result.failures[0]
 
     result = _qemu_boot.BootResult("qemu", "6.1.0-50-cloud-amd64")
@@ -120,6 +101,16 @@ def test_modules_load_order_masking_and_comments() -> None:
         "usr/lib/modules-load.d": {"b.conf": "masked\n", "a.conf": "first\nfoo\n", "skip.txt": "no\n"},
     }
     assert _qemu_boot.modules_load_list(files) == ["first", "foo", "bar-drv", "zed"]
+
+
+def test_a_dev_null_symlink_in_etc_masks_the_vendor_file(tmp_path: Path) -> None:
+    """modules-load.d(5): a symlink to /dev/null in /etc with a vendor file's
+    name disables it (found by the lab node's own boot disagreeing)."""
+    image = make_image(tmp_path, {}, "", {"a.conf": "kept\n"})
+    (image / "usr/lib/modules-load.d").mkdir(parents=True)
+    (image / "usr/lib/modules-load.d/vendor.conf").write_text("masked\n")
+    (image / "etc/modules-load.d/vendor.conf").symlink_to("/dev/null")
+    assert _qemu_boot.ImageModules(str(image)).requested == ["kept"]
 
 
 def test_modprobe_options_and_modules_dep_resolution() -> None:
@@ -136,76 +127,16 @@ def test_modprobe_options_and_modules_dep_resolution() -> None:
         _qemu_boot.resolve_module("nope", dep)
 
 
-def test_parse_modinfo_and_vermagic() -> None:
-    data = fake_module(f"{KVER} SMP preempt mod_unload modversions ", ("license=GPL", "parm=level:int"))
-    info = _qemu_boot.parse_modinfo(data)
-    assert ("license", "GPL") in info and ("parm", "level:int") in info
-    assert _qemu_boot.vermagic_release(dict(info)["vermagic"]) == KVER
-    with pytest.raises(ValueError):
-        _qemu_boot.parse_modinfo(b"not elf")
-
-
-def test_fast_mode_refuses_foreign_vermagic(tmp_path: Path) -> None:
-    image = make_image(
-        tmp_path,
-        {
-            "extra/good.ko": fake_module(f"{KVER} SMP", ("parmtype=level:int",)),
-            "kernel/dep.ko.xz": lzma.compress(fake_module(f"{KVER} SMP")),
-            "extra/bad.ko": fake_module("6.1.0-50-cloud-amd64 SMP"),
-        },
-        "extra/good.ko: kernel/dep.ko.xz\nkernel/dep.ko.xz:\nextra/bad.ko:\n",
-        {"x.conf": "good\nbad\nmissing\next4\n"},
-        "options good level=3 no_such_param=1\n",
-    )
-    result = _qemu_boot.evaluate_fast(str(image))
-    assert result.kernel == KVER
-    assert result.loaded == ["dep", "good"]
-    # Only declared parameters show in /sys/module: the kernel ignores unknown ones.
-    assert result.params == {"good": {"level": "3"}}
-    assert not result.ok
-    assert result.failures == [
-        "module bad not loaded: bad: version magic '6.1.0-50-cloud-amd64 SMP' should be '%s SMP' (Exec format error)"
-        % KVER,
-        "module missing not loaded: Module missing not found in directory /lib/modules/%s" % KVER,
-    ]
-
-
-def test_fast_mode_with_modversions_compares_crcs_not_release(tmp_path: Path) -> None:
-    """As the kernel: with modversions the release in vermagic is skipped and
-    the symbol CRCs decide (module_layout first)."""
-    magic = "{} SMP preempt mod_unload modversions "
-    kernel_crcs = {"module_layout": 0x1111, "_printk": 0x2222}
-    image = make_image(
-        tmp_path,
-        {
-            "kernel/net/intree.ko": fake_module(magic.format(KVER), versions=kernel_crcs),
-            "extra/same_abi.ko": fake_module(magic.format("6.1.0-50-cloud-amd64"), versions=kernel_crcs),
-            "extra/other_abi.ko": fake_module(
-                magic.format("6.1.0-50-cloud-amd64"), versions={"_printk": 0x9999, "module_layout": 0x3333}
-            ),
-            "extra/no_preempt.ko": fake_module(f"{KVER} SMP mod_unload modversions ", versions=kernel_crcs),
-        },
-        "kernel/net/intree.ko:\nextra/same_abi.ko:\nextra/other_abi.ko:\nextra/no_preempt.ko:\n",
-        {"x.conf": "same_abi\nother_abi\nno_preempt\n"},
-    )
-    assert _qemu_boot.parse_versions(fake_module("x", versions=kernel_crcs)) == kernel_crcs
-    result = _qemu_boot.evaluate_fast(str(image))
-    assert result.loaded == ["same_abi"]
-    assert result.failures == [
-        "module other_abi not loaded: other_abi: disagrees about version of symbol module_layout (Exec format error)",
-        "module no_preempt not loaded: no_preempt: version magic '%s SMP mod_unload modversions ' should be "
-        "'%s SMP preempt mod_unload modversions ' (Exec format error)" % (KVER, KVER),
-    ]
-
-
 def test_initramfs_holds_only_what_is_needed(tmp_path: Path) -> None:
     image = make_image(
         tmp_path / "img",
-        {"extra/good.ko": b"g", "kernel/dep.ko": b"d", "kernel/unrelated.ko": b"u", "updates/u.ko": b"x"},
-        "extra/good.ko: kernel/dep.ko\nkernel/dep.ko:\nkernel/unrelated.ko:\nupdates/u.ko:\n",
+        {"extra/good.ko": b"g", "kernel/dep.ko": b"d", "kernel/unrelated.ko": b"u", "updates/u.ko": b"x",
+         "kernel/soft.ko": b"s"},
+        "extra/good.ko: kernel/dep.ko\nkernel/dep.ko:\nkernel/unrelated.ko:\nupdates/u.ko:\nkernel/soft.ko:\n",
         {"x.conf": "good\n"},
-        "options good level=3\n",
+        "options good level=3\nsoftdep dep pre: soft\n",
     )
+    (image / "usr/lib/modules" / KVER / "modules.dep.bin").write_bytes(b"kmod's")
     out = tmp_path / "initrd.cpio"
     tools = _qemu_boot.build_initramfs(_qemu_boot.ImageModules(str(image)), str(out))
     assert tools["busybox"] == "host:/bin/busybox"
@@ -218,16 +149,20 @@ def test_initramfs_holds_only_what_is_needed(tmp_path: Path) -> None:
     assert {
         base + "extra/good.ko",
         base + "kernel/dep.ko",
-        base + "updates/u.ko",
         base + "modules.dep",
+        base + "kernel/soft.ko",  # a soft dependency of a dependency
         "etc/modules-load.d/x.conf",
         "etc/modprobe.d/opts.conf",
         "init",
-        "kmodlab/busybox",
-        "kmodlab/load.list",
+        "kmod-layering/busybox",
+        "kmod-layering/load.list",
         "lib",
     } <= set(listing)
+    # Only what is loaded at boot: not a module of updates/ (or extra/) that
+    # nothing loads, nor the binary indexes busybox's modprobe does not read.
     assert base + "kernel/unrelated.ko" not in listing
+    assert base + "updates/u.ko" not in listing
+    assert not [name for name in listing if name.endswith(".bin")]
     assert base + "vmlinuz" not in listing
 
 
@@ -282,8 +217,8 @@ def foreign_module(kver: str, relpath: str, dest: Path) -> None:
 @pytest.mark.qemu
 def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path: Path) -> None:
     """One boot: modules-load.d with a dependency (bonding -> tls), a
-    modprobe.d option, a missing module, and dummy.ko taken from another
-    kernel ABI (6.1.0-50) in extra/; fast mode must say the same."""
+    modprobe.d option, a missing module, a deny-listed one, and dummy.ko
+    taken from another kernel ABI (6.1.0-50) in extra/."""
     base = debian_kernel_rootfs(KVER)
     image = tmp_path / "img"
     shutil.copytree(base, image, symlinks=True, copy_function=os.link)
@@ -296,25 +231,23 @@ def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path
             index.unlink()
     subprocess.run(["depmod", "-b", str(image / "usr"), KVER], check=True)
     (image / "etc/modules-load.d").mkdir(parents=True)
-    (image / "etc/modules-load.d/lab.conf").write_text("# lab\nbonding\nloop\nno-such-module\ndummy\n")
+    (image / "etc/modules-load.d/lab.conf").write_text("# lab\nbonding\nloop\nno-such-module\ndummy\nveth\n")
     (image / "etc/modprobe.d").mkdir(parents=True)
-    (image / "etc/modprobe.d/lab.conf").write_text("options loop max_loop=5\n")
+    # veth is named in modules-load.d and deny-listed: systemd-modules-load
+    # (KMOD_PROBE_APPLY_BLACKLIST) does not load it, so neither may the test.
+    (image / "etc/modprobe.d/lab.conf").write_text("options loop max_loop=5\nblacklist veth\n")
     result = _qemu_boot.boot(str(image), timeout=300)
     print("boot took %.1f s" % result.duration)
     assert result.completed, result.console
     assert result.kernel == KVER
     assert {"bonding", "tls", "loop"} <= set(result.loaded)  # tls: bonding's dependency
-    assert "dummy" not in result.loaded
+    assert "dummy" not in result.loaded and "veth" not in result.loaded
     assert result.params["loop"]["max_loop"] == "5"  # modprobe.d applied
     assert result.failures == [
         "module no-such-module not loaded (modprobe exit 1): modprobe: module no-such-module not found in modules.dep",
         "module dummy not loaded (modprobe exit 1): modprobe: can't load module dummy (extra/dummy.ko): "
         "invalid module format; dummy: disagrees about version of symbol module_layout",
+        "module veth not loaded: deny-listed by a blacklist line of modprobe.d (systemd-modules-load skips it too)",
     ]
     assert not result.ok
     assert result.tools["busybox"] == "host:/bin/busybox"
-
-    fast = _qemu_boot.evaluate_fast(str(image))
-    assert set(fast.loaded) == {"bonding", "tls", "loop"}
-    assert [f.split(":")[0] for f in fast.failures] == ["module no-such-module not loaded", "module dummy not loaded"]
-    assert "dummy: disagrees about version of symbol module_layout" in fast.failures[1]

@@ -39,8 +39,7 @@ def layer(*entries: tuple, compress: bool = True) -> io.BytesIO:
 
 def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    _rootfs.apply_layers(
-        [
+    for stream in (
             layer(
                 ("dir", "etc"),
                 ("file", "etc/a", b"1"),
@@ -56,9 +55,8 @@ def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
                 ("file", "opt/x/fresh", b"f"),
                 compress=False,
             ),
-        ],
-        str(root),
-    )
+    ):
+        _rootfs.apply_layer(stream, str(root))
     assert (root / "etc/a").read_bytes() == b"new"
     assert not (root / "etc/b").exists()
     assert not (root / "etc/.wh.b").exists()
