@@ -20,7 +20,7 @@ description:
   - Chooses the OS image tag by what the release contains and its version
     (4.12 C(rhel-coreos-8), 4.13 on C(rhel-coreos), 4.21 on optionally C(rhel-coreos-10) with
     C(driver-toolkit-10), OKD C(stream-coreos)); there is no C(rhel-coreos-9).
-  - Refuses (fails) a release that cannot be layered, naming it: RHCOS image
+  - Refuses (fails) a release that cannot be layered, naming it. RHCOS image
     layering exists from OpenShift 4.12 on. A 4.11 or older payload carries
     only C(machine-os-content), an ostree repository in a container, not a
     bootable container image; C(machine-os-content) is never chosen as the
