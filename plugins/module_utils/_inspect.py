@@ -33,6 +33,15 @@ DEFAULT_NAMESPACE = "openshift-kmod-layering-debug"
 FALLBACK_IMAGE = "registry.redhat.io/rhel9/support-tools:latest"
 CONTAINER_NAME = "container-00"
 HOST_VOLUME = "host"
+# What `oc debug node` sets (openshift/oc pkg/cli/debug/debug.go): the
+# priority class of node debug pods (4.12+) and, from 4.15, the SCC the pod
+# must be admitted under (without it SCC admission may pick another SCC the
+# user can use that also admits the pod, with other defaults).
+PRIORITY_CLASS = "openshift-user-critical"
+ANNOTATION_REQUIRED_SCC = "openshift.io/required-scc"
+REQUIRED_SCC = "privileged"
+ANNOTATION_SOURCE_RESOURCE = "debug.openshift.io/source-resource"
+ANNOTATION_SOURCE_CONTAINER = "debug.openshift.io/source-container"
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -144,7 +153,9 @@ def debug_pod(node, command, namespace, image, run_id, index):
             },
             "annotations": {
                 ANNOTATION_COMMAND: command_text(command),
-                "debug.openshift.io/source-resource": "/v1, Resource=nodes/" + node,
+                ANNOTATION_SOURCE_RESOURCE: "/v1, Resource=nodes/" + node,
+                ANNOTATION_SOURCE_CONTAINER: CONTAINER_NAME,
+                ANNOTATION_REQUIRED_SCC: REQUIRED_SCC,
             },
         },
         "spec": {
@@ -153,14 +164,22 @@ def debug_pod(node, command, namespace, image, run_id, index):
             "hostNetwork": True,
             "hostIPC": True,
             "restartPolicy": "Never",
+            "priorityClassName": PRIORITY_CLASS,
             "terminationGracePeriodSeconds": 0,
             "enableServiceLinks": False,
-            "tolerations": [{"operator": "Exists"}],
+            # No tolerations, as `oc debug node`: the pod is bound by
+            # nodeName, so NoSchedule / PreferNoSchedule taints (a cordon,
+            # the MCO's UpdateInProgress) never keep it off the node (the
+            # kubelet admits against NoExecute taints only), and a NoExecute
+            # taint (node not ready, out of service, or reserved by its
+            # owner) refuses or evicts it like any pod instead of being
+            # tolerated forever.
             "containers": [
                 {
                     "name": CONTAINER_NAME,
                     "image": image,
                     "command": argv,
+                    "env": [{"name": "TMOUT", "value": "900"}, {"name": "HOST", "value": "/host"}],
                     "securityContext": {"privileged": True, "runAsUser": 0},
                     "volumeMounts": [{"name": HOST_VOLUME, "mountPath": "/host"}],
                     "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},

@@ -96,6 +96,14 @@ INDEX_TYPES = (MT_DOCKER_LIST, MT_OCI_INDEX)
 MANIFEST_TYPES = (MT_DOCKER_MANIFEST, MT_OCI_MANIFEST)
 MANIFEST_ACCEPT = ", ".join((MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST, MT_DOCKER_MANIFEST))
 
+# Layer media types. rpm-ostree of several OpenShift 4.1x releases reads only
+# gzip layers ("Unhandled layer type" for zstd and zstd:chunked).
+MT_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+GZIP_LAYER_TYPES = (MT_OCI_LAYER_GZIP, MT_DOCKER_LAYER_GZIP)
+# Set by containers/image on zstd:chunked layers (their mediaType says only +zstd).
+ZSTD_CHUNKED_ANNOTATION = "io.github.containers.zstd-chunked.manifest-checksum"
+
 # OpenShift / uname architecture names -> OCI platform architecture.
 ARCH_ALIASES = {
     "x86_64": "amd64",
@@ -1015,6 +1023,27 @@ def check_platform(config, arch, ref, os_name="linux"):
         have = "%s/%s" % (have_os or "?", have_arch)
         raise PlatformNotFoundError("%s is a %s image, not %s/%s" % (ref, have, os_name, normalize_arch(arch)),
                                     [have])
+
+
+def layer_compression(layer):
+    # type: (Dict[str, Any]) -> str
+    """What a layer descriptor's compression is: gzip, zstd, zstd:chunked, none or its media type."""
+    media_type = (layer or {}).get("mediaType") or ""
+    if media_type in GZIP_LAYER_TYPES:
+        return "gzip"
+    if media_type.endswith("+zstd") or media_type.endswith(".zstd"):
+        annotations = (layer or {}).get("annotations") or {}
+        return "zstd:chunked" if ZSTD_CHUNKED_ANNOTATION in annotations else "zstd"
+    if media_type in ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"):
+        return "none"
+    return media_type or "unknown"
+
+
+def non_gzip_layers(manifest_data):
+    # type: (Dict[str, Any]) -> List[Tuple[int, Dict[str, Any]]]
+    """(index, descriptor) of every layer of an image manifest that is not gzip."""
+    return [(index, layer) for index, layer in enumerate((manifest_data or {}).get("layers") or [])
+            if (layer or {}).get("mediaType") not in GZIP_LAYER_TYPES]
 
 
 def image_labels(config):

@@ -47,11 +47,19 @@ DTK_TAG = "driver-toolkit"
 DTK_TAG_10 = "driver-toolkit-10"
 OS_STREAMS = ("default", "rhel-10")
 
+# RHCOS image layering (a MachineConfig osImageURL naming a bootable
+# container image built FROM the release's OS image) exists from 4.12 on.
+LAYERING_MIN_VERSION = (4, 12)
+
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]+)?$")
 
 
 class ReleaseError(RegistryError):
     """A release image or its metadata is not what it must be."""
+
+
+class LayeringUnsupportedError(ReleaseError):
+    """A release whose nodes cannot boot a layered OS image (before 4.12)."""
 
 
 def parse_version(version):
@@ -137,14 +145,45 @@ def expected_os_tag(version):
     return OS_TAG_RHCOS
 
 
+def check_layering_supported(version, os_tag=None):
+    # type: (Optional[str], Optional[str]) -> None
+    """Refuse a release that cannot be layered: older than 4.12, or whose OS
+    image is ``machine-os-content``.
+
+    Before 4.12 a release payload carries only ``machine-os-content``: an
+    ostree repository shipped in a container, not a bootable container image;
+    the MCO of those releases does not boot a layered OS image. Raises
+    LayeringUnsupportedError naming the release and the version layering
+    needs.
+    """
+    minimum = "%d.%d" % LAYERING_MIN_VERSION
+    who = "release %s" % version if version else "the release"
+    if version:
+        major, minor, _patch = parse_version(version)
+        if (major, minor) < LAYERING_MIN_VERSION:
+            raise LayeringUnsupportedError(
+                "%s cannot be layered: RHCOS image layering (a MachineConfig osImageURL naming a custom OS "
+                "image) is supported from OpenShift %s on, and a %d.%d payload carries only %s (an ostree "
+                "repository in a container, not a bootable container image); upgrade the cluster to %s or "
+                "later first" % (who, minimum, major, minor, OS_TAG_MACHINE_OS_CONTENT, minimum))
+    if os_tag == OS_TAG_MACHINE_OS_CONTENT:
+        raise LayeringUnsupportedError(
+            "%s: %s is an ostree repository in a container, not a bootable container image, and cannot be "
+            "the base of a layered OS image (RHCOS image layering is supported from OpenShift %s on, with "
+            "the %s/%s images)" % (who, OS_TAG_MACHINE_OS_CONTENT, minimum, OS_TAG_RHCOS_8, OS_TAG_RHCOS))
+
+
 def choose_os_image_tag(version, available_tags, stream="default", prefer=None):
     # type: (Optional[str], Any, str, Optional[str]) -> Tuple[str, str]
     """Choose (OS image tag, driver toolkit tag) from what the release has.
 
     ``stream="rhel-10"`` selects ``rhel-coreos-10`` + ``driver-toolkit-10``
     (4.21+). ``prefer`` names a tag explicitly. There is no
-    ``rhel-coreos-9`` tag. Raises ReleaseError listing the available tags.
+    ``rhel-coreos-9`` tag. Raises ReleaseError listing the available tags,
+    LayeringUnsupportedError for a release that cannot be layered (see
+    ``check_layering_supported``).
     """
+    check_layering_supported(version)
     available = sorted(available_tags)
     os_present = [t for t in available if t in OS_TAGS]
     described = "OS image tags present: %s" % (", ".join(os_present) or "none")
@@ -178,6 +217,7 @@ def choose_os_image_tag(version, available_tags, stream="default", prefer=None):
                                    % (who, expected or " or ".join(OS_TAGS[:4]), described,
                                       ", ".join(available) or "none"))
             tag = candidates[0]
+    check_layering_supported(version, tag)
     dtk = DTK_TAG_10 if tag == OS_TAG_RHCOS_10 else DTK_TAG
     if dtk not in available:
         raise ReleaseError("%s has no %s image (needed with %s); tags: %s"

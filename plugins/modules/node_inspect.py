@@ -16,8 +16,11 @@ description:
     nodes at once and without the C(oc) binary. For every selected node and
     every command it creates a privileged pod bound to the node
     (C(spec.nodeName)) with C(hostPID), C(hostNetwork), C(hostIPC), the host's
-    C(/) mounted at C(/host), C(restartPolicy=Never) and a toleration of every
-    taint, running C(chroot /host <command>).
+    C(/) mounted at C(/host), C(restartPolicy=Never),
+    C(priorityClassName=openshift-user-critical), the annotation
+    C(openshift.io/required-scc=privileged) and no tolerations (a node with a
+    C(NoExecute) taint refuses them, as it refuses C(oc debug node)), running
+    C(chroot /host <command>).
   - The pods run in O(namespace), which is created when missing with the
     pod security labels privileged pods need on OpenShift
     (C(pod-security.kubernetes.io/enforce=privileged), and
@@ -159,7 +162,8 @@ options:
 notes:
   - The user needs the rights C(oc debug node) needs (create privileged pods,
     which on OpenShift means the C(privileged) SCC, and create namespaces
-    unless O(namespace) exists).
+    unless O(namespace) exists); the verify role's README has a
+    ready-to-apply ClusterRole, Roles and bindings.
   - Commands run as root in the host's namespaces; keep them read-only.
   - Each (node, command) is one pod, as with C(oc debug node); with O(parallel)
     pods at a time a fleet of nodes is covered in C(nodes*commands/parallel)

@@ -18,9 +18,14 @@ description:
     that layer holds C(release-manifests/image-references) (an ImageStream
     mapping component tags to pullspecs) and C(release-manifests/release-metadata).
   - Chooses the OS image tag by what the release contains and its version
-    (4.11 C(machine-os-content), 4.12 C(rhel-coreos-8), 4.13 on
-    C(rhel-coreos), 4.21 on optionally C(rhel-coreos-10) with
+    (4.12 C(rhel-coreos-8), 4.13 on C(rhel-coreos), 4.21 on optionally C(rhel-coreos-10) with
     C(driver-toolkit-10), OKD C(stream-coreos)); there is no C(rhel-coreos-9).
+  - Refuses (fails) a release that cannot be layered, naming it. RHCOS image
+    layering exists from OpenShift 4.12 on. A 4.11 or older payload carries
+    only C(machine-os-content), an ostree repository in a container, not a
+    bootable container image; C(machine-os-content) is never chosen as the
+    OS image (not even with O(os_image_tag)). The failure result has
+    RV(layering_supported=false).
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
@@ -200,6 +205,13 @@ layers_read:
   description: Layers downloaded or read from the cache (0 or 1).
   returned: success
   type: int
+layering_supported:
+  description:
+    - V(false) when the module fails because the release cannot be layered
+      (older than 4.12, or its OS image is C(machine-os-content)).
+  returned: failure, when the release cannot be layered
+  type: bool
+  sample: false
 bytes_fetched:
   description: Bytes of image content (manifests, config, layer) received from registries; 0 when the cache served everything.
   returned: success
@@ -215,6 +227,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args i
 )
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import RegistryError
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._release import (
+    LayeringUnsupportedError,
     release_pullspec,
     resolve_release,
 )
@@ -256,6 +269,8 @@ def main():
         result = resolve_release(client, pullspec, arch=params["arch"], components=params["components"],
                                  stream=params["os_stream"], prefer=params["os_image_tag"],
                                  expected_version=params["version"], mirrors=params["image_mirrors"])
+    except LayeringUnsupportedError as exc:
+        module.fail_json(msg=str(exc), layering_supported=False, bytes_fetched=client.bytes_fetched if client else 0)
     except RegistryError as exc:
         module.fail_json(msg=str(exc), bytes_fetched=client.bytes_fetched if client else 0)
     result["bytes_fetched"] = client.bytes_fetched

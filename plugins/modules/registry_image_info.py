@@ -37,6 +37,22 @@ options:
       - Also read the image config and return its labels (one manifest and one config download).
     type: bool
     default: false
+  require_gzip_layers:
+    description:
+      - Also read the manifest and fail unless every layer is gzip
+        (C(application/vnd.oci.image.layer.v1.tar+gzip) or
+        C(application/vnd.docker.image.rootfs.diff.tar.gzip)); for a
+        manifest list, every image it lists. rpm-ostree of several OpenShift
+        4.1x releases cannot read C(zstd) or C(zstd:chunked) layers
+        (C(Unhandled layer type)), so a node would not rebase to such an
+        image.
+      - The failure names the image, the first layer that is not gzip and how
+        to push it again. A missing image is not a failure (RV(exists) is
+        V(false)).
+      - The publish role sets it before an image is pinned for a MachineConfig.
+    type: bool
+    default: false
+    version_added: 0.2.0
 """
 
 EXAMPLES = r"""
@@ -77,8 +93,28 @@ labels:
   type: dict
 media_type:
   description: Media type of the manifest.
-  returned: when RV(exists) and O(labels)
+  returned: when RV(exists) and (O(labels) or O(require_gzip_layers))
   type: str
+layers:
+  description: The layers of the image manifest, as the registry serves it (none for a manifest list).
+  returned: when RV(exists) and O(require_gzip_layers)
+  type: list
+  elements: dict
+  contains:
+    digest:
+      description: Layer blob digest.
+      type: str
+    media_type:
+      description: Layer media type.
+      type: str
+      sample: application/vnd.oci.image.layer.v1.tar+gzip
+    compression:
+      description: V(gzip), V(zstd), V(zstd:chunked), V(none), or the media type when unknown.
+      type: str
+    size:
+      description: Compressed size in bytes.
+      type: int
+  version_added: 0.2.0
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -92,8 +128,36 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import
     NotFoundError,
     RegistryError,
     image_labels,
+    layer_compression,
+    non_gzip_layers,
     parse_pullspec,
 )
+
+
+def _platform(desc):
+    platform = desc.get("platform") or {}
+    return "/".join(str(v) for v in (platform.get("os"), platform.get("architecture")) if v) or "unknown platform"
+
+
+def refuse_non_gzip(image, images):
+    """The failure message for the first non-gzip layer of ``images``
+    ([(label, manifest)]), or None when every layer is gzip."""
+    for label, child in images:
+        bad = non_gzip_layers(child.data)
+        if not bad:
+            continue
+        index, layer = bad[0]
+        total = len(child.layers)
+        return (
+            "%s (%s): layer %d of %d (%s) is %s (%s), not gzip%s. rpm-ostree of several OpenShift 4.1x "
+            "releases cannot read zstd or zstd:chunked layers (\"Unhandled layer type\"): the nodes would not "
+            "rebase to this image, so it is not pinned and no MachineConfig is written. Push the image again "
+            "with gzip layers (podman push --compression-format gzip --force-compression, or skopeo copy "
+            "--dest-compress-format gzip), over the same tag: the build and publish roles do not push an "
+            "image the registry already has, so delete the tag or overwrite it first, then rerun."
+            % (image, label, index + 1, total, layer.get("digest"), layer_compression(layer),
+               layer.get("mediaType"), "" if len(bad) == 1 else " (%d layers are not gzip)" % len(bad)))
+    return None
 
 
 def main():
@@ -101,6 +165,7 @@ def main():
     argument_spec.update(
         image=dict(type="str", required=True),
         labels=dict(type="bool", default=False),
+        require_gzip_layers=dict(type="bool", default=False),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -124,6 +189,21 @@ def main():
             manifest = client.get_manifest(ref.with_digest(digest))
             result["media_type"] = manifest.media_type
             result["labels"] = image_labels(client.get_config(manifest.ref, manifest)) if not manifest.is_index else {}
+        if params["require_gzip_layers"]:
+            manifest = client.get_manifest(ref.with_digest(digest))
+            result["media_type"] = manifest.media_type
+            if manifest.is_index:
+                images = [("%s, %s" % (desc["digest"], _platform(desc)), client.get_manifest(ref.with_digest(desc["digest"])))
+                          for desc in manifest.data.get("manifests") or [] if desc.get("digest")]
+                result["layers"] = []
+            else:
+                images = [(digest, manifest)]
+                result["layers"] = [dict(digest=layer.get("digest"), media_type=layer.get("mediaType"),
+                                         compression=layer_compression(layer), size=layer.get("size"))
+                                    for layer in manifest.layers]
+            refusal = refuse_non_gzip(params["image"], images)
+            if refusal:
+                module.fail_json(msg=refusal, **result)
     except RegistryError as exc:
         module.fail_json(msg="%s: %s" % (params["image"], exc), **result)
     module.exit_json(**result)

@@ -106,7 +106,8 @@ class Fleet:
             modules.append({"name": "kmodlab_broken", "source": {"path": str(broken)}})
         return modules
 
-    def run(self, *extra: str, modules: list[dict[str, Any]] | None = None, name: str = "run") -> Run:
+    def run(self, *extra: str, modules: list[dict[str, Any]] | None = None, name: str = "run",
+            env: dict[str, str] | None = None) -> Run:
         inventory = {
             "all": {
                 "vars": {
@@ -132,6 +133,7 @@ class Fleet:
         inventory_file = self.work / f"{name}-inventory.yml"
         inventory_file.write_text(yaml.safe_dump(inventory, sort_keys=False))
         dump = self.work / f"{name}-facts.json"
+        env_extra = env
         env = dict(os.environ)
         env.update(
             PATH=f"{CHECKOUT / '.venv' / 'bin'}:{env.get('PATH', '')}",
@@ -141,6 +143,7 @@ class Fleet:
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_PYTHON_INTERPRETER=sys.executable,
         )
+        env.update(env_extra or {})
         argv = [str(CHECKOUT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory_file), str(self.wrapper),
                 "-e", f"dump_file={dump}", *extra]  # fmt: skip
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=CHECKOUT, timeout=1200, check=False)
@@ -442,3 +445,84 @@ def test_module_built_for_another_kernel_stops_the_run_before_any_cluster_write(
     assert "No cluster was changed." in allowed.out
     assert "ocp.kmod_layering.publish" not in allowed.out
     assert fleet.api_writes() == before
+
+
+# ------------------------------------------------------------------ layer compression
+
+GZIP_LAYER_TYPES = {"application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+
+
+def skopeo_layer_types(lab: LabState, ref: str) -> list[str]:
+    """The layer media types of the manifest the registry serves (read by skopeo, not by the collection)."""
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--authfile", str(lab.registry["auth_file"]), "--cert-dir", _cert_dir(lab),
+         f"docker://{ref}"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    return [layer["mediaType"] for layer in json.loads(raw)["layers"]]
+
+
+def test_publish_pushes_gzip_layers_even_when_podman_defaults_to_zstd(lab: LabState, tmp_path: Path) -> None:
+    """A podman whose containers.conf says zstd (recent Fedora-based execution
+    environments) would push zstd layers, which rpm-ostree of several 4.1x
+    releases cannot read: the publish role must push gzip."""
+    conf = tmp_path / "containers-zstd.conf"
+    conf.write_text('[engine]\ncompression_format = "zstd"\n')
+    repository = f"{lab.registry['host']}/kmodtest/zstd-default-{uuid.uuid4().hex[:10]}"
+    zstd_fleet = Fleet(lab, tmp_path, repository)
+    # Unique module content: its layer has never been pushed anywhere, so podman compresses it afresh.
+    module = tmp_path / "kmodlab_gz"
+    module.mkdir()
+    (module / "Kbuild").write_text("obj-m := kmodlab_gz.o\n")
+    (module / "kmodlab_gz.c").write_text(
+        '// SPDX-License-Identifier: GPL-2.0\n#include <linux/module.h>\n'
+        'static int __init kmodlab_gz_init(void) { return 0; }\nmodule_init(kmodlab_gz_init);\n'
+        'MODULE_LICENSE("GPL");\nMODULE_DESCRIPTION("%s");\n' % uuid.uuid4().hex)
+    first = lab.clusters[0]["name"]
+    result = zstd_fleet.run("--limit", first, modules=[{"name": "kmodlab_gz", "source": {"path": str(module)}}],
+                            name="zstd-default", env={"CONTAINERS_CONF": str(conf)})
+    assert result.rc == 0, result.out[-4000:]
+    image = result.facts[first]["kmod_image"]
+    assert image.startswith(repository + "@sha256:")
+    types = skopeo_layer_types(lab, image)
+    assert types and set(types) <= GZIP_LAYER_TYPES, types
+
+
+def test_an_image_with_zstd_layers_is_refused_before_it_is_pinned(lab: LabState, tmp_path: Path) -> None:
+    """registry_image_info require_gzip_layers (the publish role's gate) reads
+    the manifest from the registry and refuses a zstd layer, naming the image
+    and the layer; a gzip image of the same content passes."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "payload").write_text(uuid.uuid4().hex + "\n")
+    (context / "Containerfile").write_text("FROM scratch\nCOPY payload /payload\n")
+    repository = f"{lab.registry['host']}/kmodtest/compression-{uuid.uuid4().hex[:10]}"
+    common = ["--authfile", str(lab.registry["auth_file"]), "--cert-dir", _cert_dir(lab)]
+    subprocess.run(["podman", "build", "--isolation", "chroot", "-q", "-t", f"{repository}:zstd", str(context)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    try:
+        subprocess.run(["podman", "push", "--compression-format", "zstd", *common, f"{repository}:zstd"],
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+    finally:
+        subprocess.run(["podman", "rmi", "-f", f"{repository}:zstd"], capture_output=True, check=False)
+    zstd_types = skopeo_layer_types(lab, f"{repository}:zstd")
+    assert zstd_types == ["application/vnd.oci.image.layer.v1.tar+zstd"], zstd_types
+    # A gzip image: the lab's own release component, written by the lab with gzip layers.
+    gzip_image = lab.releases[0]["images"]["driver-toolkit"]
+    assert set(skopeo_layer_types(lab, gzip_image)) <= GZIP_LAYER_TYPES
+    auth = {"auth_file": str(lab.registry["auth_file"]), "ca_path": str(lab.ca_file)}
+
+    refused = _adhoc("ocp.kmod_layering.registry_image_info",
+                     {"image": f"{repository}:zstd", "require_gzip_layers": True, **auth})  # fmt: skip
+    assert refused.get("failed"), refused
+    msg = refused["msg"]
+    digest = skopeo_digest(lab, f"{repository}:zstd")
+    assert f"{repository}:zstd ({digest})" in msg
+    assert "layer 1 of 1" in msg and "application/vnd.oci.image.layer.v1.tar+zstd" in msg and "not gzip" in msg
+    assert "--compression-format gzip" in msg
+    assert refused["layers"][0]["compression"] == "zstd"
+
+    passed = _adhoc("ocp.kmod_layering.registry_image_info", {"image": gzip_image, "require_gzip_layers": True, **auth})
+    assert not passed.get("failed"), passed.get("msg")
+    assert passed["pullspec"] == gzip_image
+    assert [layer["media_type"] for layer in passed["layers"]] == skopeo_layer_types(lab, gzip_image)

@@ -363,3 +363,58 @@ def test_image_mirrors_rewrite_components(lab: Any, lab_releases: list[dict[str,
                                                         driver_toolkit_image=result["driver_toolkit_image"])))
     assert kernel["kernel_version"] == expected.kernel
     assert kernel["image"].startswith(lab.registry.token_host)
+
+
+# --- releases that cannot be layered (before 4.12) -------------------------------------------
+
+
+def _push_411_release(lab: Any, tmp_path: Path, lab_releases: list[dict[str, Any]]) -> str:
+    """A 4.11-style payload: machine-os-content (the only OS image tag before
+    4.12) and driver-toolkit, both naming images the registry has."""
+    images = lab_releases[0]["images"]
+    os_tag = releases.by_version(lab_releases[0]["version"]).os_tag
+    tags = {"driver-toolkit": images["driver-toolkit"], "machine-os-content": images[os_tag],
+            "cli": images["driver-toolkit"]}
+    push_oci(lab, tmp_path, [{"etc/base": b"x"}, release_files("4.11.59", tags)], "h3test/release:4.11.59-x86_64")
+    return f"{lab.registry.host}/h3test/release:4.11.59-x86_64"
+
+
+def test_release_411_is_refused_naming_the_release_and_the_minimum(
+        lab: Any, lab_releases: list[dict[str, Any]], tmp_path: Path) -> None:
+    pullspec = _push_411_release(lab, tmp_path, lab_releases)
+    for args in ({"pullspec": pullspec},
+                 {"version": "4.11.59", "release_registry": lab.registry.host, "release_repository": "h3test/release"},
+                 {"pullspec": pullspec, "os_image_tag": "machine-os-content"}):
+        result = run_module("ocp_release_image", auth(lab, **args))
+        msg = failed(result)
+        assert "release 4.11.59 cannot be layered" in msg, msg
+        assert "from OpenShift 4.12 on" in msg and "machine-os-content" in msg
+        assert result["layering_supported"] is False
+        assert "os_image" not in result and "components" not in result
+
+
+def test_release_411_stops_site_yml_before_any_build_or_cluster_write(
+        lab: Any, lab_releases: list[dict[str, Any]], tmp_path: Path) -> None:
+    from kmodlab.apiserver import RequestLogClient
+
+    pullspec = _push_411_release(lab, tmp_path, lab_releases)
+    cluster = lab.clusters[0]
+    api = RequestLogClient(cluster["api_url"], cluster["token"], lab.ca_file)
+    writes_before = api.writes()
+    repository = f"{lab.registry.host}/h3test/never-pushed-{os.getpid()}"
+    run = subprocess.run(
+        [str(CHECKOUT / ".venv" / "bin" / "ansible-playbook"), "-i", str(lab.inventory), "--limit", cluster["name"],
+         "-e", f"kmod_release={pullspec}", "-e", f"kmod_image_repository={repository}",
+         "-e", f"kmod_cache_dir={tmp_path / 'cache'}", str(CHECKOUT / "playbooks" / "site.yml")],
+        env=dict(_env(), ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1"),
+        capture_output=True, text=True, timeout=900, cwd=CHECKOUT, check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-3000:]
+    assert f"Cluster {cluster['name']}: cannot resolve the release" in out, out[-3000:]
+    assert "release 4.11.59 cannot be layered" in out and "from OpenShift 4.12 on" in out
+    # Stopped at resolve: no build ran, nothing reached the registry, nothing was written to the cluster.
+    assert "ocp.kmod_layering.build :" not in out and "ocp.kmod_layering.publish :" not in out
+    assert api.writes() == writes_before
+    proc = subprocess.run(["skopeo", "list-tags", "--authfile", lab.registry.auth_file, "--cert-dir",
+                           str(cert_dir(lab)), f"docker://{repository}"], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 or not json.loads(proc.stdout)["Tags"]

@@ -319,13 +319,97 @@ def test_fleet_summary_counts_every_verdict_and_names_the_unverified():
 # ---------------------------------------------------------------- debug pods
 
 
+# The pod `oc debug node/<node> -- <cmd>` creates, transcribed from openshift/oc
+# pkg/cli/debug/debug.go (6b8e30c, 2026-04): approximatePodTemplateForObject's
+# *corev1.Node case (the template), RunDebug (debug.openshift.io/source-*
+# annotations; openshift.io/required-scc=privileged for a Node, added
+# 2024-05 for 4.15+) and transformPodForDebug (restartPolicy Never). The
+# template sets no tolerations, and nothing later adds any.
+OC_DEBUG_NODE = "ip-10-0-1-23.ec2.internal"
+OC_DEBUG_NODE_POD = {
+    "metadata": {
+        "annotations": {
+            "debug.openshift.io/source-resource": "/v1, Resource=nodes/" + OC_DEBUG_NODE,
+            "debug.openshift.io/source-container": "container-00",
+            "openshift.io/required-scc": "privileged",
+        },
+    },
+    "spec": {
+        "nodeName": OC_DEBUG_NODE,
+        "hostNetwork": True,
+        "hostPID": True,
+        "hostIPC": True,
+        "volumes": [{"name": "host", "hostPath": {"path": "/", "type": "Directory"}}],
+        "priorityClassName": "openshift-user-critical",
+        "restartPolicy": "Never",
+        "containers": [{
+            "name": "container-00",
+            "securityContext": {"privileged": True, "runAsUser": 0},
+            "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+            "env": [{"name": "TMOUT", "value": "900"}, {"name": "HOST", "value": "/host"}],
+        }],
+    },
+}
+# The temporary namespace of getNamespace (4.12+, when the current one is not privileged).
+OC_DEBUG_NAMESPACE_LABELS = {
+    "pod-security.kubernetes.io/enforce": "privileged",
+    "pod-security.kubernetes.io/audit": "privileged",
+    "pod-security.kubernetes.io/warn": "privileged",
+    "security.openshift.io/scc.podSecurityLabelSync": "false",
+}
+OC_DEBUG_NAMESPACE_ANNOTATIONS = {"openshift.io/node-selector": ""}
+
+
+def _ours():
+    return _inspect.debug_pod(OC_DEBUG_NODE, _inspect.CMD_RPM_OSTREE, "openshift-kmod-layering-debug",
+                              "registry.example.com/tools:latest", "a1b2c3", 0)
+
+
+@pytest.mark.parametrize("field", ["nodeName", "hostNetwork", "hostPID", "hostIPC", "volumes", "restartPolicy",
+                                   "priorityClassName"])
+def test_debug_pod_spec_field_is_what_oc_debug_node_sets(field):
+    assert _ours()["spec"][field] == OC_DEBUG_NODE_POD["spec"][field]
+
+
+@pytest.mark.parametrize("field", ["name", "securityContext", "volumeMounts", "env"])
+def test_debug_pod_container_field_is_what_oc_debug_node_sets(field):
+    (container,) = _ours()["spec"]["containers"]
+    assert container[field] == OC_DEBUG_NODE_POD["spec"]["containers"][0][field]
+
+
+@pytest.mark.parametrize("name", sorted(OC_DEBUG_NODE_POD["metadata"]["annotations"]))
+def test_debug_pod_has_the_annotations_of_oc_debug_node(name):
+    # openshift.io/required-scc: SCC admission (4.15+) admits the pod under
+    # privileged only, not under another SCC the user may use that admits it too.
+    assert _ours()["metadata"]["annotations"][name] == OC_DEBUG_NODE_POD["metadata"]["annotations"][name]
+
+
+def test_debug_pod_tolerates_no_taint_like_oc_debug_node():
+    # Bound by nodeName: the kubelet admits against NoExecute taints only
+    # (kubernetes pkg/kubelet/lifecycle/predicate.go), so a cordon or the MCO's
+    # UpdateInProgress:PreferNoSchedule never matter; a pod tolerating every
+    # taint would also sit forever on a node tainted not-ready/unreachable or
+    # out-of-service instead of getting the default 300 s toleration.
+    assert "tolerations" not in OC_DEBUG_NODE_POD["spec"]
+    assert not _ours()["spec"].get("tolerations")
+
+
+def test_debug_namespace_has_the_labels_and_annotations_of_oc_debugs_namespace():
+    ns = _inspect.debug_namespace("openshift-kmod-layering-debug")
+    for name, value in OC_DEBUG_NAMESPACE_LABELS.items():
+        assert ns["metadata"]["labels"][name] == value
+    for name, value in OC_DEBUG_NAMESPACE_ANNOTATIONS.items():
+        assert ns["metadata"]["annotations"][name] == value
+    # like oc's openshift-debug-*: an openshift- namespace (the label syncer leaves it alone)
+    assert ns["metadata"]["name"].startswith("openshift-")
+
+
 def test_debug_pod_is_what_oc_debug_node_runs():
     pod = _inspect.debug_pod("ip-10-0-1-23.ec2.internal", _inspect.CMD_RPM_OSTREE,
                              "openshift-kmod-layering-debug", "registry.example.com/tools:latest", "a1b2c3", 0)
     spec = pod["spec"]
     assert spec["nodeName"] == "ip-10-0-1-23.ec2.internal"
     assert spec["hostPID"] and spec["hostNetwork"] and spec["restartPolicy"] == "Never"
-    assert spec["tolerations"] == [{"operator": "Exists"}]
     (container,) = spec["containers"]
     assert container["command"] == ["chroot", "/host", "rpm-ostree", "status", "--json"]
     assert container["securityContext"]["privileged"] is True

@@ -285,3 +285,21 @@ def test_check_platform():
     r.check_platform({}, "x86_64", ref)  # configs that do not say are accepted
     with pytest.raises(r.PlatformNotFoundError, match="quay.io/a/b:1 is a linux/arm64 image, not linux/amd64"):
         r.check_platform({"architecture": "arm64", "os": "linux"}, "x86_64", ref)
+
+
+# Layer media types as registries serve them (OCI image-spec media-types.md;
+# Docker image manifest v2 schema 2; containers/image's zstd:chunked annotation).
+LAYERS = [
+    {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + "1" * 64},
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": "sha256:" + "2" * 64},
+    {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": "sha256:" + "3" * 64},
+    {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": "sha256:" + "4" * 64,
+     "annotations": {"io.github.containers.zstd-chunked.manifest-checksum": "sha256:" + "5" * 64}},
+    {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + "6" * 64},
+]
+
+
+def test_layer_compression_and_the_layers_that_are_not_gzip():
+    assert [r.layer_compression(layer) for layer in LAYERS] == ["gzip", "gzip", "zstd", "zstd:chunked", "none"]
+    assert [index for index, _layer in r.non_gzip_layers({"layers": LAYERS})] == [2, 3, 4]
+    assert r.non_gzip_layers({"layers": LAYERS[:2]}) == []

@@ -84,7 +84,6 @@ TAGS_OKD = ["driver-toolkit", "stream-coreos", "stream-coreos-extensions", "cli"
 
 
 @pytest.mark.parametrize("version, tags, stream, expected", [
-    ("4.11.59", TAGS_411, "default", ("machine-os-content", "driver-toolkit")),
     ("4.12.77", TAGS_412, "default", ("rhel-coreos-8", "driver-toolkit")),
     ("4.13.0", TAGS_413, "default", ("rhel-coreos", "driver-toolkit")),
     ("4.16.30", TAGS_413, "default", ("rhel-coreos", "driver-toolkit")),
@@ -120,14 +119,37 @@ def test_choose_os_image_tag_rhel10_before_421():
 
 
 def test_choose_os_image_tag_prefer():
-    assert rel.choose_os_image_tag("4.12.77", TAGS_412, prefer="machine-os-content") == \
-        ("machine-os-content", "driver-toolkit")
     with pytest.raises(rel.ReleaseError, match="'rhel-coreos-extensions' is not an OS image tag"):
         rel.choose_os_image_tag("4.16.30", TAGS_413, prefer="rhel-coreos-extensions")
     with pytest.raises(rel.ReleaseError, match="no rhel-coreos-9 tag"):
         rel.choose_os_image_tag("4.16.30", TAGS_413, prefer="rhel-coreos-9")
     with pytest.raises(rel.ReleaseError, match="has no 'rhel-coreos-8' image; OS image tags present: rhel-coreos"):
         rel.choose_os_image_tag("4.16.30", TAGS_413, prefer="rhel-coreos-8")
+
+
+# Layering needs 4.12+ (DESIGN.md, "More facts"): a 4.11 or older payload has
+# only machine-os-content, an ostree repository in a container.
+@pytest.mark.parametrize("version", ["4.11.59", "4.10.3", "4.11.0-0.okd-2022-11-19-050030", "3.11.0"])
+def test_release_before_412_is_refused_naming_it_and_the_minimum(version):
+    with pytest.raises(rel.LayeringUnsupportedError) as err:
+        rel.choose_os_image_tag(version, TAGS_411)
+    msg = str(err.value)
+    assert "release %s cannot be layered" % version in msg
+    assert "from OpenShift 4.12 on" in msg and "machine-os-content" in msg
+    # refused on the version alone, whatever tags the payload has
+    with pytest.raises(rel.LayeringUnsupportedError):
+        rel.choose_os_image_tag(version, TAGS_413)
+
+
+def test_machine_os_content_is_never_a_layering_base():
+    # a payload naming only machine-os-content, whatever its version says or when it says none
+    for version in (None, "4.12.77", "4.16.30"):
+        with pytest.raises(rel.LayeringUnsupportedError, match="not a bootable container image"):
+            rel.choose_os_image_tag(version, ["driver-toolkit", "machine-os-content", "cli"])
+    # 4.12 carries both; asking for machine-os-content by name is refused too
+    with pytest.raises(rel.LayeringUnsupportedError, match="machine-os-content is an ostree repository"):
+        rel.choose_os_image_tag("4.12.77", TAGS_412, prefer="machine-os-content")
+    assert rel.choose_os_image_tag("4.12.0", TAGS_412) == ("rhel-coreos-8", "driver-toolkit")
 
 
 def test_choose_os_image_tag_needs_driver_toolkit():
