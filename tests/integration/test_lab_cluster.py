@@ -86,8 +86,11 @@ def test_pool_status_counts_and_conditions() -> None:
     nodes = [
         make_node("w0", "new", "new"),
         make_node("w1", "old", "new", "Working", unschedulable=True),
-        make_node("w2", "old", "new", "Degraded", reason="error pulling image: 404"),
+        make_node("w2", "old", "new", "Degraded", unschedulable=True, reason="error pulling image: 404"),
     ]
+    # A failing MCD on a node still schedulable and Ready is *available*
+    # (LayeredNodeState.IsUnavailableForUpdate); cordoned, it is not.
+    assert not mco.node_unavailable(make_node("w2", "old", "new", "Degraded"))
     status = mco.pool_status(make_pool("new"), nodes, None)
     assert (
         status["machineCount"],
