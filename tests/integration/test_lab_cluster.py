@@ -142,7 +142,8 @@ def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
         "release-os@sha256:0",
     )
     assert spec["osImageURL"] == "b@sha256:3"
-    assert spec["kernelArguments"] == ["a"]
+    # MergeMachineConfigs concatenates kernel arguments in merge order, duplicates kept.
+    assert spec["kernelArguments"] == ["a", "a", "a"]
     assert (
         mco.merge_configs([mc("00-worker", "gen@sha256:1", True)], "release-os@sha256:0")["osImageURL"]
         == "release-os@sha256:0"
@@ -153,8 +154,9 @@ def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
 
 
 def test_render_refuses_an_unsupported_ignition_version() -> None:
-    good = {"metadata": {"name": "00-worker"}, "spec": {"config": {"ignition": {"version": "3.2.0"}}}}
-    bad = {"metadata": {"name": "50-bad"}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
+    labels = {ANN + "role": "worker"}
+    good = {"metadata": {"name": "00-worker", "labels": labels}, "spec": {"config": {"ignition": {"version": "3.2.0"}}}}
+    bad = {"metadata": {"name": "50-bad", "labels": labels}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
     assert mco.render_error_of([good]) is None
     assert mco.render_error_of([good, bad]) == (
         "parsing Ignition config failed for 50-bad: invalid version '9.9.9'. "
