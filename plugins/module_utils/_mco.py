@@ -186,6 +186,24 @@ def selector_matches(selector, labels):
     return True
 
 
+def selector_valid(selector):
+    """Whether metav1.LabelSelectorAsSelector accepts ``selector``: ``In`` /
+    ``NotIn`` need values, ``Exists`` / ``DoesNotExist`` take none, and no
+    other operator exists. The MCO's controllers skip a pool whose selector
+    it refuses ("invalid label selector")."""
+    for expr in (selector or {}).get("matchExpressions") or []:
+        operator = expr.get("operator")
+        if operator in ("In", "NotIn"):
+            if not expr.get("values"):
+                return False
+        elif operator in ("Exists", "DoesNotExist"):
+            if expr.get("values"):
+                return False
+        else:
+            return False
+    return True
+
+
 def _selects_everything(selector):
     """``{}`` (no matchLabels, no matchExpressions): the MCO's controllers
     refuse such a selector ("SelectingAll") and it matches nothing there."""
@@ -195,12 +213,12 @@ def _selects_everything(selector):
 def pool_machine_configs(pool, machineconfigs):
     """The MachineConfigs ``pool`` selects via ``spec.machineConfigSelector``.
 
-    An empty selector selects none: the render controller does not render a
-    pool that selects every MachineConfig (render_controller.go
-    syncMachineConfigPool, "SelectingAll").
+    An empty or invalid selector selects none: the render controller does
+    not render a pool that selects every MachineConfig (render_controller.go
+    syncMachineConfigPool, "SelectingAll") or whose selector it cannot parse.
     """
     selector = ((pool or {}).get("spec") or {}).get("machineConfigSelector")
-    if _selects_everything(selector):
+    if _selects_everything(selector) or not selector_valid(selector):
         return []
     return [mc for mc in machineconfigs or [] if selector_matches(selector, _labels(mc))]
 
@@ -216,11 +234,14 @@ def pool_nodes(pool, pools, nodes):
     nodeSelector is empty matches no node; a node matching several pools
     belongs to one: ``master`` if it matches master (compact clusters label
     masters as workers too), else its one custom pool over ``worker``. A node
-    matching two or more custom pools belongs to none (the MCO refuses it).
-    Windows nodes are not MCO-managed.
+    matching two or more custom pools belongs to none (the MCO refuses it),
+    and so does every node while any pool's nodeSelector is invalid (ListPools
+    fails for all of them). Windows nodes are not MCO-managed.
     """
     name = _name(pool)
     result = []
+    if not all(selector_valid(((p or {}).get("spec") or {}).get("nodeSelector")) for p in pools or []):
+        return result
     for node in nodes or []:
         if _is_windows(node):
             continue

@@ -49,10 +49,12 @@ def gen_selector(rng: random.Random, keys: list[str], values: list[str], allow_e
     if rng.random() < 0.7:
         selector["matchLabels"] = {rng.choice(keys): rng.choice(values)}
     if rng.random() < 0.4 or not selector:
-        op = rng.choice(["In", "NotIn", "Exists", "DoesNotExist"])
+        op = rng.choice(["In", "NotIn", "Exists", "DoesNotExist"] * 6 + ["Gt"])
         expr: dict[str, Any] = {"key": rng.choice(keys), "operator": op}
-        if op in ("In", "NotIn"):
-            expr["values"] = rng.sample(values, rng.randint(1, 2))
+        if op in ("In", "NotIn", "Gt"):
+            expr["values"] = rng.sample(values, rng.randint(0 if rng.random() < 0.05 else 1, 2))
+        elif rng.random() < 0.03:
+            expr["values"] = ["x"]  # Exists / DoesNotExist take no values: invalid
         selector["matchExpressions"] = [expr]
     return selector
 
@@ -186,7 +188,15 @@ def test_label_selectors_agree() -> None:
         for pool in cluster["pools"]:
             for field in ("nodeSelector", "machineConfigSelector"):
                 selector = pool["spec"][field]
-                compiled = mco_rules.Selector(selector)
+                try:
+                    compiled = mco_rules.Selector(selector)
+                except mco_rules.SelectorError:
+                    if _mco.selector_valid(selector):
+                        found.append(f"{field} {selector}: invalid for the lab, valid for the product")
+                    continue
+                if not _mco.selector_valid(selector):
+                    found.append(f"{field} {selector}: valid for the lab, invalid for the product")
+                    continue
                 objects = cluster["nodes"] if field == "nodeSelector" else cluster["mcs"]
                 for obj in objects:
                     lab = compiled.matches(obj["metadata"]["labels"])
@@ -205,7 +215,10 @@ def test_machine_configs_of_a_pool_agree() -> None:
     def check(cluster: dict[str, Any]) -> list[str]:
         found = []
         for pool in cluster["pools"]:
-            lab_selected = mco_rules.pool_machine_configs(pool, cluster["mcs"])
+            try:
+                lab_selected = mco_rules.pool_machine_configs(pool, cluster["mcs"])
+            except mco_rules.SelectorError:
+                lab_selected = None  # the render controller gives up on the pool
             product_selected = _mco.pool_machine_configs(pool, cluster["mcs"])
             # None: the lab's MCO does not render the pool at all ("SelectingAll");
             # the product's answer for it is "selects nothing".
@@ -308,6 +321,9 @@ def test_generators_reach_the_interesting_cases(seed: int) -> None:
             degraded += mco_rules.node_degraded(node)
         for pool in cluster["pools"]:
             updated += sum(mco_rules.node_updated(n, pool) for n in cluster["nodes"])
-            selected = mco_rules.pool_machine_configs(pool, cluster["mcs"]) or []
+            try:
+                selected = mco_rules.pool_machine_configs(pool, cluster["mcs"]) or []
+            except mco_rules.SelectorError:
+                continue
             overridden += mco_rules.os_image_url(mco_rules.merge_order(selected), BASE) != BASE
     assert min(multi, updated, degraded, overridden) > 20, (multi, updated, degraded, overridden)

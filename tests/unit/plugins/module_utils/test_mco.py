@@ -382,3 +382,22 @@ def test_custom_pool_configs_win_over_worker_configs():
     selected = _mco.pool_machine_configs(infra, load("machineconfigs.yaml"))
     assert "00-master" not in [m["metadata"]["name"] for m in selected]
     assert _mco.effective_os_image_url(selected, DEFAULT_IMG) == IMG_INFRA
+
+
+@pytest.mark.parametrize("expr", [
+    {"key": "node-role.kubernetes.io/gpu", "operator": "In", "values": []},
+    {"key": "node-role.kubernetes.io/gpu", "operator": "Exists", "values": ["x"]},
+    {"key": "node-role.kubernetes.io/gpu", "operator": "Gt", "values": ["1"]},
+], ids=["in-without-values", "exists-with-values", "unknown-operator"])
+def test_an_invalid_selector_on_any_pool_leaves_every_node_poolless(expr):
+    # pkg/helpers/helpers.go ListPools returns "invalid label selector" for
+    # every node when one pool's nodeSelector does not parse
+    # (metav1.LabelSelectorAsSelector), so no node is in any pool; the
+    # render controller does not render a pool whose machineConfigSelector
+    # does not parse.
+    pools = [_pool("worker", {"matchLabels": {"node-role.kubernetes.io/worker": ""}}), _pool("gpu", {"matchExpressions": [expr]})]
+    assert not _mco.selector_valid({"matchExpressions": [expr]})
+    assert _mco.pool_nodes(pools[0], pools, [_node("w0", "worker")]) == []
+    assert _mco.pool_nodes(pools[0], pools[:1], [_node("w0", "worker")]) != []
+    broken = {"metadata": {"name": "gpu"}, "spec": {"machineConfigSelector": {"matchExpressions": [expr]}}}
+    assert _mco.pool_machine_configs(broken, [_mc("50-gpu", IMG_A, role="gpu")]) == []
