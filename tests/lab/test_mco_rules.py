@@ -115,8 +115,13 @@ def test_pools_for_node_primary_then_worker() -> None:
         {"metadata": {"name": n}, "spec": {"nodeSelector": {"matchLabels": {f"node-role.kubernetes.io/{n}": ""}}}}
         for n in ("master", "worker", "infra")
     ]
-    labels = lambda *roles: {f"node-role.kubernetes.io/{x}": "" for x in roles}  # noqa: E731
-    names = lambda n: [p["metadata"]["name"] for p in r.pools_for_node(n, pools)]  # noqa: E731
+
+    def labels(*roles: str) -> dict[str, str]:
+        return {f"node-role.kubernetes.io/{x}": "" for x in roles}
+
+    def names(n: dict[str, Any]) -> list[str]:
+        return [p["metadata"]["name"] for p in r.pools_for_node(n, pools)]
+
     assert names(node("n", labels=labels("worker", "infra"))) == ["infra", "worker"]
     assert names(node("n", labels=labels("master", "worker", "infra"))) == ["master", "worker"]
     assert names(node("n", labels=labels("master", "worker"))) == ["master"]

@@ -310,7 +310,7 @@ def test_generators_reach_the_interesting_cases(seed: int) -> None:
     """The generated cases are not all alike: each seed has nodes in several
     pools, overridden and default osImageURLs, updated and degraded nodes."""
     rng = random.Random(seed)
-    clusters = [gen_cluster(rng) for _ in range(CASES)]
+    clusters = [gen_cluster(rng) for _index in range(CASES)]
     multi = updated = degraded = overridden = 0
     for cluster in clusters:
         for node in cluster["nodes"]:
