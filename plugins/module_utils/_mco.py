@@ -6,10 +6,11 @@
 
 Everything here works on MachineConfig, MachineConfigPool and Node objects in
 the shape the Kubernetes API returns them (``machineconfiguration.openshift.io/v1``
-and ``v1`` Node dicts). Nothing here talks to a cluster, so the same rules
-serve the ``mco_rollout_wait`` module and the lab's MCO simulator.
+and ``v1`` Node dicts). Nothing here talks to a cluster. The lab's MCO
+simulator does *not* use these: it has its own rules (tests/kmodlab/mco_rules.py),
+and tests/lab/test_mco_rules_differential.py compares the two.
 
-Public, stable API (the lab's MCO simulator imports these):
+Public, stable API:
 
 - ``effective_os_image_url(machineconfigs, default)``
 - ``is_generated_machine_config(machineconfig)``
@@ -97,20 +98,15 @@ def condition_is_true(obj, cond_type):
 def is_generated_machine_config(machineconfig):
     """True if the MCO made this MachineConfig itself (never a user override).
 
-    Rendered configs (``rendered-*``), and the template / kubelet /
-    container-runtime configs the controller writes, which all carry the
-    ``generated-by-controller-version`` annotation or are controller-owned by
-    another ``machineconfiguration.openshift.io`` object.
+    The MCO's MergeMachineConfigs (pkg/controller/common/helpers.go) skips,
+    for osImageURL, exactly the configs whose
+    ``generated-by-controller-version`` annotation is non-empty: every config
+    the MCO writes (templates, kubelet / container-runtime configs, rendered
+    configs) carries it. A name starting ``rendered-``, an empty annotation or
+    a controller ownerReference alone do not make a config generated: the
+    MCO would take such a config's osImageURL.
     """
-    if _name(machineconfig).startswith(RENDERED_PREFIX):
-        return True
-    if ANNOTATION_GENERATED_BY in _annotations(machineconfig):
-        return True
-    for owner in _meta(machineconfig).get("ownerReferences") or []:
-        api_version = owner.get("apiVersion") or ""
-        if owner.get("controller") and api_version.split("/")[0] == MCO_API_GROUP:
-            return True
-    return False
+    return bool(_annotations(machineconfig).get(ANNOTATION_GENERATED_BY))
 
 
 def merge_order(machineconfigs):
@@ -190,9 +186,40 @@ def selector_matches(selector, labels):
     return True
 
 
+def selector_valid(selector):
+    """Whether metav1.LabelSelectorAsSelector accepts ``selector``: ``In`` /
+    ``NotIn`` need values, ``Exists`` / ``DoesNotExist`` take none, and no
+    other operator exists. The MCO's controllers skip a pool whose selector
+    it refuses ("invalid label selector")."""
+    for expr in (selector or {}).get("matchExpressions") or []:
+        operator = expr.get("operator")
+        if operator in ("In", "NotIn"):
+            if not expr.get("values"):
+                return False
+        elif operator in ("Exists", "DoesNotExist"):
+            if expr.get("values"):
+                return False
+        else:
+            return False
+    return True
+
+
+def _selects_everything(selector):
+    """``{}`` (no matchLabels, no matchExpressions): the MCO's controllers
+    refuse such a selector ("SelectingAll") and it matches nothing there."""
+    return selector is not None and not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
 def pool_machine_configs(pool, machineconfigs):
-    """The MachineConfigs ``pool`` selects via ``spec.machineConfigSelector``."""
+    """The MachineConfigs ``pool`` selects via ``spec.machineConfigSelector``.
+
+    An empty or invalid selector selects none: the render controller does
+    not render a pool that selects every MachineConfig (render_controller.go
+    syncMachineConfigPool, "SelectingAll") or whose selector it cannot parse.
+    """
     selector = ((pool or {}).get("spec") or {}).get("machineConfigSelector")
+    if _selects_everything(selector) or not selector_valid(selector):
+        return []
     return [mc for mc in machineconfigs or [] if selector_matches(selector, _labels(mc))]
 
 
@@ -203,26 +230,35 @@ def _is_windows(node):
 def pool_nodes(pool, pools, nodes):
     """The nodes the MCO manages as members of ``pool``.
 
-    A node matching several pools' nodeSelectors belongs to one: ``master`` if
-    it matches master (compact clusters label masters as workers too), else a
-    custom pool over ``worker``. Windows nodes are not MCO-managed.
+    As pkg/helpers/helpers.go GetPoolsForNode / ListPools: a pool whose
+    nodeSelector is empty matches no node; a node matching several pools
+    belongs to one: ``master`` if it matches master (compact clusters label
+    masters as workers too), else its one custom pool over ``worker``. A node
+    matching two or more custom pools belongs to none (the MCO refuses it),
+    and so does every node while any pool's nodeSelector is invalid (ListPools
+    fails for all of them). Windows nodes are not MCO-managed.
     """
     name = _name(pool)
     result = []
+    if not all(selector_valid(((p or {}).get("spec") or {}).get("nodeSelector")) for p in pools or []):
+        return result
     for node in nodes or []:
         if _is_windows(node):
             continue
         labels = _labels(node)
-        matching = [
-            _name(p) for p in pools or []
-            if selector_matches(((p or {}).get("spec") or {}).get("nodeSelector"), labels)
-        ]
+        matching = []
+        for p in pools or []:
+            selector = ((p or {}).get("spec") or {}).get("nodeSelector")
+            if not _selects_everything(selector) and selector_matches(selector, labels):
+                matching.append(_name(p))
         if name not in matching:
+            continue
+        custom = [n for n in matching if n not in ("master", "worker")]
+        if len(custom) > 1:
             continue
         if "master" in matching:
             primary = "master"
         else:
-            custom = sorted(n for n in matching if n != "worker")
             primary = custom[0] if custom else "worker"
         if primary == name:
             result.append(node)
@@ -322,21 +358,26 @@ def node_ready(node):
     return False
 
 
-_node_ready = node_ready  # the lab's MCO simulator imported this name first
+_node_ready = node_ready  # an older name, kept for callers outside the collection
 
 
 def node_state(node, target_config):
     """Per-node rollout state from the MCO's node annotations.
 
-    ``updated`` is the MCO's own "done" test for a node: current == desired
-    == ``target_config``, state ``Done`` and no pending image change.
+    ``updated`` is the MCO's own "done" test for a node of a pool that is not
+    on-cluster layered (pkg/controller/common/layered_node_state.go IsDone):
+    current == desired == ``target_config``, state ``Done``, and no
+    ``desiredImage`` / ``currentImage`` annotation (a node still carrying one
+    is moving to or off an on-cluster-built image).
     """
     ann = _annotations(node)
     current = ann.get(ANNOTATION_CURRENT_CONFIG) or ""
     desired = ann.get(ANNOTATION_DESIRED_CONFIG) or ""
     state = ann.get(ANNOTATION_STATE) or ""
     reason = ann.get(ANNOTATION_REASON) or ""
-    image_done = ann.get(ANNOTATION_CURRENT_IMAGE) == ann.get(ANNOTATION_DESIRED_IMAGE)
+    # isNodeImageDone + "no desiredImage": with neither image annotation the
+    # image is done; with only currentImage it is not (desired is empty).
+    image_done = ANNOTATION_DESIRED_IMAGE not in ann and ANNOTATION_CURRENT_IMAGE not in ann
     ready = node_ready(node)
     unschedulable = bool(((node or {}).get("spec") or {}).get("unschedulable"))
     updated = bool(

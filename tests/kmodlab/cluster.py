@@ -520,41 +520,16 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
     agents: dict[str, dict[str, str]] = {}
     nodes = []
     pool_objects = []
-    from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
+    from . import mco_rules
 
     for name, selector, node_role in pools:
         pool = server.seed(pool_object(name, selector, node_role, config.get("max_unavailable", 1)))
-        selected = _mco.pool_machine_configs(pool, machineconfigs)
-        spec = mco.merge_configs(selected, os_image)
-        rendered = mco.rendered_name(name, spec)
-        server.seed(
-            {
-                "apiVersion": MC_API,
-                "kind": "MachineConfig",
-                "metadata": {
-                    "name": rendered,
-                    "annotations": {GENERATED_BY: mco.CONTROLLER_VERSION},
-                    "ownerReferences": [
-                        {
-                            "apiVersion": MC_API,
-                            "kind": "MachineConfigPool",
-                            "name": name,
-                            "uid": pool["metadata"]["uid"],
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "spec": spec,
-            }
-        )
-        pool["spec"]["configuration"] = {
-            "name": rendered,
-            "source": [
-                {"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
-                for mc in sorted(selected, key=lambda m: m["metadata"]["name"])
-            ],
-        }
+        rendered_mc, configuration, error = mco_rules.render(pool, machineconfigs, os_image, mco.CONTROLLER_VERSION)
+        if error or rendered_mc is None or configuration is None:
+            raise ClusterError(f"seeding pool {name}: {error or 'nothing to render'}")
+        rendered = rendered_mc["metadata"]["name"]
+        server.seed(rendered_mc)
+        pool["spec"]["configuration"] = configuration
         pool = server.seed(pool)
         pool_objects.append((pool, rendered))
     for node_name, roles, node_role in node_roles:
@@ -563,7 +538,7 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
         agents[node_name] = {"image": os_image, "digest": os_digest, "kernel": release["kernel"]}
     all_pools = [p for p, _r in pool_objects]
     for pool, _rendered in pool_objects:
-        members = _mco.pool_nodes(pool, all_pools, nodes)
+        members = mco_rules.nodes_for_pool(pool, all_pools, nodes)
         pool["status"] = mco.pool_status(pool, members, None)
         server.seed(pool)
     return agents

@@ -7,31 +7,29 @@ to write (a 2-worker rollout: 12 PATCHes, no reads):
 
 - render: per pool, merge the MachineConfigs its `spec.machineConfigSelector`
   selects into `rendered-<pool>-<md5 of the merged spec>` (generated-by
-  annotation, ownerReference to the pool), osImageURL by the MCO's rule (last
-  non-generated MachineConfig by name that sets one, else the release's OS
-  image from ClusterVersion); set `spec.configuration` (name + sources);
+  annotation, ownerReference to the pool), osImageURL by the MCO's rule
+  (the release's OS image from ClusterVersion unless a non-generated
+  MachineConfig, in merge order, sets one); set `spec.configuration`;
 - node controller: walk the pool's nodes `maxUnavailable` at a time by
   setting their `desiredConfig`; nothing new while `spec.paused`;
 - drain controller: the node agent asks with `desiredDrain`
   (`drain-<config>` / `uncordon-<config>`), the controller cordons
   (`spec.unschedulable`), "drains" (sleeps), and answers `lastAppliedDrain`;
-- status: counts and conditions with the MCO's rules (pkg/controller/node
-  status.go): updated = current == desired == target and Done; ready =
-  updated and Ready; unavailable = unschedulable, not Ready or mid-update;
-  Updated / Updating (paused message) / NodeDegraded / RenderDegraded /
-  Degraded; `status.configuration` follows only once all are updated.
+- status: counts and conditions; `status.configuration` follows only once
+  all nodes are updated.
 
-Pool/node rules shared with the product come from `_mco`.
+Every rule (which MachineConfigs and nodes a pool has, merge order,
+osImageURL, node updated/ready/unavailable/degraded, candidates, pool status)
+is the lab's own, in `mco_rules` (written from the MCO's Go sources, each
+function citing the one it follows); none comes from the product's `_mco`.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import json
 import logging
-import math
 import threading
 from typing import Any, Callable, Iterable
 
@@ -39,12 +37,12 @@ from kubernetes import client as k8s_client
 from kubernetes import dynamic, watch
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
+from . import mco_rules as rules
 
 log = logging.getLogger("kmodlab.mco")
 
-ANN_DESIRED_DRAIN = _mco.MCO_PREFIX + "desiredDrain"
-ANN_LAST_APPLIED_DRAIN = _mco.MCO_PREFIX + "lastAppliedDrain"
+ANN_DESIRED_DRAIN = rules.ANN_DESIRED_DRAIN
+ANN_LAST_APPLIED_DRAIN = rules.ANN_LAST_APPLIED_DRAIN
 CONTROLLER_VERSION = "kmodlab-mco-0.1"
 MC_API = "machineconfiguration.openshift.io/v1"
 USER_AGENTS = {"mco": "machine-config-controller", "nodes": "machine-config-daemon"}
@@ -226,192 +224,43 @@ class Cache:
             return copy.deepcopy(obj) if obj is not None else None
 
 
+# The rules themselves live in mco_rules (the lab's own, from the MCO's Go
+# sources); these names are the simulator's API that lab tests use.
+
+
 def parse_max_unavailable(value: Any, machine_count: int) -> int:
-    """`spec.maxUnavailable`: int or percent string (rounded down as
-    intstr.GetScaledValueFromIntOrPercent), never below 1; default 1."""
-    if value is None or value == "":
-        return 1
-    if isinstance(value, str) and value.endswith("%"):
-        scaled = math.floor(int(value[:-1]) * machine_count / 100)
-    else:
-        scaled = int(value)
-    return max(1, scaled)
+    """`spec.maxUnavailable` of a (non-arbiter) pool: mco_rules.max_unavailable."""
+    return rules.max_unavailable({"spec": {"maxUnavailable": value}}, machine_count)
 
 
 def merge_configs(machineconfigs: list[dict[str, Any]], default_os_image: str) -> dict[str, Any]:
-    """The rendered spec of a pool from its MachineConfigs (merge order of
-    `_mco.merge_order`): ignition files by path and units by name, later
-    wins; kernel arguments and extensions accumulate; fips ORs; kernelType
-    last set; osImageURL by `_mco.effective_os_image_url`."""
-    files: dict[str, Any] = {}
-    units: dict[str, Any] = {}
-    kargs: list[str] = []
-    extensions: list[str] = []
-    fips = False
-    kernel_type = "default"
-    version = "3.2.0"
-    for mc in _mco.merge_order(machineconfigs):
-        spec = mc.get("spec") or {}
-        ignition = spec.get("config") or {}
-        version = ((ignition.get("ignition") or {}).get("version")) or version
-        for entry in ((ignition.get("storage") or {}).get("files")) or []:
-            files[entry.get("path")] = entry
-        for unit in ((ignition.get("systemd") or {}).get("units")) or []:
-            units[unit.get("name")] = unit
-        kargs += [a for a in spec.get("kernelArguments") or [] if a not in kargs]
-        extensions += [e for e in spec.get("extensions") or [] if e not in extensions]
-        fips = fips or bool(spec.get("fips"))
-        kernel_type = spec.get("kernelType") or kernel_type
-    config: dict[str, Any] = {"ignition": {"version": version}}
-    if files:
-        config["storage"] = {"files": [files[p] for p in sorted(files)]}
-    if units:
-        config["systemd"] = {"units": [units[n] for n in sorted(units)]}
-    return {
-        "config": config,
-        "extensions": extensions,
-        "fips": fips,
-        "kernelArguments": kargs,
-        "kernelType": kernel_type,
-        "osImageURL": _mco.effective_os_image_url(machineconfigs, default_os_image),
-    }
-
-
-SUPPORTED_IGNITION = ("2.2.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
+    """The rendered spec of a pool from its MachineConfigs: mco_rules.merge."""
+    return rules.merge(machineconfigs, default_os_image)
 
 
 def render_error_of(machineconfigs: list[dict[str, Any]]) -> str | None:
     """What the render controller would refuse in the selected configs."""
-    for mc in sorted(machineconfigs, key=lambda m: m["metadata"]["name"]):
-        version = (((mc.get("spec") or {}).get("config") or {}).get("ignition") or {}).get("version")
-        if version is not None and version not in SUPPORTED_IGNITION:
-            return (
-                f"parsing Ignition config failed for {mc['metadata']['name']}: invalid version {version!r}. "
-                "Supported spec versions: 2.2, 3.0, 3.1, 3.2, 3.3, 3.4"
-            )
+    try:
+        rules.merge(machineconfigs, "")
+    except rules.RenderError as error:
+        return str(error)
     return None
 
 
-def rendered_name(pool: str, spec: dict[str, Any]) -> str:
-    digest = hashlib.md5(json.dumps(spec, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
-    return f"rendered-{pool}-{digest}"
-
-
-def node_ready(node: dict[str, Any]) -> bool:
-    return _mco._node_ready(node)  # noqa: SLF001 - the shared rule
-
-
-def node_unavailable(node: dict[str, Any]) -> bool:
-    """Unavailable for an update: unschedulable, not Ready, or mid-update
-    (desired != current, or a state other than Done)."""
-    ann = (node.get("metadata") or {}).get("annotations") or {}
-    if (node.get("spec") or {}).get("unschedulable") or not node_ready(node):
-        return True
-    if ann.get(_mco.ANNOTATION_DESIRED_CONFIG) != ann.get(_mco.ANNOTATION_CURRENT_CONFIG):
-        return True
-    return ann.get(_mco.ANNOTATION_STATE) not in (None, "", _mco.STATE_DONE)
-
-
-def node_degraded(node: dict[str, Any]) -> bool:
-    ann = (node.get("metadata") or {}).get("annotations") or {}
-    return bool(ann.get(_mco.ANNOTATION_DESIRED_CONFIG)) and ann.get(_mco.ANNOTATION_STATE) in _mco.FAILING_STATES
-
-
-def _set_condition(
-    conditions: list[dict[str, Any]], ctype: str, status: str, reason: str = "", message: str = ""
-) -> None:
-    for cond in conditions:
-        if cond.get("type") == ctype:
-            if cond.get("status") != status:
-                cond["lastTransitionTime"] = now()
-            cond.update(status=status, reason=reason, message=message)
-            return
-    conditions.append(
-        {"type": ctype, "status": status, "reason": reason, "message": message, "lastTransitionTime": now()}
-    )
+rendered_name = rules.rendered_name
+node_ready = rules.kubelet_ready
+node_unavailable = rules.node_unavailable
+node_degraded = rules.node_degraded
 
 
 def pool_status(pool: dict[str, Any], nodes: list[dict[str, Any]], render_error: str | None) -> dict[str, Any]:
-    """The pool status the node controller would write (see module doc)."""
-    spec = pool.get("spec") or {}
-    target = (spec.get("configuration") or {}).get("name") or ""
-    old = pool.get("status") or {}
-    updated = [n for n in nodes if _mco.node_state(n, target)["updated"]]
-    ready = [n for n in updated if node_ready(n)]
-    unavailable = [n for n in nodes if node_unavailable(n)]
-    degraded = [n for n in nodes if node_degraded(n)]
-    status: dict[str, Any] = {
-        "observedGeneration": (pool.get("metadata") or {}).get("generation") or 1,
-        "machineCount": len(nodes),
-        "updatedMachineCount": len(updated),
-        "readyMachineCount": len(ready),
-        "unavailableMachineCount": len(unavailable),
-        "degradedMachineCount": len(degraded),
-        "configuration": copy.deepcopy(old.get("configuration") or {}),
-    }
-    conditions = copy.deepcopy(old.get("conditions") or [])
-    line = f"MachineConfig {target}"
-    if len(updated) == len(ready) == len(nodes) and not unavailable:
-        _set_condition(conditions, "Updated", "True", "", f"All nodes are updated with {line}")
-        _set_condition(conditions, "Updating", "False")
-        status["configuration"] = copy.deepcopy(spec.get("configuration") or {})
-    else:
-        _set_condition(conditions, "Updated", "False")
-        if spec.get("paused"):
-            _set_condition(conditions, "Updating", "False", "", f"Pool is paused; will not update to {line}")
-        else:
-            _set_condition(conditions, "Updating", "True", "", f"All nodes are updating to {line}")
-    reasons = []
-    for node in degraded:
-        reason = ((node.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_REASON)
-        if reason:
-            reasons.append(f"Node {node['metadata']['name']} is reporting: {json.dumps(reason)}")
-    node_message = ", ".join(reasons)
-    if degraded:
-        _set_condition(
-            conditions,
-            "NodeDegraded",
-            "True",
-            f"{len(degraded)} nodes are reporting degraded status on sync",
-            node_message,
-        )
-    else:
-        _set_condition(conditions, "NodeDegraded", "False")
-    if render_error:
-        _set_condition(conditions, "RenderDegraded", "True", "", render_error)
-    else:
-        _set_condition(conditions, "RenderDegraded", "False")
-    if degraded or render_error:
-        _set_condition(conditions, "Degraded", "True", "", node_message if degraded else "")
-    else:
-        _set_condition(conditions, "Degraded", "False")
-    status["conditions"] = conditions
-    return status
+    """The pool status the node controller would write: mco_rules.pool_status."""
+    return rules.pool_status(pool, nodes, render_error, now())
 
 
 def nodes_to_update(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
-    """Names of the nodes to point at the pool's target now: none while
-    paused; nodes already unavailable (e.g. degraded on a config since
-    replaced) are retargeted freely, others up to maxUnavailable minus the
-    unavailable ones, by name (the real controller prefers zones/age; the lab
-    has neither)."""
-    spec = pool.get("spec") or {}
-    target = (spec.get("configuration") or {}).get("name")
-    if not target or spec.get("paused"):
-        return []
-    capacity = parse_max_unavailable(spec.get("maxUnavailable"), len(nodes))
-    capacity -= sum(1 for n in nodes if node_unavailable(n))
-    candidates = sorted(
-        (
-            n
-            for n in nodes
-            if ((n.get("metadata") or {}).get("annotations") or {}).get(_mco.ANNOTATION_DESIRED_CONFIG) != target
-        ),
-        key=lambda n: n["metadata"]["name"],
-    )
-    chosen = [n["metadata"]["name"] for n in candidates if node_unavailable(n)]
-    chosen += [n["metadata"]["name"] for n in candidates if not node_unavailable(n)][: max(0, capacity)]
-    return chosen
+    """Names of the nodes to point at the pool's target now: mco_rules.nodes_to_update."""
+    return rules.nodes_to_update(pool, nodes)
 
 
 class MCOSimulator:
@@ -515,66 +364,30 @@ class MCOSimulator:
         os_error: str | None,
     ) -> None:
         name = pool["metadata"]["name"]
-        selected = [
-            mc
-            for mc in _mco.pool_machine_configs(pool, machineconfigs)
-            if not mc["metadata"]["name"].startswith(_mco.RENDERED_PREFIX)
-        ]
-        render_error = os_error
-        if not render_error and not selected:
-            render_error = f"no MachineConfigs found matching selector for pool {name}"
-        render_error = render_error or render_error_of(selected)
-        if render_error:
-            render_error = f"Failed to render configuration for pool {name}: {render_error}"
-        else:
-            spec = merge_configs(selected, default_os_image)
-            rendered = rendered_name(name, spec)
+        rendered_mc, configuration, render_error = rules.render(
+            pool, machineconfigs, default_os_image, CONTROLLER_VERSION
+        )
+        if os_error:
+            rendered_mc, configuration = None, None
+            render_error = f"Failed to render configuration for pool {name}: {os_error}"
+        if rendered_mc is not None and configuration is not None:
+            rendered = rendered_mc["metadata"]["name"]
             if rendered not in existing:
-                self._create_rendered(
-                    MC_API,
-                    "MachineConfig",
-                    {
-                        "apiVersion": MC_API,
-                        "kind": "MachineConfig",
-                        "metadata": {
-                            "name": rendered,
-                            "annotations": {
-                                _mco.ANNOTATION_GENERATED_BY: CONTROLLER_VERSION,
-                                _mco.MCO_PREFIX + "release-image-version": "",
-                            },
-                            "ownerReferences": [
-                                {
-                                    "apiVersion": MC_API,
-                                    "kind": "MachineConfigPool",
-                                    "name": name,
-                                    "uid": pool["metadata"].get("uid", ""),
-                                    "controller": True,
-                                    "blockOwnerDeletion": True,
-                                }
-                            ],
-                        },
-                        "spec": spec,
-                    },
-                )
+                self._create_rendered(MC_API, "MachineConfig", rendered_mc)
                 existing.add(rendered)
-                log.info("pool %s: rendered %s (osImageURL %s)", name, rendered, spec["osImageURL"])
-            configuration = {
-                "name": rendered,
-                "source": [
-                    {"apiVersion": MC_API, "kind": "MachineConfig", "name": mc["metadata"]["name"]}
-                    for mc in sorted(selected, key=lambda m: m["metadata"]["name"])
-                ],
-            }
+                log.info("pool %s: rendered %s (osImageURL %s)", name, rendered, rendered_mc["spec"]["osImageURL"])
             if (pool.get("spec") or {}).get("configuration") != configuration:
                 pool = self.api.patch(MC_API, "MachineConfigPool", name, {"spec": {"configuration": configuration}})
                 self.caches["MachineConfigPool"].store(pool)
-        members = _mco.pool_nodes(pool, pools, nodes)
+        elif render_error is None:
+            return  # selects every MachineConfig: the MCO leaves such a pool alone ("SelectingAll")
+        members = rules.nodes_for_pool(pool, pools, nodes)
         if not render_error:
             for node_name in nodes_to_update(pool, members):
                 target = pool["spec"]["configuration"]["name"]
                 log.info("pool %s: node %s -> %s", name, node_name, target)
                 patched = self.api.patch(
-                    "v1", "Node", node_name, {"metadata": {"annotations": {_mco.ANNOTATION_DESIRED_CONFIG: target}}}
+                    "v1", "Node", node_name, {"metadata": {"annotations": {rules.ANN_DESIRED_CONFIG: target}}}
                 )
                 self.caches["Node"].store(patched)
                 members = [patched if n["metadata"]["name"] == node_name else n for n in members]

@@ -42,7 +42,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco, _registry, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _registry, _rootfs
+
+from . import mco_rules
 
 from . import fastboot, nodeboot
 from .mco import ANN_DESIRED_DRAIN, ANN_LAST_APPLIED_DRAIN, MC_API, Api, now
@@ -294,18 +296,18 @@ class NodeAgent:
     # -- events
     def on_node(self, node: dict[str, Any]) -> None:
         ann = (node.get("metadata") or {}).get("annotations") or {}
-        desired = ann.get(_mco.ANNOTATION_DESIRED_CONFIG)
-        current = ann.get(_mco.ANNOTATION_CURRENT_CONFIG)
-        state = ann.get(_mco.ANNOTATION_STATE)
-        if desired and desired == current and state == _mco.STATE_DEGRADED and not self.busy:
+        desired = ann.get(mco_rules.ANN_DESIRED_CONFIG)
+        current = ann.get(mco_rules.ANN_CURRENT_CONFIG)
+        state = ann.get(mco_rules.ANN_STATE)
+        if desired and desired == current and state == mco_rules.STATE_DEGRADED and not self.busy:
             # Pointed back at the config it runs: nothing to apply, recover.
             self.failed_for = None
-            if not _mco._node_ready(node):  # noqa: SLF001 - the shared rule
+            if not mco_rules.kubelet_ready(node):
                 self._set_ready(True, "KubeletReady", "kubelet is posting ready status")
             self._annotate(
                 **{
-                    _mco.ANNOTATION_STATE: _mco.STATE_DONE,
-                    _mco.ANNOTATION_REASON: "",
+                    mco_rules.ANN_STATE: mco_rules.STATE_DONE,
+                    mco_rules.ANN_REASON: "",
                     ANN_DESIRED_DRAIN: f"uncordon-{desired}",
                 }
             )
@@ -319,7 +321,7 @@ class NodeAgent:
     def _degrade(self, desired: str, reason: str) -> None:
         log.warning("node %s: degraded: %s", self.name, reason)
         self.failed_for = desired
-        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_DEGRADED, _mco.ANNOTATION_REASON: reason})
+        self._annotate(**{mco_rules.ANN_STATE: mco_rules.STATE_DEGRADED, mco_rules.ANN_REASON: reason})
 
     def _update(self, desired: str) -> None:
         try:
@@ -338,7 +340,7 @@ class NodeAgent:
     def _apply(self, desired: str) -> None:
         api = self.fleet.api
         log.info("node %s: updating to %s", self.name, desired)
-        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_WORKING, _mco.ANNOTATION_REASON: ""})
+        self._annotate(**{mco_rules.ANN_STATE: mco_rules.STATE_WORKING, mco_rules.ANN_REASON: ""})
         rendered = api.get(MC_API, "MachineConfig", desired)
         if rendered is None:
             self._degrade(desired, f'machineconfig.machineconfiguration.openshift.io "{desired}" not found')
@@ -354,7 +356,7 @@ class NodeAgent:
         except (_registry.RegistryError, _rootfs.LayerError, OSError) as error:
             self._degrade(desired, f"failed to update OS to {image}: error pulling image: {error}")
             return
-        self._annotate(**{_mco.ANNOTATION_STATE: _mco.STATE_REBOOTING})
+        self._annotate(**{mco_rules.ANN_STATE: mco_rules.STATE_REBOOTING})
         self._set_ready(False, "KubeletNotReady", "node is rebooting")
         if self.fleet.node_mode == "fast" and self.fleet.reboot_seconds > 0:
             # Outside BOOT_SLOTS: nodes of a maxUnavailable > 1 batch reboot together.
@@ -387,9 +389,9 @@ class NodeAgent:
         self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
         self._annotate(
             **{
-                _mco.ANNOTATION_CURRENT_CONFIG: desired,
-                _mco.ANNOTATION_STATE: _mco.STATE_DONE,
-                _mco.ANNOTATION_REASON: "",
+                mco_rules.ANN_CURRENT_CONFIG: desired,
+                mco_rules.ANN_STATE: mco_rules.STATE_DONE,
+                mco_rules.ANN_REASON: "",
                 ANN_DESIRED_DRAIN: f"uncordon-{desired}",
                 ANN_BOOTED_IMAGE: image,
                 ANN_BOOTED_DIGEST: digest,

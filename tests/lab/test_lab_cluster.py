@@ -86,8 +86,11 @@ def test_pool_status_counts_and_conditions() -> None:
     nodes = [
         make_node("w0", "new", "new"),
         make_node("w1", "old", "new", "Working", unschedulable=True),
-        make_node("w2", "old", "new", "Degraded", reason="error pulling image: 404"),
+        make_node("w2", "old", "new", "Degraded", unschedulable=True, reason="error pulling image: 404"),
     ]
+    # A failing MCD on a node still schedulable and Ready is *available*
+    # (LayeredNodeState.IsUnavailableForUpdate); cordoned, it is not.
+    assert not mco.node_unavailable(make_node("w2", "old", "new", "Degraded"))
     status = mco.pool_status(make_pool("new"), nodes, None)
     assert (
         status["machineCount"],
@@ -139,7 +142,8 @@ def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
         "release-os@sha256:0",
     )
     assert spec["osImageURL"] == "b@sha256:3"
-    assert spec["kernelArguments"] == ["a"]
+    # MergeMachineConfigs concatenates kernel arguments in merge order, duplicates kept.
+    assert spec["kernelArguments"] == ["a", "a", "a"]
     assert (
         mco.merge_configs([mc("00-worker", "gen@sha256:1", True)], "release-os@sha256:0")["osImageURL"]
         == "release-os@sha256:0"
@@ -150,8 +154,9 @@ def test_render_takes_last_user_os_image_and_hashes_the_spec() -> None:
 
 
 def test_render_refuses_an_unsupported_ignition_version() -> None:
-    good = {"metadata": {"name": "00-worker"}, "spec": {"config": {"ignition": {"version": "3.2.0"}}}}
-    bad = {"metadata": {"name": "50-bad"}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
+    labels = {ANN + "role": "worker"}
+    good = {"metadata": {"name": "00-worker", "labels": labels}, "spec": {"config": {"ignition": {"version": "3.2.0"}}}}
+    bad = {"metadata": {"name": "50-bad", "labels": labels}, "spec": {"config": {"ignition": {"version": "9.9.9"}}}}
     assert mco.render_error_of([good]) is None
     assert mco.render_error_of([good, bad]) == (
         "parsing Ignition config failed for 50-bad: invalid version '9.9.9'. "

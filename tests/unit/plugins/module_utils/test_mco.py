@@ -275,14 +275,91 @@ def test_last_by_name_wins():
 
 
 def test_generated_configs_ignored():
-    # 99-worker-generated-registries (annotation), 99-worker-zz-owned
-    # (controller-owned) and rendered-* sort after ours but never win.
+    # 99-worker-generated-registries, 99-worker-zz-owned (also controller-owned)
+    # and rendered-* carry the generated-by annotation: they sort after ours
+    # but never win.
     mcs = machineconfigs("worker")
     names = [m["metadata"]["name"] for m in mcs]
     assert "99-worker-zz-owned" in names and "99-worker-generated-registries" in names
     assert _mco.os_image_url_setters(mcs) == ["99-worker-kmod-a", "99-worker-kmod-b"]
     only_generated = [m for m in mcs if _mco.is_generated_machine_config(m)]
     assert _mco.effective_os_image_url(only_generated, DEFAULT_IMG) == DEFAULT_IMG
+
+
+def _mc(name, image, annotations=None, owners=None, role="worker"):
+    meta = {"name": name, "labels": {_mco.ROLE_LABEL: role}}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    if owners is not None:
+        meta["ownerReferences"] = owners
+    return {"metadata": meta, "spec": {"osImageURL": image}}
+
+
+@pytest.mark.parametrize("override", [
+    _mc("rendered-worker-0a1b", IMG_B),  # a rendered-looking name, no annotation
+    _mc("99-worker-zz", IMG_B, annotations={_mco.ANNOTATION_GENERATED_BY: ""}),  # empty annotation
+    _mc("99-worker-zz", IMG_B, owners=[{"apiVersion": "machineconfiguration.openshift.io/v1",
+                                        "kind": "KubeletConfig", "name": "k", "uid": "u", "controller": True}]),
+], ids=["rendered-name", "empty-annotation", "controller-owned"])
+def test_only_a_non_empty_generated_by_annotation_makes_a_config_generated(override):
+    # Found by the lab's differential test: MergeMachineConfigs
+    # (pkg/controller/common/helpers.go) skips a config for osImageURL only
+    # when cfg.Annotations[generated-by-controller-version] != "". These
+    # configs are not skipped by the MCO, so their osImageURL wins.
+    mcs = [_mc("00-worker", DEFAULT_IMG, annotations={_mco.ANNOTATION_GENERATED_BY: "v"}), _mc("50-worker-kmod", IMG_A),
+           override]
+    assert not _mco.is_generated_machine_config(override)
+    assert _mco.effective_os_image_url(mcs, DEFAULT_IMG) == IMG_B
+    assert _mco.os_image_url_setters(mcs)[-1] == override["metadata"]["name"]
+
+
+def test_an_empty_machine_config_selector_selects_nothing():
+    # render_controller.go syncMachineConfigPool: a pool whose
+    # machineConfigSelector is {} is refused ("SelectingAll"), never rendered.
+    pool = {"metadata": {"name": "infra"}, "spec": {"machineConfigSelector": {}}}
+    assert _mco.pool_machine_configs(pool, [_mc("50-worker-kmod", IMG_A)]) == []
+
+
+def _node(name, *roles):
+    return {"metadata": {"name": name, "labels": dict(("node-role.kubernetes.io/" + r, "") for r in roles)}}
+
+
+def _pool(name, selector):
+    return {"metadata": {"name": name}, "spec": {"nodeSelector": selector}}
+
+
+def test_an_empty_node_selector_matches_no_node():
+    # pkg/helpers/helpers.go ListPools: "If a pool with a nil or empty
+    # selector creeps in, it should match nothing, not everything."
+    pools = [_pool("worker", {"matchLabels": {"node-role.kubernetes.io/worker": ""}}), _pool("infra", {})]
+    nodes = [_node("w0", "worker")]
+    assert _mco.pool_nodes(pools[1], pools, nodes) == []
+    assert [n["metadata"]["name"] for n in _mco.pool_nodes(pools[0], pools, nodes)] == ["w0"]
+
+
+def test_a_node_in_two_custom_pools_belongs_to_none():
+    # pkg/helpers/helpers.go GetPoolsForNode: "node %s belongs to %d custom
+    # roles, cannot proceed with this Node" -- not even to master or worker.
+    pools = [_pool(n, {"matchLabels": {"node-role.kubernetes.io/" + n: ""}}) for n in ("master", "worker", "infra", "gpu")]
+    nodes = [_node("n0", "worker", "infra", "gpu"), _node("n1", "master", "infra", "gpu"), _node("n2", "worker", "infra")]
+    members = dict((p["metadata"]["name"], [n["metadata"]["name"] for n in _mco.pool_nodes(p, pools, nodes)]) for p in pools)
+    assert members == {"master": [], "worker": [], "infra": ["n2"], "gpu": []}
+
+
+@pytest.mark.parametrize("images", [
+    {"desiredImage": "", "currentImage": ""},
+    {"desiredImage": IMG_A, "currentImage": IMG_A},
+    {"currentImage": IMG_A},
+], ids=["empty", "equal", "current-only"])
+def test_a_node_with_image_annotations_is_not_updated_in_a_non_layered_pool(images):
+    # layered_node_state.go IsDone (non-layered pool): done only with no
+    # desiredImage annotation, and isNodeImageDone needs both image
+    # annotations absent or both non-empty and equal.
+    ann = {_mco.ANNOTATION_CURRENT_CONFIG: NEW, _mco.ANNOTATION_DESIRED_CONFIG: NEW, _mco.ANNOTATION_STATE: "Done"}
+    node = {"metadata": {"name": "w0", "annotations": dict(ann)}}
+    assert _mco.node_state(node, NEW)["updated"]
+    node["metadata"]["annotations"].update((_mco.MCO_PREFIX + k, v) for k, v in images.items())
+    assert not _mco.node_state(node, NEW)["updated"]
 
 
 def test_default_when_nothing_sets_one():
@@ -305,3 +382,22 @@ def test_custom_pool_configs_win_over_worker_configs():
     selected = _mco.pool_machine_configs(infra, load("machineconfigs.yaml"))
     assert "00-master" not in [m["metadata"]["name"] for m in selected]
     assert _mco.effective_os_image_url(selected, DEFAULT_IMG) == IMG_INFRA
+
+
+@pytest.mark.parametrize("expr", [
+    {"key": "node-role.kubernetes.io/gpu", "operator": "In", "values": []},
+    {"key": "node-role.kubernetes.io/gpu", "operator": "Exists", "values": ["x"]},
+    {"key": "node-role.kubernetes.io/gpu", "operator": "Gt", "values": ["1"]},
+], ids=["in-without-values", "exists-with-values", "unknown-operator"])
+def test_an_invalid_selector_on_any_pool_leaves_every_node_poolless(expr):
+    # pkg/helpers/helpers.go ListPools returns "invalid label selector" for
+    # every node when one pool's nodeSelector does not parse
+    # (metav1.LabelSelectorAsSelector), so no node is in any pool; the
+    # render controller does not render a pool whose machineConfigSelector
+    # does not parse.
+    pools = [_pool("worker", {"matchLabels": {"node-role.kubernetes.io/worker": ""}}), _pool("gpu", {"matchExpressions": [expr]})]
+    assert not _mco.selector_valid({"matchExpressions": [expr]})
+    assert _mco.pool_nodes(pools[0], pools, [_node("w0", "worker")]) == []
+    assert _mco.pool_nodes(pools[0], pools[:1], [_node("w0", "worker")]) != []
+    broken = {"metadata": {"name": "gpu"}, "spec": {"machineConfigSelector": {"matchExpressions": [expr]}}}
+    assert _mco.pool_machine_configs(broken, [_mc("50-gpu", IMG_A, role="gpu")]) == []
