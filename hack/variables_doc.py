@@ -14,7 +14,7 @@ TOP = Path(__file__).resolve().parents[1]
 DOCS = TOP / "docs"
 VARIABLES = DOCS / "variables.md"
 # The pipeline's order first, then any other role by name.
-PIPELINE = ("resolve", "build", "publish", "rollout", "verify")
+PIPELINE = ("plan", "resolve", "build", "publish", "rollout", "verify")
 HEADER = """# Variable reference
 
 Generated from `roles/*/meta/argument_specs.yml` by
@@ -23,8 +23,11 @@ variable is missing, stale or shows another type or default).
 `ansible-doc -t role ocp.kmod_layering.<role>` shows the same, with every
 detail. Set fleet-wide variables in `group_vars/all`, per-cluster ones in
 `host_vars/<cluster>` (see the [user guide](user-guide.md#inventory)).
-Facts the roles set for the next ones (`kmod_resolved`, `kmod_build`,
-`kmod_image` from publish) are listed where a role reads them.
+Facts the roles set for the next ones (`kmod_sources` from plan,
+`kmod_resolved`, `kmod_build`, `kmod_image` from publish) are listed where a
+role reads them. Variables several roles read are defaulted once, in the role
+`ocp.kmod_layering.common` (`roles/common/defaults/main.yml`), and listed under
+each role that reads them.
 """
 
 

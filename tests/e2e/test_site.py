@@ -33,22 +33,36 @@ LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 
 
-def site(lab: Any, *args: str) -> subprocess.CompletedProcess[str]:
+def site(lab: Any, *args: str, json_events: bool = False) -> subprocess.CompletedProcess[str]:
+    """site.yml over the lab fleet; json_events: stdout is the ansible.posix.json
+    record of every task result (see module_runs)."""
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    if json_events:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     return subprocess.run(
         ["ansible-playbook", "-i", lab.inventory, str(TOP / "playbooks/site.yml"), *args],
-        env=dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
-        capture_output=True, text=True, timeout=1800, check=False,
+        env=env, capture_output=True, text=True, timeout=1800, check=False,
     )
 
 
-def converged_play(lab: Any, extra_vars: dict[str, Any],
-                   extra_inventory: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    """Only site.yml's first play (the verify role's `converged` entry point)."""
+def module_runs(run: subprocess.CompletedProcess[str], action: str) -> int:
+    """How many times the module `action` ran (results not skipped), from the
+    json callback's record of the run (whatever the tasks are called)."""
+    report = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
+    return sum(1 for play in report["plays"] for task in play["tasks"]
+               for result in task["hosts"].values()
+               if result.get("action") == action and not result.get("skipped"))
+
+
+def converged_play(lab: Any, extra_vars: dict[str, Any], extra_inventory: dict[str, Any] | None = None,
+                   role: str = "ocp.kmod_layering.plan", tasks_from: str = "main") -> subprocess.CompletedProcess[str]:
+    """Only site.yml's first play (the plan stage; or the verify role's
+    deprecated `converged` entry point, which runs it)."""
     play = Path(lab.inventory).parent / "converged-only.yml"
     play.write_text(yaml.safe_dump([{
         "name": "Converged check", "hosts": "all", "connection": "local", "gather_facts": False,
         "tasks": [
-            {"ansible.builtin.include_role": {"name": "ocp.kmod_layering.verify", "tasks_from": "converged"}},
+            {"ansible.builtin.include_role": {"name": role, "tasks_from": tasks_from}},
             {"ansible.builtin.debug": {
                 "msg": "{{ inventory_hostname }} converged={{ inventory_hostname in groups['kmod_converged'] | default([]) }}"}},
         ]}]))
@@ -126,16 +140,24 @@ def fleet(lab: Any) -> Any:
 def test_check_mode_writes_nothing_anywhere(fleet: Any) -> None:
     reset_request_logs(fleet)
     pushes = manifest_pushes(fleet)
-    run = site(fleet, "--check")
+    run = site(fleet, "--check", json_events=True)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    # The full path for both clusters (nothing rolled out yet), and the
+    # module sources fetched once for the run (plan, resolve, build).
+    assert module_runs(run, "ocp.kmod_layering.layered_image_plan") == 1
+    assert module_runs(run, "ocp.kmod_layering.kmod_sources") == 1
     assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
     assert manifest_pushes(fleet) == pushes
 
 
 def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(fleet: Any) -> None:
     pushes_before = manifest_pushes(fleet)
-    run = site(fleet)
+    run = site(fleet, json_events=True)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    # The module sources are fetched once per run, by the plan stage, and
+    # handed to resolve and build (which built: the plan ran).
+    assert module_runs(run, "ocp.kmod_layering.layered_image_plan") == 1
+    assert module_runs(run, "ocp.kmod_layering.kmod_sources") == 1
 
     # One build and one push per distinct build key: the two releases.
     assert manifest_pushes(fleet) - pushes_before == 2
@@ -208,7 +230,7 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     # Changed module options: not converged any more, for either cluster,
     # and the run says why (site.yml's first play alone: the entry point).
     changed = [dict(modules[0], options=modules[0]["options"] + " extra=1")] + modules[1:]
-    check = converged_play(fleet, {"kmod_modules": changed})
+    check = converged_play(fleet, {"kmod_modules": changed}, role="ocp.kmod_layering.verify", tasks_from="converged")
     assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
     for cluster in fleet.clusters:
         assert re.search(rf"Cluster {cluster['name']}: full run \(pool worker: MachineConfig \S+: "

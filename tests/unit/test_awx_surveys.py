@@ -164,7 +164,7 @@ def test_survey_matches_the_argument_specs(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((AWX / "credential_types").glob("*.yml")), ids=lambda p: p.stem)
 def test_credential_types_inject_what_the_collection_reads(path: Path) -> None:
     """Every variable a credential type injects is one the registry modules
-    fall back to and the build/publish roles read; every input is used."""
+    fall back to and the roles read (defaulted in the common role); every input is used."""
     cred = yaml.safe_load(path.read_text())
     assert cred["name"] and cred["kind"] in ("cloud", "net")
     fields = {f["id"]: f for f in cred["inputs"]["fields"]}
@@ -173,7 +173,7 @@ def test_credential_types_inject_what_the_collection_reads(path: Path) -> None:
         if field in fields:
             assert fields[field].get("secret") is True, field
     args = (TOP / "plugins/module_utils/_registry_args.py").read_text()
-    roles = (TOP / "roles/build/tasks/podman_certs.yml").read_text() + (TOP / "roles/publish/defaults/main.yml").read_text()
+    roles = (TOP / "roles/build/tasks/podman_certs.yml").read_text() + (TOP / "roles/common/defaults/main.yml").read_text()
     for variable in cred["injectors"]["env"]:
         assert f'"{variable}"' in args, f"{variable} is not an option fallback of the registry modules"
         assert variable in roles, f"{variable} is not read by the build/publish roles"

@@ -13,9 +13,9 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 TOP = Path(__file__).resolve().parents[2]
-ROLES = ["resolve", "build", "publish", "rollout", "verify"]
+ROLES = ["plan", "resolve", "build", "publish", "rollout", "verify"]
 # Facts an earlier role of the pipeline sets, never inventory variables.
-PIPELINE_FACTS = {"kmod_resolved", "kmod_build", "kmod_image", "kmod_rollout", "kmod_verify"}
+PIPELINE_FACTS = {"kmod_sources", "kmod_resolved", "kmod_build", "kmod_image", "kmod_rollout", "kmod_verify"}
 
 
 def _hostvars() -> dict[str, dict]:
