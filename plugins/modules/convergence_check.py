@@ -27,8 +27,8 @@ description:
     build role would pick the same image); its C(osImageURL) is an image of
     O(repository) pinned by digest; the pool is done on a rendered config with
     that image (the rule of M(ocp.kmod_layering.mco_rollout_wait)); and every
-    node of the pool is C(Done) on it (the C(mco_state) verdict of
-    M(ocp.kmod_layering.node_inspect)); and, unless O(registry.check) is
+    node of the pool is C(Done) on it (the verdict of
+    M(ocp.kmod_layering.mco_node_state)); and, unless O(registry.check) is
     false, the registry still has the image, which new nodes pull (one HEAD
     request).
   - A MachineConfig written before these annotations existed is not
@@ -38,7 +38,7 @@ description:
     rollout role's C(kmod_rollout) fact.
   - With O(clusters), one run checks a whole fleet, O(parallel) clusters at
     a time, and returns each cluster's verdict in RV(clusters). That is how
-    the verify role runs it - once for the fleet rather than once per
+    the plan role runs it - once for the fleet rather than once per
     cluster, so a converged rerun pays the start of one module, not one per
     cluster. Without it, the module checks the one cluster of the top-level
     connection options.
@@ -313,10 +313,21 @@ clusters:
   description:
     - With O(clusters), each cluster's verdict by name - C(converged),
       C(reasons), C(image), C(build_keys), C(rollout), C(report),
-      C(registry_checked) and C(requests) as described for one cluster
-      below, and C(msg) when the cluster could not be read.
+      C(registry_checked) and C(requests) (this cluster's API requests) as
+      described for one cluster below.
+    - A cluster that could not be read has only C(converged) (false),
+      C(reasons) (empty), C(requests), C(msg) (why, naming the cluster) and
+      C(status) (the HTTP status of the failed request, or null when there
+      was none, such as a connection error or a bad kubeconfig).
   returned: when O(clusters) is set
   type: dict
+  sample:
+    cluster-b:
+      converged: false
+      reasons: []
+      requests: 4
+      status: 403
+      msg: "Cluster cluster-b: Kubernetes API error 403 (GET /api/v1/nodes): ..."
 converged_clusters:
   description: With O(clusters), the names of the converged clusters, sorted.
   returned: when O(clusters) is set
@@ -366,19 +377,28 @@ rollout:
       description: Always false (nothing was waited for).
       type: bool
     done:
-      description: Whether every pool is done on the image.
+      description: Whether every pool is done on the image (the same as RV(converged)).
       type: bool
     pools:
       description: Per pool, the evaluation of M(ocp.kmod_layering.mco_rollout_wait) (C(message) has the summary).
       type: list
       elements: dict
+    elapsed_seconds:
+      description: Always 0 (nothing was waited for).
+      type: int
+    progress_file:
+      description: Always empty (no progress was written).
+      type: str
     converged:
-      description: True when the rollout state comes from this check.
+      description:
+        - Always true - the rollout state comes from this check (whether the cluster is converged is
+          RV(converged), or RV(rollout.done)). The rollout role's own C(kmod_rollout) has no such key.
       type: bool
 report:
   description:
-    - The verification report of M(ocp.kmod_layering.node_inspect) with method
-      C(mco_state), when converged (verdict C(pass)); else null.
+    - The verification report M(ocp.kmod_layering.mco_node_state) would give (method
+      C(mco_state), the shape of M(ocp.kmod_layering.node_inspect)'s C(report)), when converged
+      (verdict C(pass)); else null.
   returned: without O(clusters)
   type: dict
 requests:

@@ -268,7 +268,9 @@ rollback:
     action:
       description:
         - V(restore) (apply RV(machineconfig), the previous image), V(delete) (delete ours, which did not
-          exist before), V(none) (no MachineConfig of ours on this pool).
+          exist before), V(none) (nothing to do - no MachineConfig of ours on this pool, or ours is a
+          rollback's result already, marked C(kmod-layering.io/rolled-back-from), so a rerun rolls back
+          nothing further).
       type: str
     os_image_url:
       description: The image restored (V(restore)), else null.
@@ -276,6 +278,10 @@ rollback:
     current:
       description: The image our MachineConfig runs now, or null.
       type: str
+    reason:
+      description: The plan in words.
+      type: str
+      sample: back to registry.example.com/infra/rhcos-kmods@sha256:0c4e2b7a9d1f3e5a7c9b2d4f6e8a0c1b3d5f7e9a2c4b6d8f0e1a3c5b7d9f2e4a
 schema_validated:
   description: Whether the CRD schema was checked with jsonschema (false when jsonschema is not installed).
   returned: always
