@@ -14,8 +14,11 @@ Kubernetes API goes through here.
   good raises :class:`ClusterError`, which names the cluster and the request.
 - :class:`ResourceWatcher` (``_k8s_watch``): list + watch, resumed from the
   last resourceVersion, relisted on 410 Gone.
-- :func:`run_module`: the modules' one entry: client set-up, request naming,
-  and the mapping of every API or connection error to one ``fail_json``.
+- :func:`run_module`: the entry of the one-cluster modules (client set-up,
+  request naming, every API or connection error mapped to one
+  ``fail_json``); convergence_check, which reads many clusters, makes a
+  client per cluster (:func:`new_api_client`) and names each error with
+  :func:`describe_error`.
 """
 
 from __future__ import absolute_import, division, print_function
