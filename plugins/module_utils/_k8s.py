@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import json
 import threading
 import time
@@ -282,6 +283,16 @@ class RequestCounter(object):
 
         k8s_client.ApiClient.call_api = counting_call_api
         return self
+
+
+def cluster_argument_spec(**options):
+    """kubernetes.core's connection options (host, api_key, kubeconfig, ...)
+    plus a cluster module's own ``options``."""
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(options)
+    return spec
 
 
 def new_api_client(**auth):

@@ -130,26 +130,22 @@ report:
       elements: str
 """
 
-import copy
 
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._node_inspector import mco_state_result
 
 USER_AGENT = "ocp.kmod_layering.mco_node_state"
 
 
 def argument_spec():
-    spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(
+    return cluster_argument_spec(
         pools=dict(type="list", elements="str", default=["worker"]),
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
         cluster_name=dict(type="str"),
         request_timeout=dict(type="int", default=30),
     )
-    return spec
 
 
 def main():

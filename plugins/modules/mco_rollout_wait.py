@@ -327,12 +327,10 @@ pools:
       type: float
 """
 
-import copy
 import time
 
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco import RolloutTarget
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco_wait import RolloutWaiter
 
@@ -340,8 +338,7 @@ USER_AGENT = "ocp.kmod_layering.mco_rollout_wait"
 
 
 def argument_spec():
-    spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(
+    return cluster_argument_spec(
         pools=dict(type="list", elements="str", default=["worker"]),
         machine_config=dict(type="str"),
         os_image_url=dict(type="str"),
@@ -352,7 +349,6 @@ def argument_spec():
         on_degraded=dict(type="str", choices=["fail", "wait"], default="fail"),
         progress_file=dict(type="path"),
     )
-    return spec
 
 
 def main():

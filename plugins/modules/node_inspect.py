@@ -378,23 +378,20 @@ report:
       elements: str
 """
 
-import copy
 import time
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _inspect
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._node_inspector import NodeInspector, mco_state_result
 
 USER_AGENT = "ocp.kmod_layering.node_inspect"
 
 
 def argument_spec():
-    spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(
+    return cluster_argument_spec(
         nodes=dict(type="list", elements="str"),
         pools=dict(type="list", elements="str"),
         node_selector=dict(type="str"),
@@ -410,7 +407,6 @@ def argument_spec():
         cluster_name=dict(type="str"),
         method=dict(type="str", default="pods", choices=["pods", "mco_state"]),
     )
-    return spec
 
 
 def validate(module):
