@@ -71,6 +71,24 @@ VERDICT_PASS = "pass"
 VERDICT_FAIL = "fail"
 VERDICT_SKIPPED = "skipped"
 
+def expected_modules_problem(entries):
+    """Why ``expected_modules`` (``kmod_modules`` entries) cannot be checked,
+    or None; ``load_at_boot`` is made a bool in place."""
+    from ansible.module_utils.parsing.convert_bool import boolean
+
+    for entry in entries or []:
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            return "each of expected_modules needs a name, got %r" % (entry,)
+        if entry.get("options") is not None and not isinstance(entry["options"], str):
+            return "expected_modules %s: options must be a string like 'a=1 b=2'" % entry["name"]
+        if "load_at_boot" in entry:
+            try:
+                entry["load_at_boot"] = boolean(entry["load_at_boot"], strict=True)
+            except TypeError:
+                return "expected_modules %s: load_at_boot must be a boolean" % entry["name"]
+    return None
+
+
 # ---------------------------------------------------------------------------
 # Debug pods
 

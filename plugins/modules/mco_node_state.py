@@ -132,6 +132,7 @@ report:
 
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._inspect import expected_modules_problem
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._node_inspector import mco_state_result
 
@@ -155,9 +156,9 @@ def main():
         module.fail_json(msg="request_timeout must be a positive number of seconds")
     if not params["pools"]:
         module.fail_json(msg="pools must name at least one MachineConfigPool")
-    for entry in params["expected_modules"] or []:
-        if not isinstance(entry.get("name"), str) or not entry["name"]:
-            module.fail_json(msg="each of expected_modules needs a name, got %r" % (entry,))
+    problem = expected_modules_problem(params["expected_modules"])
+    if problem:
+        module.fail_json(msg=problem)
 
     def run(client, _counter):
         result = mco_state_result(client, params)

@@ -380,8 +380,6 @@ report:
 
 import time
 
-from ansible.module_utils.parsing.convert_bool import boolean
-
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _inspect
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
@@ -420,16 +418,9 @@ def validate(module):
         module.fail_json(msg="parallel must be at least 1")
     if not (params["commands"] or params["expected_image"] or params["expected_modules"]):
         module.fail_json(msg="nothing to run: give commands, expected_image or expected_modules")
-    for entry in params["expected_modules"] or []:
-        if not isinstance(entry.get("name"), str) or not entry["name"]:
-            module.fail_json(msg="each of expected_modules needs a name, got %r" % (entry,))
-        if entry.get("options") is not None and not isinstance(entry["options"], str):
-            module.fail_json(msg="expected_modules %s: options must be a string like 'a=1 b=2'" % entry["name"])
-        if "load_at_boot" in entry:
-            try:
-                entry["load_at_boot"] = boolean(entry["load_at_boot"], strict=True)
-            except TypeError:
-                module.fail_json(msg="expected_modules %s: load_at_boot must be a boolean" % entry["name"])
+    problem = _inspect.expected_modules_problem(params["expected_modules"])
+    if problem:
+        module.fail_json(msg=problem)
     for command in params["commands"]:
         if not isinstance(command, (list, str)) or not _inspect.command_argv(command):
             module.fail_json(msg="each of commands must be a non-empty string or list, got %r" % (command,))
