@@ -71,6 +71,7 @@ VERDICT_PASS = "pass"
 VERDICT_FAIL = "fail"
 VERDICT_SKIPPED = "skipped"
 
+
 def expected_modules_problem(entries):
     """Why ``expected_modules`` (``kmod_modules`` entries) cannot be checked,
     or None; ``load_at_boot`` is made a bool in place."""
