@@ -275,6 +275,14 @@ def playbook(args: list[str], log: Path, env: dict[str, str] | None = None, cwd:
             "peak": dict(peak or {}), "log": str(log)}
 
 
+def failure_lines(output: str, limit: int = 40) -> str:
+    """The lines of a playbook's output that say what failed (for a CI log,
+    where the playbook's own log file is gone with the machine)."""
+    picked = [line for line in output.splitlines()
+              if line.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]")) or '"msg":' in line]
+    return "\n".join(picked[-limit:]) or output[-3000:]
+
+
 def builds_in(stdout: str) -> int:
     """Images the run built: changed items of the build role's podman task."""
     section = stdout.split("TASK [ocp.kmod_layering.build : Build the images", 1)
@@ -428,7 +436,8 @@ class Bench:
             self.say(f"fleet of {size}: first run rc={first['rc']} in {first['wall']:.0f}s, "
                      f"builds={row['builds']} pushes={pushes} peak PSS {metrics.mib(row['peak_pss'])}")
             if first["rc"] != 0:
-                raise RuntimeError(f"site.yml failed on the fleet of {size}, see {first['log']}")
+                raise RuntimeError(f"site.yml failed on the fleet of {size}, see {first['log']}:\n"
+                                   + failure_lines(first["stdout"]))
             self.results.setdefault("scale", []).append(row)
             if size == self.args.fleet:
                 self.rerun(size, clusters, inventory, repo)
