@@ -75,6 +75,7 @@ RESOURCES = {
     "MachineConfigPool": ("apis", MCO_API_GROUP, "machineconfigpools", False),
     "MachineConfig": ("apis", MCO_API_GROUP, "machineconfigs", False),
     "ClusterVersion": ("apis", "config.openshift.io", "clusterversions", False),
+    "ClusterOperator": ("apis", "config.openshift.io", "clusteroperators", False),
     "ImageStreamTag": ("apis", "image.openshift.io", "imagestreamtags", True),
 }
 
