@@ -14,7 +14,7 @@ TOP = Path(__file__).resolve().parents[1]
 DOCS = TOP / "docs"
 VARIABLES = DOCS / "variables.md"
 # The pipeline's order first, then any other role by name.
-PIPELINE = ("plan", "resolve", "build", "publish", "rollout", "verify")
+PIPELINE = ("plan", "resolve", "build", "publish", "rollout", "verify", "upgrade")
 HEADER = """# Variable reference
 
 Generated from `roles/*/meta/argument_specs.yml` by

@@ -49,10 +49,23 @@ def _tasks(items: list[dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
             yield from _tasks(task.get(key))
 
 
-def entry_points(playbook: Path) -> list[tuple[str, str]]:
-    """(role, entry point) pairs the playbook runs."""
-    found = []
+IMPORT_KEYS = ("ansible.builtin.import_playbook", "import_playbook")
+
+
+def playbooks(playbook: Path) -> list[Path]:
+    """The playbook and, in order, the playbooks it imports (recursively)."""
+    found = [playbook]
     for play in yaml.safe_load(playbook.read_text()):
+        for key in IMPORT_KEYS:
+            if key in play:
+                found += playbooks(playbook.parent / play[key])
+    return found
+
+
+def entry_points(playbook: Path) -> list[tuple[str, str]]:
+    """(role, entry point) pairs the playbook (and what it imports) runs."""
+    found = []
+    for play in (p for path in playbooks(playbook) for p in yaml.safe_load(path.read_text())):
         for role in play.get("roles") or []:
             found.append((role["role"] if isinstance(role, dict) else role, "main"))
         for key in ("pre_tasks", "tasks", "post_tasks", "handlers"):
@@ -61,7 +74,26 @@ def entry_points(playbook: Path) -> list[tuple[str, str]]:
                     if action in task:
                         args = task[action]
                         found.append((args["name"], Path(args.get("tasks_from", "main")).stem))
-    return found
+    return _with_nested_roles(found)
+
+
+def _with_nested_roles(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Adds the entry points of other roles that the roles' tasks include
+    (the rollout role runs the upgrade role's main for upgrade.yml)."""
+    seen = list(found)
+    todo = list(found)
+    while todo:
+        role, _entry = todo.pop()
+        for tasks_file in sorted((_role_dir(role) / "tasks").glob("*.yml")):
+            for task in _tasks(yaml.safe_load(tasks_file.read_text())):
+                for action in ROLE_KEYS:
+                    if action in task and isinstance(task[action], dict):
+                        args = task[action]
+                        pair = (args["name"], Path(args.get("tasks_from", "main")).stem)
+                        if pair not in seen:
+                            seen.append(pair)
+                            todo.append(pair)
+    return seen
 
 
 def options_of(playbook: Path) -> dict[str, list[dict[str, Any]]]:
@@ -117,7 +149,7 @@ def test_survey_matches_the_argument_specs(path: Path) -> None:
 
     options = options_of(playbook)
     facts = facts_set_by(playbook)
-    playbook_text = playbook.read_text()
+    playbook_text = "\n".join(path.read_text() for path in playbooks(playbook))
     for question in questions:
         name, kind = question["variable"], question["type"]
         where = f"{path.stem}: {name}"
