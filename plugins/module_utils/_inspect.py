@@ -614,6 +614,21 @@ def mco_state_verdict(node, pool, target_config, rendered_image, expected_image=
     }
 
 
+def kernel_verdict(verdict, node_object, expected_kernel=None):
+    """Adds the kernel the node runs (``status.nodeInfo.kernelVersion``, the
+    kubelet's ``uname -r``) to ``verdict`` as ``kernel``, and fails it when
+    ``expected_kernel`` (the kernel the image was built for) differs: after
+    an upgrade, a node on the old kernel did not boot the new base."""
+    kernel = (((node_object or {}).get("status") or {}).get("nodeInfo") or {}).get("kernelVersion")
+    verdict["kernel"] = kernel
+    verdict["expected_kernel"] = expected_kernel
+    if expected_kernel and kernel != expected_kernel:
+        verdict["reasons"].append("node %s runs kernel %s, expected %s (the kernel the image was built for)" % (
+            verdict["node"], kernel or "unknown", expected_kernel))
+        verdict["verdict"] = VERDICT_FAIL
+    return verdict
+
+
 def cluster_report(cluster, verdicts, expected_image=None, expected_modules=None, pools=None,
                    warnings=None, generated_at=None, skipped_reason=None):
     """A cluster's report: verdict, counts, every node's verdict.

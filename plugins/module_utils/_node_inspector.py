@@ -105,9 +105,10 @@ def mco_state_result(client, params):
         if target and target not in rendered_images:
             rendered = client.get("MachineConfig", target)
             rendered_images[target] = (rendered.get("spec") or {}).get("osImageURL")
-        verdicts.append(_inspect.mco_state_verdict(
+        verdicts.append(_inspect.kernel_verdict(_inspect.mco_state_verdict(
             selection.node_objects[node], pool, target, rendered_images.get(target),
-            params.get("expected_image"), params.get("expected_modules")))
+            params.get("expected_image"), params.get("expected_modules")),
+            selection.node_objects[node], params.get("expected_kernel")))
     return dict(changed=False, cluster=client.host, namespace=params.get("namespace") or "", image="",
                 nodes=[dict(name=v["node"], pool=v["pool"], commands=[], ok=None) for v in verdicts],
                 pods_created=0, pods_left=[], elapsed_seconds=round(time.monotonic() - started, 1),
@@ -316,7 +317,7 @@ class NodeInspector(object):
                 self.jobs.append(Job(node, key, command, index))
         return verify
 
-    def node_entry(self, node, pool, verify):
+    def node_entry(self, node, pool, verify, node_objects):
         """The result entry of one node, and its verdict when verifying."""
         jobs = [j for j in self.jobs if j.node == node]
         entry = {"name": node, "pool": pool, "commands": [j.as_dict() for j in jobs]}
@@ -336,6 +337,10 @@ class NodeInspector(object):
         verdict = _inspect.node_verdict(
             node, self.params["expected_image"], self.params["expected_modules"], outputs, errors,
             check_parameters=self.params["check_parameters"], pool=pool)
+        node_object = node_objects.get(node)
+        if node_object is None and self.params.get("expected_kernel"):
+            node_object = self.client.get("Node", node, missing_ok=True)
+        _inspect.kernel_verdict(verdict, node_object, self.params.get("expected_kernel"))
         if "rpm_ostree" in outputs:
             try:
                 entry["rpm_ostree"] = _inspect.booted_deployment(outputs["rpm_ostree"])
@@ -358,7 +363,7 @@ class NodeInspector(object):
         nodes = []
         verdicts = []
         for node, pool in selection.nodes:
-            entry, verdict = self.node_entry(node, pool, verify)
+            entry, verdict = self.node_entry(node, pool, verify, selection.node_objects)
             nodes.append(entry)
             if verdict is not None:
                 verdicts.append(verdict)

@@ -40,6 +40,13 @@ options:
   expected_image:
     description: The image the nodes must run, pinned by digest (C(repo@sha256:...)).
     type: str
+  expected_kernel:
+    description:
+      - The kernel the nodes must run (C(uname -r)), the one the image was built
+        for. A node whose C(status.nodeInfo.kernelVersion) differs fails
+        (after an upgrade, a node on the old kernel did not boot the new base).
+        Each node's verdict records C(kernel) either way.
+    type: str
   expected_modules:
     description:
       - The kernel modules of the image, as C(kmod_modules) entries (C(name),
@@ -144,6 +151,7 @@ def argument_spec():
         pools=dict(type="list", elements="str", default=["worker"]),
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
+        expected_kernel=dict(type="str"),
         cluster_name=dict(type="str"),
         request_timeout=dict(type="int", default=30),
     )

@@ -96,6 +96,13 @@ options:
         Compared to the digest C(rpm-ostree status --json) reports for the
         booted deployment. A tag-only pullspec is compared as a whole.
     type: str
+  expected_kernel:
+    description:
+      - The kernel the nodes must run (C(uname -r)), the one the image was built
+        for. A node whose C(status.nodeInfo.kernelVersion) differs fails
+        (after an upgrade, a node on the old kernel did not boot the new base).
+        Each node's verdict records C(kernel) either way.
+    type: str
   expected_modules:
     description:
       - Kernel modules that must be loaded, as the collection's C(kmod_modules)
@@ -396,6 +403,7 @@ def argument_spec():
         commands=dict(type="list", elements="raw", default=[]),
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
+        expected_kernel=dict(type="str"),
         check_parameters=dict(type="bool", default=True),
         namespace=dict(type="str", default=_inspect.DEFAULT_NAMESPACE),
         create_namespace=dict(type="bool", default=True),

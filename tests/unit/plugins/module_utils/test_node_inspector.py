@@ -161,3 +161,26 @@ def test_machine_config_state_verdict_reads_only(serve_http, fixture, verdict):
                    if n["metadata"]["annotations"]["machineconfiguration.openshift.io/state"] == "Working"]
         assert any(working[0] in reason for reason in report["reasons"])
     assert {m for m, _p, _q in recorded.requests} == {"GET"} and result["pods_created"] == 0
+
+
+def test_a_node_on_another_kernel_than_the_images_fails_both_ways(api, serve_http):
+    """After an upgrade, a node that did not boot the new base still runs the
+    old kernel: both verification paths fail it, naming both kernels."""
+    recorded, address = api
+    nodes = recorded.lists["/api/v1/nodes"]
+    kernel = nodes[0]["status"]["nodeInfo"]["kernelVersion"]
+    stale = json.loads(json.dumps(nodes[2]))
+    stale["status"]["nodeInfo"]["kernelVersion"] = "5.14.0-284.73.1.el9_2.x86_64"
+    recorded.lists["/api/v1/nodes"] = nodes[:2] + [stale]
+    name = stale["metadata"]["name"]
+    for result in (inspect(address, expected_kernel=kernel),
+                   mco_state_result(cluster_client(address, request_timeout=5), params(expected_kernel=kernel))):
+        report = result["report"]
+        assert report["counts"] == {"nodes": 3, "passed": 2, "failed": 1}, report["reasons"]
+        (reason,) = report["reasons"]
+        assert name in reason and "5.14.0-284.73.1.el9_2.x86_64" in reason and kernel in reason
+        assert [n["kernel"] for n in report["nodes"]] == [kernel, kernel, "5.14.0-284.73.1.el9_2.x86_64"]
+    # Without expected_kernel the kernel is recorded, not judged.
+    final = mco_state_result(cluster_client(address, request_timeout=5), params())["report"]
+    assert final["verdict"] == "pass", final["reasons"]
+    assert final["nodes"][2]["kernel"] == "5.14.0-284.73.1.el9_2.x86_64"
