@@ -227,12 +227,15 @@ class UpgradeWaiter(object):
                     self.apply(events.get(timeout=min(remaining, 5.0)))
                 except queue.Empty:
                     continue
+                phase, message = self.evaluate()
+                # Everything already queued before deciding, evaluated (and so
+                # logged) after each event: every step shows in the progress.
                 while True:
                     try:
                         self.apply(events.get_nowait())
                     except queue.Empty:
                         break
-                phase, message = self.evaluate()
+                    phase, message = self.evaluate()
         finally:
             for watcher in watchers:
                 watcher.stop()

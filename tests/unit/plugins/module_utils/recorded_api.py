@@ -53,6 +53,8 @@ class RecordedApi:
         self.closed = threading.Event()
         # Called with each created object: may queue watch events for it.
         self.on_create = None
+        self.patches: list[tuple[str, dict]] = []
+        self.on_patch = None
 
     def watch(self, path: str, *connections) -> None:
         """Queue watch answers for ``path``: lists (a connection), dicts
@@ -122,7 +124,10 @@ class RecordedApi:
                         api.on_create(url.path, body)
                     return self.reply(201, body)
                 if method == "PATCH":
-                    api.objects.setdefault(url.path, {}).setdefault("metadata", {}).update(body.get("metadata", {}))
+                    api.patches.append((url.path, body))
+                    api.objects[url.path] = merge_patch(api.objects.get(url.path, {}), body)
+                    if api.on_patch:
+                        api.on_patch(url.path, api.objects[url.path])
                     return self.reply(200, api.objects[url.path])
                 if method == "DELETE":
                     api.deleted.append(url.path)
@@ -179,6 +184,20 @@ class RecordedApi:
                 self.handle_any("DELETE")
 
         return Handler
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch (what the API server does with
+    application/merge-patch+json): null deletes, objects merge, the rest replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 def event(kind: str, obj: dict, version: int) -> dict:
