@@ -143,8 +143,8 @@ class UpgradeWaiter(object):
         self.changed = True
         if self.check_mode:
             return
-        self.log("asking for the upgrade from %s to %s (spec.desiredUpdate)" % (self.from_version,
-                                                                               self.target["version"]))
+        self.log("asking for the upgrade from %s to %s (spec.desiredUpdate)"
+                 % (self.from_version, self.target["version"]))
         updated = self.client.merge_patch("ClusterVersion", "version", {"spec": {"desiredUpdate": desired_update}})
         self.objects["ClusterVersion"]["version"] = updated
 
