@@ -83,8 +83,8 @@ def _with_nested_roles(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
     seen = list(found)
     todo = list(found)
     while todo:
-        role, _entry = todo.pop()
-        for tasks_file in sorted((_role_dir(role) / "tasks").glob("*.yml")):
+        role, entry = todo.pop()
+        for tasks_file in _reachable_task_files(role, entry):
             for task in _tasks(yaml.safe_load(tasks_file.read_text())):
                 for action in ROLE_KEYS:
                     if action in task and isinstance(task[action], dict):
@@ -94,6 +94,26 @@ def _with_nested_roles(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
                             seen.append(pair)
                             todo.append(pair)
     return seen
+
+
+def _reachable_task_files(role: str, entry: str) -> list[Path]:
+    """The tasks file of a role's entry point and the ones it includes or imports."""
+    tasks_dir = _role_dir(role) / "tasks"
+    files, todo = [], [tasks_dir / (entry + ".yml")]
+    while todo:
+        path = todo.pop()
+        if path in files or not path.is_file():
+            continue
+        files.append(path)
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            for action in ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks",
+                           "include_tasks", "import_tasks"):
+                target = task.get(action)
+                if isinstance(target, dict):
+                    target = target.get("file")
+                if isinstance(target, str) and "{{" not in target:
+                    todo.append(tasks_dir / target)
+    return files
 
 
 def options_of(playbook: Path) -> dict[str, list[dict[str, Any]]]:
