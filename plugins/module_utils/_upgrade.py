@@ -112,14 +112,21 @@ def choose_target(cluster_version, requested=None, cluster="the cluster"):
     without it, the newest of ``availableUpdates`` (source ``recommended``).
     A target the cluster already completed is returned with source
     ``current`` (nothing to start). None when nothing is requested and the
-    cluster lists no update. Raises :class:`UpgradeError` for a target the
+    cluster lists no update; the release it is upgrading to (source
+    ``in_progress``) when nothing is requested and an upgrade is under way. Raises :class:`UpgradeError` for a target the
     cluster does not list as an update, or an older version.
     """
     current = current_version(cluster_version)
     running = desired(cluster_version)
     updates = available_updates(cluster_version)
     listed = ", ".join(u["version"] for u in updates) or "none"
+    entries = history(cluster_version)
+    upgrading = bool(entries) and entries[0].get("state") == "Partial" and running.get("version") != current
     if not requested:
+        if upgrading:
+            # Finish the upgrade under way (started by hand, or by a run that failed its wait).
+            return {"version": running.get("version") or "", "image": running.get("image") or "",
+                    "source": "in_progress"}
         if not updates:
             return None
         return dict(updates[0], source="recommended")

@@ -83,6 +83,8 @@ def test_the_release_the_cluster_runs_or_moves_to_is_a_target_with_nothing_to_st
     assert _upgrade.choose_target(cv(), "4.12.77")["source"] == "current"
     assert _upgrade.choose_target(upgrading("4.16.30", B), "4.16.30")["source"] == "in_progress"
     assert _upgrade.choose_target(upgrading("4.16.30", B), B)["source"] == "in_progress"
+    # Nothing requested mid-upgrade: finish that upgrade, not the newest listed one.
+    assert _upgrade.choose_target(upgrading("4.16.30", B)) == {"version": "4.16.30", "image": B, "source": "in_progress"}
 
 
 def test_phase_follows_desired_history_and_conditions() -> None:
