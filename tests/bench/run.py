@@ -14,6 +14,10 @@ demo's or the tests'), and measures, against the lab's ground truth:
 4. resolve cost: registry bytes to resolve a release and its kernel against
    the bytes of what was read and the full images; a cached rerun;
 5. the rollout phase against ceil(nodes / maxUnavailable) x (drain + reboot);
+6. upgrades: the documented path (upgrade, then site.yml) against
+   upgrade.yml on the same fleet shape: reboots per node, node-seconds on a
+   stale OS or without the modules, builds, wall time against the physical
+   limit (needs two lab releases, three for the "2 releases -> 1" build row);
 
 and the scale series (fleets of 6, 12, 24, 48 clusters, fresh clusters and a
 fresh image repository each, so every one is a first run): wall time and
@@ -174,6 +178,56 @@ class Lab:
         context = ssl.create_default_context(cafile=self.state.ca_file)
         with urllib.request.urlopen(request, context=context, timeout=30) as response:
             return json.loads(response.read())
+
+    def patch(self, entry: dict[str, Any], path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            entry["api_url"] + path, method="PATCH", data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer " + entry["token"], "Content-Type": "application/merge-patch+json",
+                     "User-Agent": BENCH_UA})
+        context = ssl.create_default_context(cafile=self.state.ca_file)
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return json.loads(response.read())
+
+    def upgrade(self, entry: dict[str, Any], version: str) -> None:
+        """`oc adm upgrade --to=<version>`: the image from availableUpdates."""
+        cv = self.api(entry, "/apis/config.openshift.io/v1/clusterversions/version")
+        (update,) = [u for u in cv["status"].get("availableUpdates") or [] if u["version"] == version]
+        self.patch(entry, "/apis/config.openshift.io/v1/clusterversions/version",
+                   {"spec": {"desiredUpdate": {"version": version, "image": update["image"]}}})
+
+    def wait_upgraded(self, clusters: list[dict[str, Any]], version: str, timeout: float = 3600) -> None:
+        """Until every cluster's newest history entry is Completed on `version`
+        and its worker pool is done (the documented path's first half)."""
+        deadline = time.monotonic() + timeout
+        pending = list(clusters)
+        while pending:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"upgrade to {version} not completed on {[c['name'] for c in pending]}")
+            entry = pending[0]
+            cv = self.api(entry, "/apis/config.openshift.io/v1/clusterversions/version")
+            history = (cv.get("status") or {}).get("history") or [{}]
+            pools = self.api(entry, f"/apis/{MC_API}/machineconfigpools")["items"]
+            worker = next(p for p in pools if p["metadata"]["name"] == "worker")
+            updated = any(c.get("type") == "Updated" and c.get("status") == "True"
+                          for c in (worker.get("status") or {}).get("conditions") or [])
+            if history[0].get("version") == version and history[0].get("state") == "Completed" and updated:
+                pending.pop(0)
+            else:
+                time.sleep(1)
+
+    def upgrade_seconds(self, entry: dict[str, Any], version: str) -> float:
+        """How long the lab CVO took (ClusterVersion history, started to completed)."""
+        cv = self.api(entry, "/apis/config.openshift.io/v1/clusterversions/version")
+        entry_ = next(h for h in cv["status"]["history"] if h.get("version") == version)
+
+        def parse(stamp: str) -> float:
+            return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        return parse(entry_["completionTime"]) - parse(entry_["startedTime"])
+
+    def worker_names(self, entry: dict[str, Any]) -> list[str]:
+        nodes = self.api(entry, "/api/v1/nodes")["items"]
+        return sorted(n["metadata"]["name"] for n in nodes
+                      if "node-role.kubernetes.io/worker" in (n["metadata"].get("labels") or {}))
 
     def registry_logs(self) -> list[Path]:
         return sorted(self.state.layout.logs.glob("*registry*.log"))
@@ -569,6 +623,82 @@ class Bench:
         with contextlib.suppress(Exception):
             self.lab.api(entry, f"/apis/{MC_API}/machineconfigs/{BENCH_MC}", method="DELETE")
 
+    # 6. upgrades ---------------------------------------------------------
+    def upgrade(self) -> None:
+        """The same upgrade two ways, one after the other in this run: the
+        documented path (the cluster upgrades, then site.yml rebuilds and
+        rolls) and upgrade.yml. Each on a fleet of 2 clusters with the
+        modules loaded, one on each of the first two lab releases, going to
+        the third (so the fleet needs 1 new build); ground truth from the
+        lab's node agents (kmodlab.groundtruth)."""
+        from kmodlab import groundtruth
+
+        versions = self.lab.versions
+        if len(versions) < 2:
+            self.say("upgrade: skipped (needs at least two lab releases)")
+            return
+        sources, target = (versions[:2], versions[2]) if len(versions) >= 3 else (versions[:1], versions[1])
+        workers, drain, reboot = 2, self.args.drain_seconds, self.args.reboot_seconds
+        out: dict[str, Any] = {"from": sources, "to": target, "workers": workers, "drain": drain, "reboot": reboot}
+        for path in ("documented", "upgrade.yml"):
+            self.say(f"upgrade ({path}): {', '.join(sources)} -> {target}")
+            clusters = self.lab.start(len(sources), sources, workers=workers, drain_seconds=drain,
+                                      reboot_seconds=reboot)
+            try:
+                inventory = self.lab.inventory(clusters, self.work / f"inventory-upgrade-{path}.yml")
+                repo = f"{self.lab.registry_host}/kmod-layering/bench-{self.run_id}-upgrade-{path.split('.')[0]}"
+                extra = {**self.args.extra_vars, "kmod_image_repository": repo,
+                         "kmod_report_dir": str(self.work / f"report-upgrade-{path}"),
+                         "kmod_rollout_progress_file": str(self.work / f"progress-upgrade-{path}.log"),
+                         "kmod_upgrade_progress_file": str(self.work / f"upgrade-{path}.log")}
+                first = playbook(["-i", str(inventory), str(SITE), "-e", json.dumps(extra)],
+                                 self.work / f"upgrade-{path}-site.log", cwd=self.work)
+                if first["rc"] != 0:
+                    raise RuntimeError(f"site.yml before the upgrade failed, see {first['log']}:\n"
+                                       + failure_lines(first["stdout"]))
+                before = {c["name"]: groundtruth.reboots(groundtruth.read_boots(c)) for c in clusters}
+                started = time.time()
+                if path == "documented":
+                    for entry in clusters:
+                        self.lab.upgrade(entry, target)
+                    self.lab.wait_upgraded(clusters, target)
+                    upgraded_at = time.time()
+                    run = playbook(["-i", str(inventory), str(SITE), "-e", json.dumps(extra)],
+                                   self.work / f"upgrade-{path}-after.log", cwd=self.work)
+                else:
+                    run = playbook(["-i", str(inventory), str(CHECKOUT / "playbooks" / "upgrade.yml"),
+                                    "-e", json.dumps({**extra, "kmod_upgrade_to": target})],
+                                   self.work / f"upgrade-{path}.log", cwd=self.work)
+                    upgraded_at = None
+                done = time.time()
+                if run["rc"] != 0:
+                    raise RuntimeError(f"the {path} upgrade failed, see {run['log']}:\n" + failure_lines(run["stdout"]))
+                reboots, stale, missing, nodes = 0, 0.0, 0.0, 0
+                control_plane = []
+                for entry in clusters:
+                    records = groundtruth.read_boots(entry)
+                    counts = groundtruth.reboots(records)
+                    names = self.lab.worker_names(entry)
+                    nodes += len(names)
+                    reboots += sum(counts[n] - before[entry["name"]][n] for n in names)
+                    seconds = groundtruth.node_seconds({n: records[n] for n in names},
+                                                       expected_modules=("kmodlab_core", "kmodlab_dep"), since=started)
+                    stale += seconds["stale_os"]
+                    missing += seconds["missing_modules"]
+                    control_plane.append(self.lab.upgrade_seconds(entry, target))
+                out[path] = {"rc": run["rc"], "wall": done - started, "reboots_per_node": reboots / max(nodes, 1),
+                             "stale_os_node_seconds": stale, "missing_modules_node_seconds": missing,
+                             "builds": builds_in(run["stdout"]), "control_plane": max(control_plane),
+                             "upgraded_after": (upgraded_at - started) if upgraded_at else None}
+            finally:
+                self.lab.stop(clusters)
+        # The physical limit of one cluster's upgrade: its control plane (the
+        # lab CVO's own time, from the ClusterVersion history) then its
+        # workers, one by one (maxUnavailable 1), each a drain and a reboot.
+        out["limit"] = out["upgrade.yml"]["control_plane"] + workers * (drain + reboot)
+        self.results["upgrade"] = out
+        self.say(f"upgrade: {out}")
+
     def _watch_pool_done(self, entry: dict[str, Any], done_at: dict[str, float]) -> None:
         """Ground truth: the moment the worker pool reports the rollout done
         (a watch, so no polling delay), from the bench process itself."""
@@ -617,6 +747,8 @@ class Bench:
             self.fleet(args.fleet)
             self.save()
             self.rollout()
+            self.save()
+            self.upgrade()
             self.save()
             for size in sorted(s for s in args.scale if s != args.fleet):
                 self.fleet(size)
@@ -689,6 +821,25 @@ def table(results: dict[str, Any]) -> list[metrics.Row]:
             f"5. rollout phase ({rollout['workers']} nodes, maxUnavailable {rollout['max_unavailable']}, "
             f"{rollout['drain']:g}+{rollout['reboot']:g} s)", "-" if phase is None else f"{phase:.1f} s",
             "<= 1.05x limit", f"{rollout['limit']:.0f} s (physical limit)", value, value is not None and value <= 1.05))
+    upgrade = results.get("upgrade")
+    if upgrade and "upgrade.yml" in upgrade and "documented" in upgrade:
+        ours, doc = upgrade["upgrade.yml"], upgrade["documented"]
+        title = f"{', '.join(upgrade['from'])} -> {upgrade['to']}"
+        rows.append(metrics.Row(f"6. reboots per node per upgrade ({title})", f"{ours['reboots_per_node']:.1f}", "1.0",
+                                f"{doc['reboots_per_node']:.1f} (upgrade, then site.yml)",
+                                metrics.ratio(ours["reboots_per_node"], doc["reboots_per_node"]),
+                                ours["reboots_per_node"] == 1.0))
+        rows.append(metrics.Row("6. node-seconds: new config on the old OS", f"{ours['stale_os_node_seconds']:.0f}",
+                                "0", f"{doc['stale_os_node_seconds']:.0f}", None, ours["stale_os_node_seconds"] == 0))
+        rows.append(metrics.Row("6. node-seconds: kernel without its modules", f"{ours['missing_modules_node_seconds']:.0f}",
+                                "0", f"{doc['missing_modules_node_seconds']:.0f}", None,
+                                ours["missing_modules_node_seconds"] == 0))
+        rows.append(metrics.Row(f"6. builds for the fleet ({len(upgrade['from'])} releases -> 1)", str(ours["builds"]),
+                                "1", str(doc["builds"]), None, ours["builds"] == 1))
+        value = metrics.ratio(ours["wall"], upgrade["limit"])
+        rows.append(metrics.Row(f"6. upgrade wall time ({upgrade['workers']} workers, {upgrade['drain']:g}+{upgrade['reboot']:g} s)",
+                                f"{ours['wall']:.0f} s", "-", f"{upgrade['limit']:.0f} s (physical limit); "
+                                f"documented {doc['wall']:.0f} s", value, None))
     resolve = results.get("resolve")
     if resolve:
         value = metrics.ratio(resolve["fetched"], resolve["read_set"])
