@@ -67,8 +67,12 @@ def writes(lab: LabState, entry: dict[str, Any]) -> int:
 
 
 def pool_nodes(entry: dict[str, Any], role: str) -> list[str]:
+    """The nodes of pool `role` (an infra node also carries the worker role
+    label, and belongs to the infra pool only)."""
+    def roles(node: dict[str, Any]) -> set[str]:
+        return {k.rsplit("/", 1)[1] for k in node["metadata"]["labels"] if k.startswith("node-role.kubernetes.io/")}
     return sorted(n["metadata"]["name"] for n in get(entry, "Node")["items"]
-                  if f"node-role.kubernetes.io/{role}" in n["metadata"]["labels"])
+                  if role in roles(n) and (role != "worker" or roles(n) == {"worker"}))
 
 
 def inventory(lab: LabState, entries: list[dict[str, Any]], work: Path, pools: dict[str, list[str]],
