@@ -83,12 +83,18 @@ def start_clusters(
     drain_seconds: float = 1.0,
     reboot_seconds: float = 0.0,
     max_unavailable: int | str = 1,
+    operator_seconds: float = 2.0,
+    degraded_interval_seconds: float = 10.0,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
     cluster entries once every API answers with its nodes seeded.
     `drain_seconds` / `reboot_seconds` (fast mode) and the pools'
-    `max_unavailable` set how long a rollout lasts (benchmarks)."""
+    `max_unavailable` set how long a rollout lasts (benchmarks);
+    `operator_seconds` how long each cluster operator takes to move to a new
+    release in an upgrade and `degraded_interval_seconds` how long the CVO
+    waits on a degraded operator before Failing (the real 40 minutes), see
+    `kmodlab.cvo`."""
     if node_mode not in ("qemu", "fast"):
         raise ClusterError(f"node_mode must be qemu or fast, not {node_mode!r}")
     if not releases:
@@ -139,6 +145,11 @@ def start_clusters(
                 "reboot_seconds": reboot_seconds,
                 "max_unavailable": max_unavailable,
                 "stats_file": str(directory / "stats.json"),
+                "boots_file": str(directory / "boots.json"),
+                # The lab's update service and release catalog (kmodlab.cvo).
+                "releases": [dict(r) for r in state.releases if r.get("digest")],
+                "operator_seconds": operator_seconds,
+                "degraded_interval_seconds": degraded_interval_seconds,
                 "image_store": str(layout.clusters / "node-images"),
             }
             config_path = directory / "config.json"
@@ -174,6 +185,7 @@ def start_clusters(
                 "pools": {"master": masters, "worker": workers, **({"infra": infra} if infra else {})},
                 "pid": process.pid,
                 "log": str(log_path),
+                "boots_file": config["boots_file"],
             }
             started.append((entry, process))
             state.clusters.append(entry)
@@ -317,39 +329,20 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def base_machine_configs(role: str) -> list[dict[str, Any]]:
-    """What the installer leaves per role: the generated template config and
-    the user's ssh key config (neither sets osImageURL)."""
-    return [
-        {
-            "apiVersion": MC_API,
-            "kind": "MachineConfig",
-            "metadata": {
-                "name": f"00-{role}",
-                "labels": {ROLE_LABEL: role},
-                "annotations": {GENERATED_BY: "kmodlab-mco-0.1"},
-            },
-            "spec": {
-                "config": {
-                    "ignition": {"version": "3.2.0"},
-                    "storage": {
-                        "files": [
-                            {
-                                "path": "/etc/kmodlab-role",
-                                "mode": 420,
-                                "overwrite": True,
-                                "contents": {"source": "data:," + role},
-                            }
-                        ]
-                    },
-                },
-                "extensions": [],
-                "fips": False,
-                "kernelArguments": [],
-                "kernelType": "default",
-                "osImageURL": "",
-            },
-        },
+def base_machine_configs(role: str, release_version: str = "") -> list[dict[str, Any]]:
+    """What the installer leaves per role: the generated template config
+    (`00-<role>`, mco.template_machine_configs: the release's controller
+    version) and the user's ssh key config (neither sets osImageURL)."""
+    from . import mco
+
+    if release_version:
+        generated = mco.template_machine_configs(role, release_version)
+    else:  # no release: the lab's first template (no release file)
+        generated = mco.template_machine_configs(role, "")
+        generated[0]["metadata"]["annotations"][GENERATED_BY] = mco.CONTROLLER_VERSION
+        files = generated[0]["spec"]["config"]["storage"]["files"]
+        files[:] = [f for f in files if f["path"] != "/etc/kmodlab-release"]
+    return generated + [
         {
             "apiVersion": MC_API,
             "kind": "MachineConfig",
@@ -366,13 +359,20 @@ def base_machine_configs(role: str) -> list[dict[str, Any]]:
     ]
 
 
+REQUIRED_FOR_UPGRADE = "operator.machineconfiguration.openshift.io/required-for-upgrade"
+
+
 def pool_object(
     name: str, role_selector: dict[str, Any], node_role: str, max_unavailable: int | str = 1
 ) -> dict[str, Any]:
+    labels = {f"pools.operator.machineconfiguration.openshift.io/{name}": ""}
+    if name == "master":
+        # As the installer's master pool (bootstrap master.machineconfigpool.yaml).
+        labels[REQUIRED_FOR_UPGRADE] = ""
     return {
         "apiVersion": MC_API,
         "kind": "MachineConfigPool",
-        "metadata": {"name": name, "labels": {f"pools.operator.machineconfiguration.openshift.io/{name}": ""}},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             "machineConfigSelector": role_selector,
             "nodeSelector": {"matchLabels": {f"node-role.kubernetes.io/{node_role}": ""}},
@@ -439,7 +439,7 @@ def node_object(name: str, roles: list[str], rendered: str, kernel: str, release
 
 def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Seed a fresh cluster; returns the node agents' start info by node."""
-    from . import mco
+    from . import cvo, mco
 
     release = config["release"]
     release_image = _digest_pullspec(release["pullspec"], release["digest"])
@@ -483,11 +483,20 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
                         "status": "True",
                         "lastTransitionTime": _now(),
                         "message": f"Done applying {release['version']}",
-                    }
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "lastTransitionTime": _now(),
+                        "message": f"Cluster version is {release['version']}",
+                    },
                 ],
             },
         }
     )
+    for operator in cvo.OPERATORS:
+        server.seed(cvo.cluster_operator(operator, release["version"], _now()))
+    server.seed(mco.controller_config(release, release_image))
     server.seed(
         {
             "apiVersion": "v1",
@@ -509,7 +518,9 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
                 "infra",
             )
         )
-    machineconfigs = base_machine_configs("master") + base_machine_configs("worker")
+    machineconfigs = base_machine_configs("master", release["version"]) + base_machine_configs(
+        "worker", release["version"]
+    )
     for mc in machineconfigs:
         server.seed(mc)
     node_roles = (
@@ -524,7 +535,9 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
 
     for name, selector, node_role in pools:
         pool = server.seed(pool_object(name, selector, node_role, config.get("max_unavailable", 1)))
-        rendered_mc, configuration, error = mco_rules.render(pool, machineconfigs, os_image, mco.CONTROLLER_VERSION)
+        rendered_mc, configuration, error = mco_rules.render(
+            pool, machineconfigs, os_image, mco.controller_version(release["version"]), release["version"]
+        )
         if error or rendered_mc is None or configuration is None:
             raise ClusterError(f"seeding pool {name}: {error or 'nothing to render'}")
         rendered = rendered_mc["metadata"]["name"]
@@ -535,7 +548,7 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
     for node_name, roles, node_role in node_roles:
         rendered = next(r for p, r in pool_objects if p["metadata"]["name"] == node_role)
         nodes.append(server.seed(node_object(node_name, roles, rendered, release["kernel"], release["version"])))
-        agents[node_name] = {"image": os_image, "digest": os_digest, "kernel": release["kernel"]}
+        agents[node_name] = {"image": os_image, "digest": os_digest, "kernel": release["kernel"], "config": rendered}
     all_pools = [p for p, _r in pool_objects]
     for pool, _rendered in pool_objects:
         members = mco_rules.nodes_for_pool(pool, all_pools, nodes)
@@ -548,7 +561,7 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 async def serve(config: dict[str, Any]) -> None:
-    from . import apiserver, mco, node
+    from . import apiserver, cvo, mco, node
 
     server = apiserver.LabAPIServer()
     await server.start(config["host"], config["port"], config["cert_file"], config["key_file"], config["token"])
@@ -562,7 +575,7 @@ async def serve(config: dict[str, Any]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
-    def start_controllers() -> tuple[Any, Any]:
+    def start_controllers() -> tuple[Any, Any, Any]:
         os_images = dict(config.get("release_os_images") or {}, **{release_image: os_image})
         controller = mco.MCOSimulator(
             config["kubeconfig"], os_images, drain_seconds=float(config.get("drain_seconds", 1.0))
@@ -574,13 +587,23 @@ async def serve(config: dict[str, Any]) -> None:
             config["node_mode"],
             node.ImageStore(Path(config["image_store"]), config["ca_file"]),
             reboot_seconds=float(config.get("reboot_seconds", 0.0)),
+            releases=config.get("releases") or [release],
+            boots_file=config.get("boots_file"),
+        )
+        version_operator = cvo.ClusterVersionOperator(
+            config["kubeconfig"],
+            config.get("releases") or [release],
+            release["version"],
+            operator_seconds=float(config.get("operator_seconds", 2.0)),
+            degraded_interval_seconds=float(config.get("degraded_interval_seconds", 10.0)),
         )
         controller.start()
         fleet.start()
-        return controller, fleet
+        version_operator.start()
+        return controller, fleet, version_operator
 
     # The clients are synchronous: they run in threads, the server on this loop.
-    controller, fleet = await asyncio.to_thread(start_controllers)
+    controller, fleet, version_operator = await asyncio.to_thread(start_controllers)
     log.info("cluster %s up at %s (%d nodes, %s mode)", config["name"], server.url, len(agents), config["node_mode"])
 
     def write_stats() -> None:
@@ -590,6 +613,7 @@ async def serve(config: dict[str, Any]) -> None:
             "mco_reconciles": controller.reconciles,
             "node_requests": fleet.api.requests + fleet.watch_api.requests,
             "boots": {name: agent.boots for name, agent in fleet.agents.items()},
+            "cvo_requests": version_operator.api.requests + version_operator.watch_api.requests,
         }
         tmp = config["stats_file"] + ".tmp"
         Path(tmp).write_text(json.dumps(stats, indent=1))
@@ -599,6 +623,7 @@ async def serve(config: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stopping.wait(), 2.0)
         await asyncio.to_thread(write_stats)
+    version_operator.stop()
     controller.stop()
     fleet.stop()
     await server.stop()

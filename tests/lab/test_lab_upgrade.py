@@ -1,0 +1,341 @@
+"""Lab clusters that upgrade (kmodlab.cvo + the MCO simulator + node agents),
+observed through the Kubernetes API and the node agents' ground truth
+(kmodlab.groundtruth), never through the product.
+
+Two fast-mode clusters of our own on the oldest lab release (short simulated
+operator steps): lab-A upgrades with its worker pool paused (the upgrade
+completes, the workers stay; unpaused, they roll once onto the new OS and
+kernel); lab-B has a degraded operator (Failing names it) and a
+MachineConfig pinning the old OS image (the new release's config lands on
+the old OS: the stale window the benchmark measures)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+from kubernetes import config as k8s_config
+from kubernetes import dynamic
+
+from kmodlab import cluster, cvo, faults, groundtruth, mco, state
+from kmodlab.cvo import find_condition
+
+MC_API = "machineconfiguration.openshift.io/v1"
+CV_API = "config.openshift.io/v1"
+ANN = "machineconfiguration.openshift.io/"
+WAIT = 300.0
+MERGE = "application/merge-patch+json"
+
+
+class Lab:
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = entry
+        self.client = dynamic.DynamicClient(k8s_config.new_client_from_config(entry["kubeconfig"]))
+        self.cvs = self.client.resources.get(api_version=CV_API, kind="ClusterVersion")
+        self.cos = self.client.resources.get(api_version=CV_API, kind="ClusterOperator")
+        self.pools = self.client.resources.get(api_version=MC_API, kind="MachineConfigPool")
+        self.mcs = self.client.resources.get(api_version=MC_API, kind="MachineConfig")
+        self.ccs = self.client.resources.get(api_version=MC_API, kind="ControllerConfig")
+        self.nodes = self.client.resources.get(api_version="v1", kind="Node")
+
+    def cv(self) -> dict[str, Any]:
+        return self.cvs.get(name="version").to_dict()
+
+    def cond(self, ctype: str, obj: dict[str, Any] | None = None) -> dict[str, Any]:
+        obj = obj if obj is not None else self.cv()
+        return find_condition((obj.get("status") or {}).get("conditions"), ctype) or {}
+
+    def desire(self, update: dict[str, Any] | None) -> None:
+        self.cvs.patch(name="version", body={"spec": {"desiredUpdate": update}}, content_type=MERGE)
+
+    def pool(self, name: str) -> dict[str, Any]:
+        return self.pools.get(name=name).to_dict()
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.nodes.get(name=name).to_dict()
+
+    def boots(self) -> dict[str, list[dict[str, Any]]]:
+        return groundtruth.read_boots(self.entry)
+
+    def wait(self, what: str, check: Callable[[], Any], observe: Callable[[], None] | None = None) -> Any:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if observe is not None:
+                observe()
+            value = check()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; ClusterVersion status: {json.dumps(self.cv()['status'])}")
+
+
+@pytest.fixture(scope="module")
+def releases(lab: state.LabState) -> tuple[dict[str, Any], dict[str, Any]]:
+    ordered = sorted(lab.releases, key=lambda r: cvo.semver(r["version"]) or (0, 0, 0))
+    if len(ordered) < 2:
+        pytest.skip("needs two lab releases")
+    return ordered[0], ordered[1]
+
+
+@pytest.fixture(scope="module")
+def clusters(lab: state.LabState, releases: tuple[dict[str, Any], dict[str, Any]]) -> Iterator[tuple[Lab, Lab]]:
+    old, _new = releases
+    with state.locked(lab.root) as current:
+        entries = cluster.start_clusters(
+            current, 2, [old["version"]], workers=2, masters=1, node_mode="fast",
+            drain_seconds=0.1, operator_seconds=0.2, degraded_interval_seconds=1.0,
+        )
+    try:
+        yield Lab(entries[0]), Lab(entries[1])
+    finally:
+        with state.locked(lab.root) as current:
+            for entry in entries:
+                cluster.stop_cluster(current, entry["name"])
+
+
+def os_image(release: dict[str, Any]) -> str:
+    return release["images"][release["os_tag"]]
+
+
+def newer(lab: state.LabState, version: str) -> list[dict[str, Any]]:
+    found = [r for r in lab.releases if (cvo.semver(r["version"]) or (0,)) > (cvo.semver(version) or (0,))]
+    return sorted(
+        ({"version": r["version"], "image": cvo.release_image(r)} for r in found),
+        key=lambda u: cvo.semver(u["version"]) or (0, 0, 0),
+    )
+
+
+def start_upgrade(target: Lab, release: dict[str, Any]) -> dict[str, Any]:
+    """What the product does: desiredUpdate = {version, image} from availableUpdates."""
+    update = next(u for u in target.cv()["status"]["availableUpdates"] if u["version"] == release["version"])
+    target.desire({"version": update["version"], "image": update["image"]})
+    return update
+
+
+@pytest.mark.lab
+def test_available_updates_and_refused_targets(
+    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+) -> None:
+    a, _b = clusters
+    old, new = releases
+    cv = a.wait("availableUpdates", lambda: c if (c := a.cv())["status"].get("availableUpdates") else None)
+    assert [{"version": u["version"], "image": u["image"]} for u in cv["status"]["availableUpdates"]] == newer(
+        lab, old["version"]
+    )
+    assert new["version"] in [u["version"] for u in cv["status"]["availableUpdates"]]
+    assert all("@sha256:" in u["image"] for u in cv["status"]["availableUpdates"])
+    assert cv["status"]["desired"]["image"] == cvo.release_image(old)
+    assert [co["metadata"]["name"] for co in a.cos.get().to_dict()["items"]] and all(
+        cvo.operator_version(co) == old["version"] for co in a.cos.get().to_dict()["items"]
+    )
+
+    # A version that is not an available update, without an image: invalid, ignored.
+    a.desire({"version": "4.99.1"})
+    invalid = a.wait("Invalid", lambda: a.cond("Invalid") or None)
+    assert invalid["status"] == "True" and invalid["reason"] == "InvalidClusterVersion"
+    assert invalid["message"] == (
+        'The cluster version is invalid: spec.desiredUpdate.version: Invalid value: "4.99.1": '
+        "when image is empty the update must be an available update"
+    )
+    assert a.cv()["status"]["desired"]["version"] == old["version"]
+
+    # An image that is no lab release: it cannot be verified, refused (also forced: no payload).
+    unknown = f"{lab.registry.host}/openshift-release-dev/ocp-release@sha256:{'1' * 64}"
+    for force, words in ((False, "The update cannot be verified"), (True, "Unable to download and prepare the update")):
+        a.desire({"image": unknown, "force": force, "version": None})
+
+        def refused(words: str = words) -> dict[str, Any] | None:
+            c = a.cond("ReleaseAccepted")
+            return c if c.get("status") == "False" and words in c.get("message", "") else None
+
+        accepted = a.wait(f"ReleaseAccepted=False ({words})", refused)
+        assert accepted["reason"] == "RetrievePayload"
+        assert f'image="{unknown}"' in accepted["message"]
+        cv = a.cv()
+        assert not a.cond("Invalid", cv)
+        assert cv["status"]["desired"] == {"version": old["version"], "image": cvo.release_image(old),
+                                           "channels": [cvo.channel_of(old["version"])]}
+        assert len(cv["status"]["history"]) == 1 and cv["status"]["history"][0]["state"] == "Completed"
+
+    # The image of one release with the version of another.
+    a.desire({"version": "4.99.1", "image": cvo.release_image(new), "force": False})
+    mismatch = a.wait(
+        "VerifyPayloadVersion",
+        lambda: c if (c := a.cond("ReleaseAccepted")).get("reason") == "VerifyPayloadVersion" else None,
+    )
+    assert mismatch["status"] == "False"
+    assert f"release image version {new['version']} does not match the expected upstream version 4.99.1" in mismatch["message"]
+    assert a.cv()["status"]["desired"]["version"] == old["version"]
+
+    # Back to the running release: accepted, nothing to do.
+    a.desire({"version": old["version"], "image": cvo.release_image(old), "force": False})
+    a.wait("ReleaseAccepted=True", lambda: a.cond("ReleaseAccepted").get("status") == "True")
+    assert a.cond("Progressing")["status"] == "False"
+    assert a.cv()["status"]["observedGeneration"] == a.cv()["metadata"]["generation"]
+
+
+@pytest.mark.lab
+def test_upgrade_completes_while_the_paused_worker_pool_stays(
+    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+) -> None:
+    a, _b = clusters
+    old, new = releases
+    before = a.pool("worker")
+    assert before["status"]["conditions"] and "required-for-upgrade" not in json.dumps(before["metadata"].get("labels"))
+    assert "operator.machineconfiguration.openshift.io/required-for-upgrade" in a.pool("master")["metadata"]["labels"]
+    a.pools.patch(name="worker", body={"spec": {"paused": True}}, content_type=MERGE)
+    old_worker_config = before["status"]["configuration"]["name"]
+    update = start_upgrade(a, new)
+    seen: list[tuple[str, str, str]] = []
+
+    def observe() -> None:
+        cv = a.cv()
+        history = cv["status"].get("history") or [{}]
+        seen.append((history[0].get("version", ""), history[0].get("state", ""), a.cond("Progressing", cv).get("message", "")))
+
+    def completed() -> dict[str, Any] | None:
+        cv = a.cv()
+        return cv if cv["status"]["history"][0]["state"] == "Completed" and cv["status"]["history"][0]["version"] == new["version"] else None
+
+    cv = a.wait("the upgrade to complete", completed, observe)
+    partial = [s for s in seen if s[:2] == (new["version"], "Partial")]
+    assert partial, seen
+    assert all(s[2].startswith(f"Working towards {new['version']}") for s in partial)
+    assert any("waiting on machine-config" in s[2] for s in partial)
+    status = cv["status"]
+    assert status["desired"]["version"] == new["version"] and status["desired"]["image"] == update["image"]
+    first, second = status["history"][0], status["history"][1]
+    assert (first["image"], first["verified"]) == (update["image"], True)
+    assert first["completionTime"] and first["startedTime"]
+    assert (second["version"], second["state"]) == (old["version"], "Completed") and second["completionTime"]
+    assert a.cond("Progressing", cv)["status"] == "False"
+    assert a.cond("Progressing", cv)["message"] == f"Cluster version is {new['version']}"
+    assert a.cond("Available", cv)["message"] == f"Done applying {new['version']}"
+    assert a.cond("Failing", cv)["status"] == "False"
+    assert a.cond("ReleaseAccepted", cv)["status"] == "True"
+    assert [{"version": u["version"], "image": u["image"]} for u in status.get("availableUpdates") or []] == newer(
+        lab, new["version"]
+    )
+    assert all(cvo.operator_version(co) == new["version"] for co in a.cos.get().to_dict()["items"])
+
+    # The MCO: the new release's OS image is the default, generated configs carry its controller version.
+    cc = a.ccs.get(name="machine-config-controller").to_dict()
+    assert cc["spec"]["baseOSContainerImage"] == os_image(new)
+    assert a.mcs.get(name="00-worker").to_dict()["metadata"]["annotations"][ANN + "generated-by-controller-version"] == (
+        mco.controller_version(new["version"])
+    )
+    master = a.pool("master")
+    rendered = a.mcs.get(name=master["status"]["configuration"]["name"]).to_dict()
+    assert rendered["spec"]["osImageURL"] == os_image(new)
+    assert rendered["metadata"]["annotations"][ANN + "release-image-version"] == new["version"]
+    records = a.boots()
+    assert groundtruth.reboots(records)["master-0"] == 1
+    boot = groundtruth.last_boot(records, "master-0")
+    assert (boot["kernel"], boot["os_release"], boot["config_release"]) == (new["kernel"], new["version"], new["version"])
+    assert a.node("master-0")["status"]["nodeInfo"]["kernelVersion"] == new["kernel"]
+
+    # The paused worker pool: re-rendered for the new release, not rolled.
+    worker = a.pool("worker")
+    target = a.mcs.get(name=worker["spec"]["configuration"]["name"]).to_dict()
+    assert target["spec"]["osImageURL"] == os_image(new)
+    assert worker["status"]["configuration"]["name"] == old_worker_config
+    updating = find_condition(worker["status"]["conditions"], "Updating")
+    assert updating["message"] == f"Pool is paused; will not update to MachineConfig {worker['spec']['configuration']['name']}"
+    for name in ("worker-0", "worker-1"):
+        node = a.node(name)
+        assert node["metadata"]["annotations"][ANN + "currentConfig"] == old_worker_config
+        assert node["status"]["nodeInfo"]["kernelVersion"] == old["kernel"]
+        assert groundtruth.reboots(records)[name] == 0
+
+
+@pytest.mark.lab
+def test_unpausing_rolls_each_worker_once_onto_the_new_release(
+    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    a, _b = clusters
+    _old, new = releases
+    since = time.time()
+    a.pools.patch(name="worker", body={"spec": {"paused": False}}, content_type=MERGE)
+
+    def rolled() -> bool:
+        pool = a.pool("worker")
+        return (
+            pool["status"]["configuration"]["name"] == pool["spec"]["configuration"]["name"]
+            and find_condition(pool["status"]["conditions"], "Updated")["status"] == "True"
+        )
+
+    a.wait("the worker rollout", rolled)
+    records = a.boots()
+    for name in ("worker-0", "worker-1"):
+        assert groundtruth.reboots(records)[name] == 1
+        boot = groundtruth.last_boot(records, name)
+        assert (boot["kernel"], boot["os_release"], boot["config_release"]) == (new["kernel"], new["version"], new["version"])
+        assert boot["os_image"] == os_image(new)
+        node = a.node(name)
+        assert node["status"]["nodeInfo"]["kernelVersion"] == new["kernel"]
+        assert node["metadata"]["annotations"]["kmodlab.io/reboots"] == "1"
+    # Nobody ran the new release's config on the old OS image.
+    assert groundtruth.node_seconds(records, since=since)["stale_os"] == 0.0
+    assert groundtruth.reboots(records) == {"master-0": 1, "worker-0": 1, "worker-1": 1}
+
+
+@pytest.mark.lab
+def test_degraded_operator_fails_the_upgrade_and_an_os_override_keeps_the_old_os(
+    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    _a, b = clusters
+    old, new = releases
+    # The documented path's first half: the worker pool's OS pinned by a MachineConfig.
+    b.mcs.create(body={
+        "apiVersion": MC_API, "kind": "MachineConfig",
+        "metadata": {"name": "99-worker-pinned-os", "labels": {ANN + "role": "worker"}},
+        "spec": {"osImageURL": os_image(old)},
+    })
+    faults.degrade_operator(b.entry["kubeconfig"], "network")
+    start_upgrade(b, new)
+
+    def failing() -> dict[str, Any] | None:
+        cv = b.cv()
+        return cv if b.cond("Failing", cv).get("status") == "True" else None
+
+    cv = b.wait("Failing=True", failing)
+    failing_cond, progressing = b.cond("Failing", cv), b.cond("Progressing", cv)
+    assert (failing_cond["reason"], failing_cond["message"]) == ("ClusterOperatorDegraded", "Cluster operator network is degraded")
+    assert progressing["status"] == "True"
+    assert progressing["message"] == f"Unable to apply {new['version']}: wait has exceeded 40 minutes for these operators: network"
+    assert (cv["status"]["history"][0]["version"], cv["status"]["history"][0]["state"]) == (new["version"], "Partial")
+    network = b.cos.get(name="network").to_dict()
+    assert find_condition(network["status"]["conditions"], "Degraded")["status"] == "True"
+    # Operators after it (machine-config) were not asked: rendering still on the old release.
+    assert cvo.operator_version(b.cos.get(name="machine-config").to_dict()) == old["version"]
+    assert b.ccs.get(name="machine-config-controller").to_dict()["spec"]["baseOSContainerImage"] == os_image(old)
+
+    since = time.time()
+    faults.heal_operator(b.entry["kubeconfig"], "network")
+
+    def done() -> bool:
+        cv = b.cv()
+        workers = b.pool("worker")
+        return (
+            cv["status"]["history"][0]["state"] == "Completed"
+            and find_condition(workers["status"]["conditions"], "Updated")["status"] == "True"
+            and workers["status"]["configuration"]["name"] == workers["spec"]["configuration"]["name"]
+        )
+
+    b.wait("the upgrade and the worker rollout", done)
+    assert b.cond("Failing")["status"] == "False"
+    worker_pool = b.pool("worker")
+    rendered = b.mcs.get(name=worker_pool["status"]["configuration"]["name"]).to_dict()
+    # The MachineConfig's osImageURL still wins over the new release's.
+    assert rendered["spec"]["osImageURL"] == os_image(old)
+    assert rendered["metadata"]["annotations"][ANN + "os-image-url-overridden"] == "true"
+    records = b.boots()
+    for name in ("worker-0", "worker-1"):
+        boot = groundtruth.last_boot(records, name)
+        assert groundtruth.reboots(records)[name] == 1
+        assert (boot["config_release"], boot["os_release"], boot["kernel"]) == (new["version"], old["version"], old["kernel"])
+    seconds = groundtruth.node_seconds(records, since=since)
+    assert seconds["stale_os"] > 0.0
+    assert groundtruth.node_seconds(records, expected_modules=["kmodlab_core"], since=since)["missing_modules"] > 0.0
