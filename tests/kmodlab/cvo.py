@@ -610,6 +610,7 @@ class ClusterVersionOperator:
         merge_history(status, desired, self.verified, stamp, completed, self.risks)
         status["observedGeneration"] = (cv.get("metadata") or {}).get("generation") or 1
         if completed:
+            # null when there are none, as the CVO writes it (nullable, required).
             status["availableUpdates"] = available_updates(self.catalog, target) or None
             set_condition(conditions, "Available", "True", "", f"Done applying {target}", stamp)
         self._release_accepted(conditions, stamp)
@@ -618,7 +619,12 @@ class ClusterVersionOperator:
             set_condition(conditions, "RetrievedUpdates", "True", "", "", stamp)
         self._upgradeable(conditions, cos, stamp)
         if mco._comparable(status) != mco._comparable(cv.get("status") or {}):
-            written = self.api.patch(CV_API, "ClusterVersion", "version", {"status": status}, subresource="status")
+            body = dict(cv, status=status)
+            try:
+                written = self.api.replace_status(CV_API, "ClusterVersion", body)
+            except ConflictError:  # a newer version is on its way through the watch
+                self.dirty.set()
+                return
             self.caches["ClusterVersion"].store(written)
 
     def _load(self, cv: dict[str, Any]) -> None:

@@ -211,6 +211,13 @@ class Api:
             body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"
         ).to_dict()
 
+    def replace_status(self, api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object on its status subresource (a merge patch
+        cannot write a JSON null, which some required status fields hold).
+        Raises ConflictError when ``obj``'s resourceVersion is stale."""
+        resource = self.resource(api_version, kind).subresources["status"]
+        return resource.replace(body=obj, name=obj["metadata"]["name"]).to_dict()
+
     def watch(
         self,
         api_version: str,

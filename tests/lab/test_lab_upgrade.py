@@ -25,7 +25,7 @@ from kmodlab.cvo import find_condition
 MC_API = "machineconfiguration.openshift.io/v1"
 CV_API = "config.openshift.io/v1"
 ANN = "machineconfiguration.openshift.io/"
-WAIT = 300.0
+WAIT = 180.0
 MERGE = "application/merge-patch+json"
 
 
