@@ -204,7 +204,7 @@ def validate(cv: dict[str, Any]) -> list[tuple[str, str]]:
     ``[(field, message)]``; the CVO then ignores desiredUpdate
     (ClearInvalidFields) and reports ``Invalid``."""
     update = (cv.get("spec") or {}).get("desiredUpdate")
-    if not update:
+    if update is None:
         return []
     version, image, arch = update.get("version") or "", update.get("image") or "", update.get("architecture") or ""
     if not arch and not version and not image:

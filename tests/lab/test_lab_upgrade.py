@@ -114,6 +114,164 @@ def start_upgrade(target: Lab, release: dict[str, Any]) -> dict[str, Any]:
     return update
 
 
+# ---------------------------------------------------------------- the rules, no lab needed
+
+
+def catalog_release(version: str, digest: str) -> dict[str, Any]:
+    return {
+        "version": version,
+        "pullspec": f"r.example/ocp-release:{version}-x86_64",
+        "digest": "sha256:" + digest * 64,
+        "os_tag": "rhel-coreos",
+        "images": {"rhel-coreos": f"r.example/art@sha256:{'f' * 63}{digest}"},
+        "kernel": f"6.1.0-{version}",
+    }
+
+
+CATALOG = cvo.Catalog([catalog_release("4.12.77", "a"), catalog_release("4.16.30", "b"), catalog_release("4.18.12", "c")])
+
+
+def make_cv(version: str = "4.12.77", desired_update: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
+    release = CATALOG.by_version(version)
+    assert release is not None
+    image = cvo.release_image(release)
+    base = {
+        "desired": {"version": version, "image": image},
+        "history": [{"version": version, "image": image, "state": "Completed", "startedTime": "t0",
+                     "completionTime": "t0", "verified": False}],
+        "availableUpdates": cvo.available_updates(CATALOG, version),
+        "conditions": [],
+    }
+    base.update(status)
+    return {"metadata": {"name": "version", "generation": 2}, "spec": {"desiredUpdate": desired_update}, "status": base}
+
+
+def test_available_updates_are_the_newer_releases_by_digest() -> None:
+    assert [u["version"] for u in cvo.available_updates(CATALOG, "4.12.77")] == ["4.16.30", "4.18.12"]
+    assert cvo.available_updates(CATALOG, "4.16.30")[0]["image"] == "r.example/ocp-release@sha256:" + "c" * 64
+    assert cvo.available_updates(CATALOG, "4.18.12") == []
+
+
+def test_desired_update_validation_and_resolution() -> None:
+    assert cvo.validate(make_cv(desired_update={"version": "4.16.30"})) == []
+    assert cvo.find_update(make_cv(desired_update={"version": "4.16.30"})) == {
+        "version": "4.16.30", "image": "r.example/ocp-release@sha256:" + "b" * 64, "force": False,
+    }
+    assert cvo.validate(make_cv(desired_update={"version": "4.99.1"})) == [(
+        "spec.desiredUpdate.version",
+        'Invalid value: "4.99.1": when image is empty the update must be an available update',
+    )]
+    assert cvo.validate(make_cv(desired_update={"version": "four"}))[0][1].endswith(
+        "must be a semantic version (1.2.3[-...])"
+    )
+    assert cvo.validate(make_cv(desired_update={"force": True})) == [
+        ("spec.desiredUpdate", "Required value: must specify architecture, version, or image")
+    ]
+
+
+def test_load_payload_refusals_and_forcing() -> None:
+    cv = make_cv()
+    current = cv["status"]["desired"]["image"]
+    unknown = {"version": "", "image": "r.example/ocp-release@sha256:" + "9" * 64, "force": False}
+    with pytest.raises(cvo.Refused) as refused:
+        cvo.load_payload(CATALOG, unknown, cv, current)
+    assert refused.value.step == "RetrievePayload" and "The update cannot be verified" in refused.value.message
+    with pytest.raises(cvo.Refused) as refused:
+        cvo.load_payload(CATALOG, dict(unknown, force=True), cv, current)
+    assert "Unable to download and prepare the update" in refused.value.message
+    newer = {"version": "4.16.30", "image": "r.example/ocp-release@sha256:" + "b" * 64, "force": False}
+    release, verified, risks = cvo.load_payload(CATALOG, newer, cv, current)
+    assert (release["version"], verified, risks) == ("4.16.30", True, "")
+    # A minor update while Upgradeable=False: blocked, unless forced.
+    blocked = make_cv(conditions=[{"type": "Upgradeable", "status": "False", "reason": "DegradedPool", "message": "m"}])
+    with pytest.raises(cvo.Refused) as refused:
+        cvo.load_payload(CATALOG, newer, blocked, current)
+    assert refused.value.step == "PreconditionChecks"
+    assert 'Precondition "ClusterVersionUpgradeable" failed because of "DegradedPool": m' in refused.value.message
+    _release, _verified, risks = cvo.load_payload(CATALOG, dict(newer, force=True), blocked, current)
+    assert risks.startswith("Forced through blocking failures: ")
+    # Back to an older release than the previous one: a rollback the CVO refuses.
+    on_new = make_cv("4.18.12")
+    older = {"version": "", "image": "r.example/ocp-release@sha256:" + "a" * 64, "force": False}
+    with pytest.raises(cvo.Refused) as refused:
+        cvo.load_payload(CATALOG, older, on_new, on_new["status"]["desired"]["image"])
+    assert '"LowDesiredVersion"' in refused.value.message
+
+
+def test_history_merges_like_the_cvo() -> None:
+    status = make_cv()["status"]
+    target = {"version": "4.16.30", "image": "r.example/ocp-release@sha256:" + "b" * 64}
+    cvo.merge_history(status, target, True, "t1", False, "")
+    assert [(h["version"], h["state"], h["completionTime"]) for h in status["history"]] == [
+        ("4.16.30", "Partial", None), ("4.12.77", "Completed", "t0"),
+    ]
+    assert status["history"][0]["verified"] is True and status["desired"] == target
+    cvo.merge_history(status, target, True, "t2", True, "")
+    assert (status["history"][0]["state"], status["history"][0]["completionTime"]) == ("Completed", "t2")
+    assert len(status["history"]) == 2
+
+
+def test_operator_health_and_required_pools() -> None:
+    co = cvo.cluster_operator("network", "4.12.77", "t")
+    assert cvo.operator_error(co, "network", "4.12.77") is None
+    assert cvo.operator_error(co, "network", "4.16.30")[1] == "ClusterOperatorUpdating"
+    for cond in co["status"]["conditions"]:
+        if cond["type"] == "Degraded":
+            cond["status"] = "True"
+    assert cvo.operator_error(co, "network", "4.12.77")[2] == "Cluster operator network is degraded"
+
+    def pool(name: str, rendered: str, paused: bool = False, updated: bool = True, required: bool = False) -> dict[str, Any]:
+        labels = {mco_rules_label: ""} if required else {}
+        return {
+            "metadata": {"name": name, "labels": labels, "generation": 1},
+            "spec": {"paused": paused, "configuration": {"name": rendered}},
+            "status": {
+                "observedGeneration": 1, "machineCount": 1, "configuration": {"name": rendered, "source": [{"name": "00-x"}]},
+                "conditions": [{"type": "Updated", "status": "True" if updated else "False"},
+                               {"type": "Degraded", "status": "False"}],
+            },
+        }
+
+    mco_rules_label = "operator.machineconfiguration.openshift.io/required-for-upgrade"
+    gen = {"machineconfiguration.openshift.io/generated-by-controller-version": mco.controller_version("4.16.30")}
+    mcs = {
+        "00-x": {"metadata": {"name": "00-x", "annotations": gen}},
+        "new": {"metadata": {"name": "new", "annotations": dict(gen, **{
+            "machineconfiguration.openshift.io/release-image-version": "4.16.30"})}, "spec": {"osImageURL": "os-new"}},
+        "old": {"metadata": {"name": "old", "annotations": {
+            "machineconfiguration.openshift.io/generated-by-controller-version": mco.controller_version("4.12.77"),
+            "machineconfiguration.openshift.io/release-image-version": "4.12.77"}}, "spec": {"osImageURL": "os-old"}},
+    }
+    from kmodlab import mco_rules
+
+    def check(*pools: dict[str, Any]) -> str | None:
+        return mco_rules.required_pools_error(list(pools), mco.controller_version("4.16.30"), "4.16.30", "os-new", mcs)
+
+    # A paused worker pool on the old rendering does not hold the upgrade; the master pool does.
+    assert check(pool("master", "new", required=True), pool("worker", "old", paused=True, updated=False)) is None
+    held = check(pool("master", "old", required=True), pool("worker", "old", paused=True))
+    assert held is not None and held.startswith("MachineConfigPool master has not progressed to latest configuration: ")
+    assert "controller version mismatch for old" in held
+    degraded = pool("worker", "old")
+    degraded["status"]["conditions"][1]["status"] = "True"
+    assert check(pool("master", "new", required=True), degraded).startswith("MachineConfigPool worker is not ready")
+
+
+def test_node_seconds_from_boot_records() -> None:
+    records = {
+        "w0": [
+            {"seeded": True, "up": 0.0, "down": 10.0, "config_release": "4.12.77", "os_release": "4.12.77", "modules": ["m"]},
+            {"seeded": False, "up": 12.0, "down": 20.0, "config_release": "4.16.30", "os_release": "4.12.77",
+             "modules": ["m"]},
+            {"seeded": False, "up": 25.0, "down": None, "config_release": "4.16.30", "os_release": "4.16.30",
+             "modules": []},
+        ]
+    }
+    assert groundtruth.reboots(records) == {"w0": 2}
+    seconds = groundtruth.node_seconds(records, expected_modules=["m"], since=5.0, until=30.0)
+    assert seconds == {"total": 5.0 + 8.0 + 5.0, "stale_os": 8.0, "missing_modules": 5.0}
+
+
 @pytest.mark.lab
 def test_available_updates_and_refused_targets(
     clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
