@@ -329,6 +329,11 @@ class NodeAgent:
         if desired and desired == current and state == mco_rules.STATE_DEGRADED and not self.busy:
             # Pointed back at the config it runs: nothing to apply, recover.
             self.failed_for = None
+            if self.records and self.records[-1].get("down") is not None:
+                # It went down for a boot that failed: it is back on what it ran before.
+                back = dict(self.records[-1], boot=len(self.records), seeded=False, recovered=True)
+                back.update(up=time.time(), up_time=now(), down=None)
+                self.fleet.record(self, boot=back)
             if not mco_rules.kubelet_ready(node):
                 self._set_ready(True, "KubeletReady", "kubelet is posting ready status")
             self._annotate(

@@ -412,9 +412,28 @@ def test_upgrade_completes_while_the_paused_worker_pool_stays(
 def test_unpausing_rolls_each_worker_once_onto_the_new_release(
     clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
+    """The product's order: upgrade with the pool paused, then write its
+    MachineConfig (osImageURL on the new base), then unpause: one reboot."""
     a, _b = clusters
     _old, new = releases
     since = time.time()
+    a.mcs.create(body={
+        "apiVersion": MC_API, "kind": "MachineConfig",
+        "metadata": {"name": "99-worker-kmod", "labels": {ANN + "role": "worker"}},
+        "spec": {
+            "osImageURL": os_image(new),
+            "config": {"ignition": {"version": "3.2.0"}, "storage": {"files": [
+                {"path": "/etc/kmodlab-kmod", "mode": 420, "contents": {"source": "data:,kmod"}}]}},
+        },
+    })
+
+    def rendered_with_ours() -> str | None:
+        pool = a.pool("worker")
+        sources = [m["name"] for m in pool["spec"]["configuration"]["source"]]
+        return pool["spec"]["configuration"]["name"] if "99-worker-kmod" in sources else None
+
+    target = a.wait("the paused pool to render our MachineConfig", rendered_with_ours)
+    assert groundtruth.reboots(a.boots())["worker-0"] == 0
     a.pools.patch(name="worker", body={"spec": {"paused": False}}, content_type=MERGE)
 
     def rolled() -> bool:
@@ -430,7 +449,7 @@ def test_unpausing_rolls_each_worker_once_onto_the_new_release(
         assert groundtruth.reboots(records)[name] == 1
         boot = groundtruth.last_boot(records, name)
         assert (boot["kernel"], boot["os_release"], boot["config_release"]) == (new["kernel"], new["version"], new["version"])
-        assert boot["os_image"] == os_image(new)
+        assert (boot["os_image"], boot["config"]) == (os_image(new), target)
         node = a.node(name)
         assert node["status"]["nodeInfo"]["kernelVersion"] == new["kernel"]
         assert node["metadata"]["annotations"]["kmodlab.io/reboots"] == "1"
@@ -497,3 +516,34 @@ def test_degraded_operator_fails_the_upgrade_and_an_os_override_keeps_the_old_os
     seconds = groundtruth.node_seconds(records, since=since)
     assert seconds["stale_os"] > 0.0
     assert groundtruth.node_seconds(records, expected_modules=["kmodlab_core"], since=since)["missing_modules"] > 0.0
+
+
+@pytest.mark.lab
+@pytest.mark.qemu
+def test_a_qemu_node_really_boots_the_new_release_kernel(
+    lab: state.LabState, releases: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    """One real boot: the master of a 1-node qemu cluster upgrades and its
+    kernel (the one qemu booted, `uname -r` of the boot report) is the new
+    release's."""
+    old, new = releases
+    with state.locked(lab.root) as current:
+        (entry,) = cluster.start_clusters(
+            current, 1, [old["version"]], workers=0, masters=1, node_mode="qemu",
+            drain_seconds=0.1, operator_seconds=0.1,
+        )
+    try:
+        q = Lab(entry)
+        q.wait("availableUpdates", lambda: q.cv()["status"].get("availableUpdates"))
+        start_upgrade(q, new)
+        q.wait("the upgrade", lambda: q.cv()["status"]["history"][0]["state"] == "Completed"
+               and q.cv()["status"]["history"][0]["version"] == new["version"])
+        records = q.boots()
+        assert groundtruth.reboots(records) == {"master-0": 1}
+        boot = groundtruth.last_boot(records, "master-0")
+        assert (boot["kernel"], boot["os_release"]) == (new["kernel"], new["version"])
+        report = json.loads(q.node("master-0")["metadata"]["annotations"]["kmodlab.io/boot"])
+        assert (report["mode"], report["kernel"]) == ("qemu", new["kernel"])
+    finally:
+        with state.locked(lab.root) as current:
+            cluster.stop_cluster(current, entry["name"])
