@@ -643,13 +643,14 @@ class ClusterVersionOperator:
                 }
             return
         key = {"version": update["version"], "image": update["image"], "force": update["force"]}
-        if self.load_status["update"] == key and self.load_status["failure"]:
-            return  # already refused; the CVO retries, with the same answer
+        # Retried on every pass, as the sync worker does: a precondition may clear.
         try:
             release, verified, risks = load_payload(self.catalog, update, cv, current_image)
         except Refused as refused:
-            log.info("cvo: refused %s: %s", key, refused.message)
-            self.load_status = {"step": refused.step, "failure": True, "message": refused.message, "update": key}
+            refusal = {"step": refused.step, "failure": True, "message": refused.message, "update": key}
+            if refusal != self.load_status:
+                log.info("cvo: refused %s: %s", key, refused.message)
+            self.load_status = refusal
             return
         self.payload, self.verified, self.risks = release, verified, risks
         self.load_status = {

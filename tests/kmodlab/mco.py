@@ -456,20 +456,18 @@ class MCOSimulator:
         return annotations.get(ANN_GENERATED_BY_VERSION) or CONTROLLER_VERSION, release
 
     def _sync_templates(self, machineconfigs: list[dict[str, Any]], pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Template controller: regenerate `00-<role>` of each role a pool
-        selects when its controller version is not the running one
-        (template_controller.go syncControllerConfig -> RunTemplates)."""
+        """Template controller: regenerate `00-<role>` (master, worker,
+        arbiter if present) when its controller version is not the running
+        one (template_controller.go syncControllerConfig -> RunTemplates).
+        ``pools`` is unused (kept for the call's shape)."""
         version, release = self.controller_identity()
         if not release:
             return machineconfigs
         by_name = {mc["metadata"]["name"]: mc for mc in machineconfigs}
-        roles = sorted(
-            {
-                ((pool.get("spec") or {}).get("machineConfigSelector") or {}).get("matchLabels", {}).get(rules.ROLE_LABEL)
-                for pool in pools
-            }
-            - {None}
-        )
+        # The template controller renders the master and worker roles (and
+        # arbiter where the cluster has one); custom pools build on worker's.
+        roles = [r for r in (rules.POOL_MASTER, rules.POOL_WORKER, rules.POOL_ARBITER)
+                 if r != rules.POOL_ARBITER or f"00-{r}" in by_name]
         for role in roles:
             for template in template_machine_configs(role, release):
                 name = template["metadata"]["name"]
@@ -477,7 +475,10 @@ class MCOSimulator:
                 if held is not None and (held["metadata"].get("annotations") or {}).get(rules.ANN_GENERATED_BY) == version:
                     continue
                 if held is None:
-                    written = self.api.create(MC_API, "MachineConfig", template)
+                    try:
+                        written = self.api.create(MC_API, "MachineConfig", template)
+                    except ConflictError:  # created by an earlier pass, its watch event on its way
+                        continue
                 else:
                     written = self.api.patch(
                         MC_API,

@@ -459,6 +459,38 @@ def test_unpausing_rolls_each_worker_once_onto_the_new_release(
 
 
 @pytest.mark.lab
+def test_a_degraded_pool_blocks_a_minor_upgrade_until_it_recovers(
+    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+) -> None:
+    """MCO: Upgradeable=False while a pool is degraded; CVO: the
+    ClusterVersionUpgradeable precondition refuses a minor update."""
+    _a, b = clusters
+    old, new = releases
+    b.mcs.create(body={
+        "apiVersion": MC_API, "kind": "MachineConfig",
+        "metadata": {"name": "99-worker-zz-missing", "labels": {ANN + "role": "worker"}},
+        "spec": {"osImageURL": f"{lab.registry.host}/kmodlab/does-not-exist@sha256:{'0' * 64}"},
+    })
+    b.wait("a degraded worker pool", lambda: find_condition(b.pool("worker")["status"]["conditions"], "Degraded")["status"] == "True")
+    upgradeable = b.wait("Upgradeable=False", lambda: c if (c := b.cond("Upgradeable")).get("status") == "False" else None)
+    assert upgradeable["message"].startswith("Cluster operator machine-config should not be upgraded between minor versions: ")
+    assert "worker" in upgradeable["message"]
+    start_upgrade(b, new)
+    refused = b.wait(
+        "PreconditionChecks", lambda: c if (c := b.cond("ReleaseAccepted")).get("reason") == "PreconditionChecks" else None
+    )
+    assert refused["status"] == "False"
+    assert 'Precondition "ClusterVersionUpgradeable" failed because of "DegradedPool"' in refused["message"]
+    cv = b.cv()
+    assert cv["status"]["desired"]["version"] == old["version"] and len(cv["status"]["history"]) == 1
+    b.desire(None)
+    b.mcs.delete(name="99-worker-zz-missing")
+    b.wait("Upgradeable back", lambda: not b.cond("Upgradeable"))
+    b.wait("the worker pool back", lambda: find_condition(b.pool("worker")["status"]["conditions"], "Updated")["status"] == "True")
+    assert b.cv()["status"]["desired"]["version"] == old["version"]
+
+
+@pytest.mark.lab
 def test_degraded_operator_fails_the_upgrade_and_an_os_override_keeps_the_old_os(
     clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
