@@ -54,7 +54,6 @@ images (the lab's "keyring" is its release list), false for forced ones.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 import threading
@@ -848,24 +847,3 @@ class ClusterVersionOperator:
         else:
             set_condition(conditions, "Upgradeable", "True", "AsExpected", "", stamp)
 
-
-def status_line(cv: dict[str, Any]) -> str:
-    """`oc get clusterversion`-like one line: version, progress."""
-    status = cv.get("status") or {}
-    history = status.get("history") or [{}]
-    completed = next((h.get("version") for h in history if h.get("state") == "Completed"), "")
-    progressing = find_condition(status.get("conditions"), "Progressing") or {}
-    failing = find_condition(status.get("conditions"), "Failing") or {}
-    accepted = find_condition(status.get("conditions"), "ReleaseAccepted") or {}
-    parts = [f"version {completed or '?'}", f"Progressing={progressing.get('status', '?')}: {progressing.get('message', '')}"]
-    if failing.get("status") == "True":
-        parts.append(f"Failing: {failing.get('message', '')}")
-    if accepted.get("status") == "False":
-        parts.append(f"ReleaseAccepted=False ({accepted.get('reason', '')}): {accepted.get('message', '')}")
-    updates = [u.get("version") for u in status.get("availableUpdates") or []]
-    parts.append("updates: " + (", ".join(updates) if updates else "none"))
-    return "; ".join(parts)
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)
