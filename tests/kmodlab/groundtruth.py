@@ -39,7 +39,11 @@ from .cvo import semver
 def read_boots(cluster: dict[str, Any] | str | Path) -> dict[str, list[dict[str, Any]]]:
     """The boot records by node of a cluster (its lab.json entry, or the
     path of its boots.json)."""
-    path = Path(cluster["boots_file"]) if isinstance(cluster, dict) else Path(cluster)
+    if isinstance(cluster, dict):
+        # Entries written before boots_file existed: the file sits beside the kubeconfig.
+        path = Path(cluster.get("boots_file") or Path(cluster["kubeconfig"]).parent / "boots.json")
+    else:
+        path = Path(cluster)
     data = json.loads(path.read_text())
     return {name: node["boots"] for name, node in (data.get("nodes") or {}).items()}
 
