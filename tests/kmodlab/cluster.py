@@ -89,6 +89,7 @@ def start_clusters(
     max_unavailable: int | str = 1,
     operator_seconds: float = 2.0,
     degraded_interval_seconds: float = 10.0,
+    required_pool_seconds: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
@@ -97,8 +98,10 @@ def start_clusters(
     `max_unavailable` set how long a rollout lasts (benchmarks);
     `operator_seconds` how long each cluster operator takes to move to a new
     release in an upgrade and `degraded_interval_seconds` how long the CVO
-    waits on a degraded operator before Failing (the real 40 minutes), see
-    `kmodlab.cvo`."""
+    waits on a degraded operator before Failing (the real 40 minutes),
+    `required_pool_seconds` how long the machine-config operator waits per
+    required (master) node before it goes Degraded (the real 10 minutes),
+    see `kmodlab.cvo`."""
     if node_mode not in ("qemu", "fast"):
         raise ClusterError(f"node_mode must be qemu or fast, not {node_mode!r}")
     if not releases:
@@ -154,6 +157,7 @@ def start_clusters(
                 "releases": [dict(r) for r in state.releases if r.get("digest")],
                 "operator_seconds": operator_seconds,
                 "degraded_interval_seconds": degraded_interval_seconds,
+                "required_pool_seconds": required_pool_seconds,
                 "image_store": str(layout.clusters / "node-images"),
             }
             config_path = directory / "config.json"
@@ -600,6 +604,7 @@ async def serve(config: dict[str, Any]) -> None:
             release["version"],
             operator_seconds=float(config.get("operator_seconds", 2.0)),
             degraded_interval_seconds=float(config.get("degraded_interval_seconds", 10.0)),
+            required_pool_seconds=float(config.get("required_pool_seconds", 60.0)),
         )
         controller.start()
         fleet.start()

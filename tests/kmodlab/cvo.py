@@ -490,6 +490,7 @@ class ClusterVersionOperator:
         operator_seconds: float = 1.0,
         degraded_interval_seconds: float = 5.0,
         tick_seconds: float = 0.25,
+        required_pool_seconds: float = 60.0,
     ) -> None:
         self.api = mco.Api(kubeconfig, "cluster-version-operator")
         self.watch_api = mco.Api(kubeconfig, "cluster-version-operator-watch")
@@ -498,6 +499,9 @@ class ClusterVersionOperator:
         self.operator_seconds = operator_seconds
         self.degraded_interval_seconds = degraded_interval_seconds
         self.tick_seconds = tick_seconds
+        # syncRequiredMachineConfigPools' timeout per required machine (the real 10 minutes, scaled)
+        self.required_pool_seconds = required_pool_seconds
+        self.pools_sync_started: dict[str, float] = {}  # target -> when the required pools sync began
         self.stop_event = threading.Event()
         self.dirty = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -758,21 +762,28 @@ class ClusterVersionOperator:
         current = operator_version(co)
         asked_at = self.asked[name][1]
         extension = status.get("extension")
-        if fault:
-            set_condition(conditions, "Degraded", "True", "KmodlabFault",
-                          f"kmodlab fault: {name} degraded on purpose (annotation {ANN_FAULT})", stamp)
-        else:
-            set_condition(conditions, "Degraded", "False", "AsExpected", "", stamp)
+        sync_failed = None
         if current != target and not fault:
             ready, error = True, None
             if name == MACHINE_CONFIG:
                 ready, error, extension = self._machine_config(target)
+                sync_failed = self._required_pools_timed_out(target, error)
             if ready and time.monotonic() - asked_at >= self.operator_seconds:
                 status["versions"] = [{"name": "operator", "version": target}]
                 current = target
             elif error:
                 log.debug("machine-config: %s", error)
-        if current != target:
+        if fault:
+            set_condition(conditions, "Degraded", "True", "KmodlabFault",
+                          f"kmodlab fault: {name} degraded on purpose (annotation {ANN_FAULT})", stamp)
+        elif sync_failed:
+            # operator/status.go syncDegradedStatus, task "RequiredPools".
+            set_condition(conditions, "Degraded", "True", "RequiredPoolsFailed", sync_failed, stamp)
+        else:
+            set_condition(conditions, "Degraded", "False", "AsExpected", "", stamp)
+        if sync_failed:
+            set_condition(conditions, "Progressing", "True", "", f"Unable to apply {target}", stamp)
+        elif current != target:
             set_condition(conditions, "Progressing", "True", "", f"Working towards {target}", stamp)
         else:
             set_condition(conditions, "Progressing", "False", "AsExpected", f"Cluster version is {target}", stamp)
@@ -820,6 +831,28 @@ class ClusterVersionOperator:
             mcs,
         )
         return error is None, error, self._machine_config_extension(error)
+
+    def _required_pools_timed_out(self, target: str, error: str | None) -> str | None:
+        """syncRequiredMachineConfigPools' timeout (10 minutes per required
+        machine; the lab's ``required_pool_seconds``), from when the
+        required pools sync for ``target`` began: the Degraded message
+        ("Unable to apply <v>: during syncRequiredMachineConfigPools: [context
+        deadline exceeded, <lastErr>]") once it has passed with the pools
+        still not done, else None."""
+        if error is None or error == "ControllerConfig written":
+            return None
+        started = self.pools_sync_started.setdefault(target, time.monotonic())
+        required = sum(
+            int((p.get("status") or {}).get("machineCount") or 0)
+            for p in self.caches["MachineConfigPool"].items()
+            if mco_rules.REQUIRED_FOR_UPGRADE_LABEL in ((p.get("metadata") or {}).get("labels") or {})
+        )
+        if time.monotonic() - started < max(required, 1) * self.required_pool_seconds:
+            return None
+        return (
+            f"Unable to apply {target}: during syncRequiredMachineConfigPools: "
+            f"[context deadline exceeded, {error}]"
+        )
 
     def _machine_config_extension(self, error: str | None) -> dict[str, Any]:
         """The machine-config ClusterOperator's status.extension: one line

@@ -2,12 +2,15 @@
 observed through the Kubernetes API and the node agents' ground truth
 (kmodlab.groundtruth), never through the product.
 
-Two fast-mode clusters of our own on the oldest lab release (short simulated
-operator steps): lab-A upgrades with its worker pool paused (the upgrade
-completes, the workers stay; unpaused, they roll once onto the new OS and
-kernel); lab-B has a degraded operator (Failing names it) and a
-MachineConfig pinning the old OS image (the new release's config lands on
-the old OS: the stale window the benchmark measures)."""
+Three fast-mode clusters of our own on the oldest lab release (short
+simulated operator steps): A upgrades with its worker pool paused (the
+upgrade completes, the workers stay; unpaused, they roll once onto the new OS
+and kernel); B has a degraded pool (a minor upgrade is refused), then a
+degraded operator (Failing names it) and a MachineConfig pinning the old OS
+image (the new release's config lands on the old OS: the stale window the
+benchmark measures); C's master pool cannot update (the machine-config
+operator degrades, Failing names it). One more, a 1-node qemu cluster, boots
+the new release's kernel for real."""
 
 from __future__ import annotations
 
@@ -80,15 +83,19 @@ def releases(lab: state.LabState) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def clusters(lab: state.LabState, releases: tuple[dict[str, Any], dict[str, Any]]) -> Iterator[tuple[Lab, Lab]]:
+def clusters(lab: state.LabState, releases: tuple[dict[str, Any], dict[str, Any]]) -> Iterator[list[Lab]]:
     old, _new = releases
     with state.locked(lab.root) as current:
+        timing = {"drain_seconds": 0.1, "operator_seconds": 0.2, "degraded_interval_seconds": 1.0}
         entries = cluster.start_clusters(
-            current, 2, [old["version"]], workers=2, masters=1, node_mode="fast",
-            drain_seconds=0.1, operator_seconds=0.2, degraded_interval_seconds=1.0,
+            current, 2, [old["version"]], workers=2, masters=1, node_mode="fast", required_pool_seconds=60.0, **timing
+        )
+        # C: the machine-config operator gives up on its master pool after a second.
+        entries += cluster.start_clusters(
+            current, 1, [old["version"]], workers=2, masters=1, node_mode="fast", required_pool_seconds=1.0, **timing
         )
     try:
-        yield Lab(entries[0]), Lab(entries[1])
+        yield [Lab(entry) for entry in entries]
     finally:
         with state.locked(lab.root) as current:
             for entry in entries:
@@ -274,9 +281,9 @@ def test_node_seconds_from_boot_records() -> None:
 
 @pytest.mark.lab
 def test_available_updates_and_refused_targets(
-    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
 ) -> None:
-    a, _b = clusters
+    a = clusters[0]
     old, new = releases
     cv = a.wait("availableUpdates", lambda: c if (c := a.cv())["status"].get("availableUpdates") else None)
     assert [{"version": u["version"], "image": u["image"]} for u in cv["status"]["availableUpdates"]] == newer(
@@ -336,9 +343,9 @@ def test_available_updates_and_refused_targets(
 
 @pytest.mark.lab
 def test_upgrade_completes_while_the_paused_worker_pool_stays(
-    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
 ) -> None:
-    a, _b = clusters
+    a = clusters[0]
     old, new = releases
     before = a.pool("worker")
     assert before["status"]["conditions"] and "required-for-upgrade" not in json.dumps(before["metadata"].get("labels"))
@@ -410,11 +417,11 @@ def test_upgrade_completes_while_the_paused_worker_pool_stays(
 
 @pytest.mark.lab
 def test_unpausing_rolls_each_worker_once_onto_the_new_release(
-    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     """The product's order: upgrade with the pool paused, then write its
     MachineConfig (osImageURL on the new base), then unpause: one reboot."""
-    a, _b = clusters
+    a = clusters[0]
     _old, new = releases
     since = time.time()
     a.mcs.create(body={
@@ -460,11 +467,11 @@ def test_unpausing_rolls_each_worker_once_onto_the_new_release(
 
 @pytest.mark.lab
 def test_a_degraded_pool_blocks_a_minor_upgrade_until_it_recovers(
-    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
 ) -> None:
     """MCO: Upgradeable=False while a pool is degraded; CVO: the
     ClusterVersionUpgradeable precondition refuses a minor update."""
-    _a, b = clusters
+    b = clusters[1]
     old, new = releases
     b.mcs.create(body={
         "apiVersion": MC_API, "kind": "MachineConfig",
@@ -492,9 +499,9 @@ def test_a_degraded_pool_blocks_a_minor_upgrade_until_it_recovers(
 
 @pytest.mark.lab
 def test_degraded_operator_fails_the_upgrade_and_an_os_override_keeps_the_old_os(
-    clusters: tuple[Lab, Lab], releases: tuple[dict[str, Any], dict[str, Any]]
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
-    _a, b = clusters
+    b = clusters[1]
     old, new = releases
     # The documented path's first half: the worker pool's OS pinned by a MachineConfig.
     b.mcs.create(body={
@@ -548,6 +555,56 @@ def test_degraded_operator_fails_the_upgrade_and_an_os_override_keeps_the_old_os
     seconds = groundtruth.node_seconds(records, since=since)
     assert seconds["stale_os"] > 0.0
     assert groundtruth.node_seconds(records, expected_modules=["kmodlab_core"], since=since)["missing_modules"] > 0.0
+
+
+@pytest.mark.lab
+def test_a_master_pool_that_cannot_update_degrades_machine_config(
+    clusters: list[Lab], releases: tuple[dict[str, Any], dict[str, Any]], lab: state.LabState
+) -> None:
+    """A required pool that does not get there: the machine-config operator
+    goes Degraded (RequiredPoolsFailed) after its timeout and the CVO fails
+    naming it; forced past Upgradeable=False; fixed, the upgrade completes."""
+    c = clusters[2]
+    old, new = releases
+    c.mcs.create(body={
+        "apiVersion": MC_API, "kind": "MachineConfig",
+        "metadata": {"name": "99-master-zz-missing", "labels": {ANN + "role": "master"}},
+        "spec": {"osImageURL": f"{lab.registry.host}/kmodlab/does-not-exist@sha256:{'0' * 64}"},
+    })
+    c.wait("Upgradeable=False", lambda: c.cond("Upgradeable").get("status") == "False")
+    update = next(u for u in c.cv()["status"]["availableUpdates"] if u["version"] == new["version"])
+    c.desire({"version": new["version"], "image": update["image"], "force": True})
+
+    def failing() -> dict[str, Any] | None:
+        cv = c.cv()
+        return cv if c.cond("Failing", cv).get("status") == "True" else None
+
+    cv = c.wait("Failing=True", failing)
+    assert c.cond("Failing", cv)["message"] == "Cluster operator machine-config is degraded"
+    assert c.cond("Progressing", cv)["message"] == (
+        f"Unable to apply {new['version']}: wait has exceeded 40 minutes for these operators: machine-config"
+    )
+    assert cv["status"]["history"][0]["acceptedRisks"].startswith(
+        'Forced through blocking failures: Precondition "ClusterVersionUpgradeable" failed'
+    )
+    machine_config = c.cos.get(name="machine-config").to_dict()
+    degraded = find_condition(machine_config["status"]["conditions"], "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RequiredPoolsFailed")
+    assert degraded["message"].startswith(
+        f"Unable to apply {new['version']}: during syncRequiredMachineConfigPools: [context deadline exceeded, "
+        "MachineConfigPool master is not ready, retrying. Status: (pool degraded: true"
+    )
+    assert "does-not-exist" in degraded["message"]
+    assert cvo.operator_version(machine_config) == old["version"]
+    assert "master" in machine_config["status"]["extension"]
+
+    c.mcs.delete(name="99-master-zz-missing")
+    c.wait("the upgrade", lambda: c.cv()["status"]["history"][0]["state"] == "Completed")
+    assert c.cond("Failing")["status"] == "False"
+    assert find_condition(c.cos.get(name="machine-config").to_dict()["status"]["conditions"], "Degraded")["status"] == "False"
+    records = c.boots()
+    assert groundtruth.last_boot(records, "master-0")["kernel"] == new["kernel"]
+    assert groundtruth.reboots(records)["master-0"] == 1  # the failed pulls never rebooted it
 
 
 @pytest.mark.lab
