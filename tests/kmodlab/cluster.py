@@ -89,7 +89,7 @@ def start_clusters(
     max_unavailable: int | str = 1,
     operator_seconds: float = 2.0,
     degraded_interval_seconds: float = 10.0,
-    required_pool_seconds: float = 60.0,
+    required_pool_seconds: float = 600.0,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
@@ -604,7 +604,7 @@ async def serve(config: dict[str, Any]) -> None:
             release["version"],
             operator_seconds=float(config.get("operator_seconds", 2.0)),
             degraded_interval_seconds=float(config.get("degraded_interval_seconds", 10.0)),
-            required_pool_seconds=float(config.get("required_pool_seconds", 60.0)),
+            required_pool_seconds=float(config.get("required_pool_seconds", 600.0)),
         )
         controller.start()
         fleet.start()

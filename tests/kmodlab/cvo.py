@@ -490,7 +490,7 @@ class ClusterVersionOperator:
         operator_seconds: float = 1.0,
         degraded_interval_seconds: float = 5.0,
         tick_seconds: float = 0.25,
-        required_pool_seconds: float = 60.0,
+        required_pool_seconds: float = 600.0,
     ) -> None:
         self.api = mco.Api(kubeconfig, "cluster-version-operator")
         self.watch_api = mco.Api(kubeconfig, "cluster-version-operator-watch")
