@@ -879,4 +879,3 @@ class ClusterVersionOperator:
                           f"resolve before upgrading: {', '.join(sorted(degraded))}", stamp)
         else:
             set_condition(conditions, "Upgradeable", "True", "AsExpected", "", stamp)
-
