@@ -38,8 +38,10 @@ lab-tests: setup
 bench: setup
 	@hack/bench.sh $(BENCH_ARGS)
 
+# make lab-up LAB_ARGS='--clusters 1 --cluster-releases 4.12.77 --node-mode fast'
+# then: python -m kmodlab upgrade lab-a --to 4.16.30 --wait (see tests/kmodlab/README.md, Upgrades)
 lab-up: setup
-	python -m kmodlab up
+	python -m kmodlab up $(LAB_ARGS)
 
 lab-down: setup
 	python -m kmodlab down

@@ -1,10 +1,13 @@
-"""`python -m kmodlab up|down|status`.
+"""`python -m kmodlab up|down|status|upgrade`.
 
 `up` brings up, in order: PKI, registries + token server + auth file,
 release images (kmodlab.images), clusters (kmodlab.cluster). It is idempotent:
 what already runs is reused, releases already published are kept. `down`
 stops everything and removes the registry storage. lab.json is saved after
 each step so `status` and `down` see a partly brought up lab too.
+`upgrade <cluster> [--to <version> | --to-image <pullspec>]` is the lab's
+`oc adm upgrade` (kmodlab.cvo runs the upgrade); `status` shows each
+cluster's version, upgrade progress and pools.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ import argparse
 import contextlib
 import fcntl
 import importlib
+import json
 import os
 import signal
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -77,8 +84,14 @@ def up(
     infra: int = 0,
     node_mode: str = "qemu",
     log: Any = None,
+    cluster_releases: Sequence[str] = (),
+    operator_seconds: float | None = None,
 ) -> LabState:
-    """Bring the lab in `root` (default: the state dir) up; return its state."""
+    """Bring the lab in `root` (default: the state dir) up; return its state.
+    New clusters get `cluster_releases` round-robin (default: `releases`,
+    else every published one); `operator_seconds`: how long each cluster
+    operator takes in an upgrade (kmodlab.cvo)."""
+    releases = list(releases) + [v for v in cluster_releases if v not in releases]
     root = Path(root) if root is not None else paths.state_dir()
     say = log or (lambda message: None)
     with _exclusive(root):
@@ -119,7 +132,7 @@ def up(
                 raise registry.LabError("clusters need at least one published release (--releases)")
             started = time.monotonic()
             cluster = _lab_module("cluster")
-            versions = list(releases) or [r["version"] for r in state.releases]
+            versions = list(cluster_releases) or list(releases) or [r["version"] for r in state.releases]
             # Clusters get releases round-robin: continue where the running
             # ones left off, so adding clusters keeps the fleet mixed.
             shift = len(alive) % len(versions)
@@ -132,6 +145,7 @@ def up(
                 masters=masters,
                 infra=infra,
                 node_mode=node_mode,
+                **({"operator_seconds": operator_seconds} if operator_seconds is not None else {}),
             )
             state.save()
             say(f"started {wanted} cluster(s) in {time.monotonic() - started:.1f}s")
@@ -204,12 +218,163 @@ def status(root: Path | None = None) -> tuple[bool, str]:
     for cluster in state.clusters:
         alive = "running" if _cluster_alive(cluster) else "NOT running"
         lines.append(
-            f"  {cluster.get('name')}  {cluster.get('api_url')}  release {cluster.get('release')}  "
+            f"  {cluster.get('name')}  {cluster.get('api_url')}  started on {cluster.get('release')}  "
             f"{cluster.get('node_mode')}  pools {cluster.get('pools')}  {alive}"
         )
+        if alive == "running":
+            lines.extend("    " + line for line in cluster_summary(cluster, state.ca_file))
     if state.inventory:
         lines.append(f"inventory: {state.inventory}")
     return is_up, "\n".join(lines)
+
+
+# ---------------------------------------------------------------- clusters: version and upgrades
+
+
+def _cluster_api(
+    cluster: dict[str, Any], ca_file: str, method: str, path: str, body: Any = None, timeout: float = 5.0
+) -> Any:
+    """One JSON request to a lab cluster's API (its token, the lab CA)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    headers = {"Authorization": f"Bearer {cluster['token']}", "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/merge-patch+json"
+    request = urllib.request.Request(cluster["api_url"] + path, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+        return json.load(response)
+
+
+CV_PATH = "/apis/config.openshift.io/v1/clusterversions/version"
+POOLS_PATH = "/apis/machineconfiguration.openshift.io/v1/machineconfigpools"
+
+
+def _condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), {})
+
+
+def cluster_summary(cluster: dict[str, Any], ca_file: str) -> list[str]:
+    """Lines on a running cluster: its version and upgrade (ClusterVersion),
+    its pools (updated / machines, paused)."""
+    try:
+        cv = _cluster_api(cluster, ca_file, "GET", CV_PATH)
+        pools = _cluster_api(cluster, ca_file, "GET", POOLS_PATH).get("items") or []
+    except (OSError, ValueError) as error:
+        return [f"(API not answering: {error})"]
+    status = cv.get("status") or {}
+    history = status.get("history") or [{}]
+    current = next((h.get("version") for h in history if h.get("state") == "Completed"), "?")
+    lines = [f"version {current}"]
+    if history[0].get("state") == "Partial":
+        lines[0] += f", upgrading to {history[0].get('version')} (since {history[0].get('startedTime')})"
+    progressing, failing = _condition(cv, "Progressing"), _condition(cv, "Failing")
+    lines.append(f"Progressing={progressing.get('status', '?')}: {progressing.get('message', '')}")
+    if failing.get("status") == "True":
+        lines.append(f"Failing: {failing.get('message', '')}")
+    for ctype in ("ReleaseAccepted", "Invalid"):
+        cond = _condition(cv, ctype)
+        if (ctype == "Invalid" and cond.get("status") == "True") or (ctype == "ReleaseAccepted" and cond.get("status") == "False"):
+            lines.append(f"{ctype}={cond.get('status')} ({cond.get('reason', '')}): {cond.get('message', '')}")
+    updates = [u.get("version") for u in status.get("availableUpdates") or []]
+    lines.append("available updates: " + (", ".join(updates) if updates else "none"))
+    described = []
+    for pool in sorted(pools, key=lambda p: p["metadata"]["name"]):
+        pstatus = pool.get("status") or {}
+        text = f"{pool['metadata']['name']} {pstatus.get('updatedMachineCount', 0)}/{pstatus.get('machineCount', 0)} updated"
+        if (pool.get("spec") or {}).get("paused"):
+            text += " (paused)"
+        if _condition(pool, "Degraded").get("status") == "True":
+            text += " DEGRADED"
+        described.append(text)
+    lines.append("pools: " + ", ".join(described))
+    return lines
+
+
+def _find_cluster(state: LabState, name: str) -> dict[str, Any]:
+    for cluster in state.clusters:
+        if cluster.get("name") == name:
+            return cluster
+    raise registry.LabError(
+        f"no lab cluster {name!r}; clusters: {', '.join(str(c.get('name')) for c in state.clusters) or 'none'}"
+    )
+
+
+def upgrade(
+    name: str,
+    to: str | None = None,
+    to_image: str | None = None,
+    force: bool = False,
+    clear: bool = False,
+    wait: bool = False,
+    root: Path | None = None,
+    say: Any = print,
+    timeout: float = 3600.0,
+) -> int:
+    """`oc adm upgrade` for a lab cluster: without a target, show the
+    version and the available updates; `to` (a version of
+    availableUpdates) sets desiredUpdate {version, image} as `oc adm upgrade
+    --to` does; `to_image` sets {image} (oc's --to-image
+    --allow-explicit-upgrade); `clear` drops desiredUpdate (the cluster
+    stays where it got); `wait` follows the upgrade until it completes or
+    fails. Returns an exit code."""
+    root = Path(root) if root is not None else paths.state_dir()
+    state = LabState.load(root)
+    cluster = _find_cluster(state, name)
+    ca_file = state.ca_file
+    cv = _cluster_api(cluster, ca_file, "GET", CV_PATH)
+    status = cv.get("status") or {}
+    updates = status.get("availableUpdates") or []
+    if clear:
+        _cluster_api(cluster, ca_file, "PATCH", CV_PATH, {"spec": {"desiredUpdate": None}})
+        say(f"{name}: cleared the desired update")
+        return 0
+    if to is None and to_image is None:
+        for line in cluster_summary(cluster, ca_file):
+            say(f"{name}: {line}")
+        if updates:
+            say(f"\n{'VERSION':12}IMAGE")
+            for update in updates:
+                say(f"{update.get('version', ''):12}{update.get('image', '')}")
+        return 0
+    if to is not None:
+        match = next((u for u in updates if u.get("version") == to), None)
+        if match is None:
+            say(
+                f"error: The update {to} is not one of the available updates: "
+                + (", ".join(u.get("version", "") for u in updates) or "none")
+            )
+            return 1
+        desired = {"version": to, "image": match["image"], "force": force}
+    else:
+        desired = {"image": to_image, "force": force}
+    generation = (cv.get("metadata") or {}).get("generation") or 0
+    _cluster_api(cluster, ca_file, "PATCH", CV_PATH, {"spec": {"desiredUpdate": desired}})
+    say(f"{name}: requested update to {to or to_image}")
+    if not wait:
+        return 0
+    deadline = time.monotonic() + timeout
+    last: list[str] = []
+    while time.monotonic() < deadline:
+        cv = _cluster_api(cluster, ca_file, "GET", CV_PATH)
+        lines = cluster_summary(cluster, ca_file)
+        if lines != last:
+            for line in lines:
+                say(f"{name}: {line}")
+            last = lines
+        status = cv.get("status") or {}
+        if (status.get("observedGeneration") or 0) > generation:
+            history = status.get("history") or [{}]
+            accepted = _condition(cv, "ReleaseAccepted")
+            if accepted.get("status") == "False" or _condition(cv, "Invalid").get("status") == "True":
+                return 1
+            if history[0].get("state") == "Completed" and history[0].get("image", "").split("@")[-1] == (
+                desired["image"].split("@")[-1]
+            ):
+                return 0
+        time.sleep(1.0)
+    say(f"{name}: still upgrading after {timeout:.0f}s")
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,17 +392,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_parser.add_argument("--masters", type=int, default=1)
     up_parser.add_argument("--infra", type=int, default=0)
     up_parser.add_argument("--node-mode", choices=("qemu", "fast"), default="qemu")
+    up_parser.add_argument(
+        "--cluster-releases",
+        default=None,
+        help="comma-separated releases the new clusters start on, round-robin (published too); "
+        "default: --releases (e.g. --releases 4.12.77,4.16.30 --cluster-releases 4.12.77 to upgrade later)",
+    )
+    up_parser.add_argument(
+        "--operator-seconds", type=float, default=None,
+        help="seconds each cluster operator takes to move to a new release in an upgrade (default 2)",
+    )
     commands.add_parser("down", help="stop everything, remove registry storage")
-    commands.add_parser("status", help="summary; exit 0 if up, 3 if down or degraded")
+    commands.add_parser("status", help="summary (clusters: version, upgrade, pools); exit 0 if up, 3 if down or degraded")
+    upgrade_parser = commands.add_parser(
+        "upgrade", help="oc adm upgrade for a lab cluster: show updates, or start one (--to / --to-image)"
+    )
+    upgrade_parser.add_argument("cluster", help="lab cluster name (lab-a, ...)")
+    target = upgrade_parser.add_mutually_exclusive_group()
+    target.add_argument("--to", default=None, help="a version from the cluster's availableUpdates")
+    target.add_argument("--to-image", default=None, help="a release image pullspec (by digest)")
+    target.add_argument("--clear", action="store_true", help="drop spec.desiredUpdate")
+    upgrade_parser.add_argument("--force", action="store_true", help="desiredUpdate.force (skips blocking checks)")
+    upgrade_parser.add_argument("--wait", action="store_true", help="follow the upgrade until done or failed")
     args = parser.parse_args(argv)
 
     def say(message: str) -> None:
         print(message, flush=True)
 
     try:
+        if args.command == "upgrade":
+            try:
+                return upgrade(
+                    args.cluster, to=args.to, to_image=args.to_image, force=args.force, clear=args.clear,
+                    wait=args.wait, say=say,
+                )
+            except (OSError, ValueError) as error:
+                raise registry.LabError(f"cluster {args.cluster}: {error}") from error
         if args.command == "up":
             started = time.monotonic()
             state = up(
+                cluster_releases=parse_versions(args.cluster_releases) if args.cluster_releases else (),
+                operator_seconds=args.operator_seconds,
                 releases=parse_versions(args.releases),
                 clusters=args.clusters,
                 workers=args.workers,

@@ -265,3 +265,40 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+# ---------------------------------------------------------------- cluster operator faults
+#
+# Not a proxy: a lab ClusterOperator annotated ``kmodlab.io/fault: degrade``
+# reports Degraded=True (the lab CVO, kmodlab.cvo, then waits on it and
+# reports Failing=True "Cluster operator <name> is degraded" after its
+# degraded interval); removing the annotation heals it.
+
+OPERATOR_FAULT_ANNOTATION = "kmodlab.io/fault"
+
+
+def _cluster_operators(kubeconfig: str) -> Any:
+    from kubernetes import config as k8s_config
+    from kubernetes import dynamic
+
+    client = dynamic.DynamicClient(k8s_config.new_client_from_config(kubeconfig))
+    return client.resources.get(api_version="config.openshift.io/v1", kind="ClusterOperator")
+
+
+def degrade_operator(kubeconfig: str, name: str) -> None:
+    """Make lab cluster operator ``name`` degrade (now, or mid-upgrade if
+    set before: the operator stops moving to the new version)."""
+    _cluster_operators(kubeconfig).patch(
+        name=name,
+        body={"metadata": {"annotations": {OPERATOR_FAULT_ANNOTATION: "degrade"}}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def heal_operator(kubeconfig: str, name: str) -> None:
+    """Undo ``degrade_operator``."""
+    _cluster_operators(kubeconfig).patch(
+        name=name,
+        body={"metadata": {"annotations": {OPERATOR_FAULT_ANNOTATION: None}}},
+        content_type="application/merge-patch+json",
+    )

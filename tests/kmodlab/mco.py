@@ -5,11 +5,16 @@ client's DynamicClient and watches), as the real controller does: it reads
 from watch-fed caches (`Cache`, client-go's informers) and calls the API only
 to write (a 2-worker rollout: 12 PATCHes, no reads):
 
+- template: the generated `00-<role>` MachineConfigs follow the
+  ControllerConfig `machine-config-controller` (written by the lab's
+  machine-config operator, `kmodlab.cvo`): its controller version and
+  release (template_controller.go syncControllerConfig, lab content);
 - render: per pool, merge the MachineConfigs its `spec.machineConfigSelector`
-  selects into `rendered-<pool>-<md5 of the merged spec>` (generated-by
-  annotation, ownerReference to the pool), osImageURL by the MCO's rule
-  (the release's OS image from ClusterVersion unless a non-generated
-  MachineConfig, in merge order, sets one); set `spec.configuration`;
+  selects into `rendered-<pool>-<md5 of the merged spec>` (generated-by and
+  release-image-version annotations, ownerReference to the pool), osImageURL
+  by the MCO's rule (the ControllerConfig's `spec.baseOSContainerImage`
+  unless a non-generated MachineConfig, in merge order, sets one); set
+  `spec.configuration`;
 - node controller: walk the pool's nodes `maxUnavailable` at a time by
   setting their `desiredConfig`; nothing new while `spec.paused`;
 - drain controller: the node agent asks with `desiredDrain`
@@ -43,9 +48,97 @@ log = logging.getLogger("kmodlab.mco")
 
 ANN_DESIRED_DRAIN = rules.ANN_DESIRED_DRAIN
 ANN_LAST_APPLIED_DRAIN = rules.ANN_LAST_APPLIED_DRAIN
-CONTROLLER_VERSION = "kmodlab-mco-0.1"
+CONTROLLER_VERSION = "kmodlab-mco-0.1"  # before any ControllerConfig (old seeds)
+CONTROLLER_CONFIG = "machine-config-controller"  # ctrlcommon.ControllerConfigName
+ANN_GENERATED_BY_VERSION = rules.PREFIX + "generated-by-version"  # daemonconsts.GeneratedByVersionAnnotationKey
 MC_API = "machineconfiguration.openshift.io/v1"
 USER_AGENTS = {"mco": "machine-config-controller", "nodes": "machine-config-daemon"}
+
+
+def controller_version(release_version: str) -> str:
+    """The lab's MCO build of a release (the real one is version.Hash, the
+    MCO's git commit): what generated MachineConfigs carry in
+    generated-by-controller-version. One per lab release, so a rendering
+    names the release it was made by."""
+    return f"kmodlab-mco-{release_version}"
+
+
+def release_of_controller_version(value: str) -> str | None:
+    """The release a controller version belongs to (None: not a lab release's)."""
+    prefix = "kmodlab-mco-"
+    if value.startswith(prefix) and value != CONTROLLER_VERSION:
+        return value[len(prefix):]
+    return None
+
+
+def template_machine_configs(role: str, release_version: str) -> list[dict[str, Any]]:
+    """What the template controller generates per role (the lab's content):
+    `00-<role>`, generated (controller-version annotation), with the
+    release's version in a file, so a new release is new config content
+    for every pool (even one whose osImageURL is overridden)."""
+    return [
+        {
+            "apiVersion": MC_API,
+            "kind": "MachineConfig",
+            "metadata": {
+                "name": f"00-{role}",
+                "labels": {rules.ROLE_LABEL: role},
+                "annotations": {rules.ANN_GENERATED_BY: controller_version(release_version)},
+            },
+            "spec": {
+                "config": {
+                    "ignition": {"version": "3.2.0"},
+                    "storage": {
+                        "files": [
+                            {
+                                "path": "/etc/kmodlab-role",
+                                "mode": 420,
+                                "overwrite": True,
+                                "contents": {"source": "data:," + role},
+                            },
+                            {
+                                "path": "/etc/kmodlab-release",
+                                "mode": 420,
+                                "overwrite": True,
+                                "contents": {"source": "data:," + release_version},
+                            },
+                        ]
+                    },
+                },
+                "extensions": [],
+                "fips": False,
+                "kernelArguments": [],
+                "kernelType": "default",
+                "osImageURL": "",
+            },
+        }
+    ]
+
+
+def controller_config(release: dict[str, Any], release_image: str) -> dict[str, Any]:
+    """The ControllerConfig the machine-config operator writes for a release
+    (operator/sync.go syncRenderConfig / syncMachineConfigController: the
+    release's OS images, the release image, and the release-image-version
+    and generated-by-version annotations)."""
+    os_image = release["images"][release["os_tag"]]
+    extensions = (release.get("images") or {}).get(release["os_tag"] + "-extensions", "")
+    return {
+        "apiVersion": MC_API,
+        "kind": "ControllerConfig",
+        "metadata": {
+            "name": CONTROLLER_CONFIG,
+            "annotations": {
+                rules.ANN_RELEASE_IMAGE_VERSION: release["version"],
+                ANN_GENERATED_BY_VERSION: controller_version(release["version"]),
+            },
+        },
+        "spec": {
+            "baseOSContainerImage": os_image,
+            "baseOSExtensionsContainerImage": extensions,
+            "osImageURL": "",
+            "releaseImage": release_image,
+        },
+    }
 
 
 def now() -> str:
@@ -117,6 +210,13 @@ class Api:
         return resource.patch(
             body=body, name=name, namespace=namespace, content_type="application/merge-patch+json"
         ).to_dict()
+
+    def replace_status(self, api_version: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object on its status subresource (a merge patch
+        cannot write a JSON null, which some required status fields hold).
+        Raises ConflictError when ``obj``'s resourceVersion is stale."""
+        resource = self.resource(api_version, kind).subresources["status"]
+        return resource.replace(body=obj, name=obj["metadata"]["name"]).to_dict()
 
     def watch(
         self,
@@ -294,6 +394,7 @@ class MCOSimulator:
                 ("MachineConfigPool", MC_API),
                 ("Node", "v1"),
                 ("ClusterVersion", "config.openshift.io/v1"),
+                ("ControllerConfig", MC_API),
             )
         }
 
@@ -330,11 +431,65 @@ class MCOSimulator:
 
     # -- one pass
     def release_os_image(self) -> str:
+        """The base OS image of rendering (GetBaseImageContainer: the
+        ControllerConfig's spec.baseOSContainerImage). Old seeds without a
+        ControllerConfig: the ClusterVersion's desired release's."""
+        cc = self.caches["ControllerConfig"].get(CONTROLLER_CONFIG)
+        if cc is not None:
+            image = ((cc.get("spec") or {}).get("baseOSContainerImage")) or ""
+            if not image:
+                raise RuntimeError("ControllerConfig has no spec.baseOSContainerImage")
+            return image
         version = self.caches["ClusterVersion"].get("version") or {}
         image = (((version.get("status") or {}).get("desired")) or {}).get("image") or ""
         if image not in self.release_os_images:
             raise RuntimeError(f"no OS image known for release image {image!r}")
         return self.release_os_images[image]
+
+    def controller_identity(self) -> tuple[str, str]:
+        """(controller version, release version) of the running controller:
+        the lab's machine-config-controller "is" the build of the release
+        its ControllerConfig names (a real upgrade replaces the MCC pod)."""
+        cc = self.caches["ControllerConfig"].get(CONTROLLER_CONFIG)
+        annotations = ((cc or {}).get("metadata") or {}).get("annotations") or {}
+        release = annotations.get(rules.ANN_RELEASE_IMAGE_VERSION) or ""
+        return annotations.get(ANN_GENERATED_BY_VERSION) or CONTROLLER_VERSION, release
+
+    def _sync_templates(self, machineconfigs: list[dict[str, Any]], pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Template controller: regenerate `00-<role>` (master, worker,
+        arbiter if present) when its controller version is not the running
+        one (template_controller.go syncControllerConfig -> RunTemplates).
+        ``pools`` is unused (kept for the call's shape)."""
+        version, release = self.controller_identity()
+        if not release:
+            return machineconfigs
+        by_name = {mc["metadata"]["name"]: mc for mc in machineconfigs}
+        # The template controller renders the master and worker roles (and
+        # arbiter where the cluster has one); custom pools build on worker's.
+        roles = [r for r in (rules.POOL_MASTER, rules.POOL_WORKER, rules.POOL_ARBITER)
+                 if r != rules.POOL_ARBITER or f"00-{r}" in by_name]
+        for role in roles:
+            for template in template_machine_configs(role, release):
+                name = template["metadata"]["name"]
+                held = by_name.get(name)
+                if held is not None and (held["metadata"].get("annotations") or {}).get(rules.ANN_GENERATED_BY) == version:
+                    continue
+                if held is None:
+                    try:
+                        written = self.api.create(MC_API, "MachineConfig", template)
+                    except ConflictError:  # created by an earlier pass, its watch event on its way
+                        continue
+                else:
+                    written = self.api.patch(
+                        MC_API,
+                        "MachineConfig",
+                        name,
+                        {"metadata": {"annotations": template["metadata"]["annotations"]}, "spec": template["spec"]},
+                    )
+                log.info("template: %s now generated by %s", name, version)
+                self.caches["MachineConfig"].store(written)
+                by_name[name] = written
+        return list(by_name.values())
 
     def reconcile(self) -> None:
         if not all(cache.synced.is_set() for cache in self.caches.values()):
@@ -343,14 +498,16 @@ class MCOSimulator:
         machineconfigs = self.caches["MachineConfig"].items()
         pools = self.caches["MachineConfigPool"].items()
         nodes = self.caches["Node"].items()
+        machineconfigs = self._sync_templates(machineconfigs, pools)
         existing = {mc["metadata"]["name"] for mc in machineconfigs}
         try:
             default_os_image = self.release_os_image()
             os_error = None
         except RuntimeError as error:
             default_os_image, os_error = "", str(error)
+        identity = self.controller_identity()
         for pool in pools:
-            self._reconcile_pool(pool, pools, nodes, machineconfigs, existing, default_os_image, os_error)
+            self._reconcile_pool(pool, pools, nodes, machineconfigs, existing, default_os_image, os_error, identity)
         self._drain(nodes)
 
     def _reconcile_pool(
@@ -362,10 +519,11 @@ class MCOSimulator:
         existing: set[str],
         default_os_image: str,
         os_error: str | None,
+        identity: tuple[str, str] = (CONTROLLER_VERSION, ""),
     ) -> None:
         name = pool["metadata"]["name"]
         rendered_mc, configuration, render_error = rules.render(
-            pool, machineconfigs, default_os_image, CONTROLLER_VERSION
+            pool, machineconfigs, default_os_image, identity[0], identity[1]
         )
         if os_error:
             rendered_mc, configuration = None, None

@@ -272,14 +272,19 @@ def rendered_name(pool_name: str, spec: dict[str, Any]) -> str:
 
 
 def render(
-    pool: dict[str, Any], machineconfigs: Iterable[dict[str, Any]], base_os_image: str, controller_version: str
+    pool: dict[str, Any],
+    machineconfigs: Iterable[dict[str, Any]],
+    base_os_image: str,
+    controller_version: str,
+    release_version: str = "",
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """One render pass for a pool (render_controller.go syncMachineConfigPool,
     generateRenderedMachineConfig, getMachineConfigRefs).
 
     Returns ``(rendered MachineConfig, spec.configuration, error)``: the
     rendered config carries the generated-by and release-image-version
-    annotations, the os-image-url-overridden one when osImageURL is not the
+    annotations (``release_version``: the ControllerConfig's
+    release-image-version annotation, generateRenderedMachineConfig), the os-image-url-overridden one when osImageURL is not the
     base image, and a controller ownerReference to the pool;
     ``spec.configuration`` is its name and the sources by name. The error is
     the RenderDegraded message ("Failed to render configuration for pool
@@ -295,7 +300,7 @@ def render(
     except (RenderError, SelectorError) as error:
         return None, None, f"Failed to render configuration for pool {name}: {error}"
     rendered = rendered_name(name, spec)
-    annotations = {ANN_GENERATED_BY: controller_version, ANN_RELEASE_IMAGE_VERSION: ""}
+    annotations = {ANN_GENERATED_BY: controller_version, ANN_RELEASE_IMAGE_VERSION: release_version}
     if spec["osImageURL"] != base_os_image:
         annotations[ANN_OS_IMAGE_URL_OVERRIDDEN] = "true"
     mc = {
@@ -611,3 +616,149 @@ def pool_status(
         set_condition(conditions, "Degraded", "False", "", "", now)
     status["conditions"] = conditions
     return status
+
+
+# ---------------------------------------------------------------- operator side (pkg/operator)
+
+REQUIRED_FOR_UPGRADE_LABEL = "operator.machineconfiguration.openshift.io/required-for-upgrade"
+
+
+def _condition_true(pool: dict[str, Any], ctype: str) -> bool:
+    return any(
+        c.get("type") == ctype and str(c.get("status")) == "True"
+        for c in ((pool.get("status") or {}).get("conditions")) or []
+    )
+
+
+def _condition_message(pool: dict[str, Any], ctype: str) -> tuple[str, str]:
+    for cond in ((pool.get("status") or {}).get("conditions")) or []:
+        if cond.get("type") == ctype:
+            return cond.get("reason") or "", cond.get("message") or ""
+    return "", ""
+
+
+def pool_status_summary(pool: dict[str, Any]) -> str:
+    """operator/status.go machineConfigPoolStatus: one line on a pool, for
+    the operator's messages (and its ClusterOperator status extension)."""
+    status = pool.get("status") or {}
+    if _condition_true(pool, "RenderDegraded"):
+        reason, message = _condition_message(pool, "RenderDegraded")
+        return f"pool is degraded because rendering fails with {json.dumps(reason)}: {json.dumps(message)}"
+    if _condition_true(pool, "NodeDegraded"):
+        reason, message = _condition_message(pool, "NodeDegraded")
+        return f"pool is degraded because nodes fail with {json.dumps(reason)}: {json.dumps(message)}"
+    if _condition_true(pool, "Updated"):
+        return (
+            f"all {status.get('machineCount', 0)} nodes are at latest configuration "
+            f"{(status.get('configuration') or {}).get('name', '')}"
+        )
+    if _condition_true(pool, "Updating"):
+        return (
+            f"{status.get('updatedMachineCount', 0)} (ready {status.get('readyMachineCount', 0)}) out of "
+            f"{status.get('machineCount', 0)} nodes are updating to latest configuration "
+            f"{((pool.get('spec') or {}).get('configuration') or {}).get('name', '')}"
+        )
+    return "<unknown>"
+
+
+def pool_configuration_error(
+    pool: dict[str, Any],
+    controller_version: str,
+    release_version: str,
+    os_image_url: str,
+    machineconfigs: dict[str, dict[str, Any]],
+) -> str | None:
+    """operator/status.go isMachineConfigPoolConfigurationValid: why the
+    pool's *status* configuration is not yet the operator's (None if it is).
+
+    The rendered config (status.configuration.name) must carry this
+    controller version; so must every source config that carries the
+    annotation at all (generated fragments; user configs carry none); its
+    osImageURL must be the release's unless the render marked it
+    os-image-url-overridden; its release-image-version must be this
+    release's. ``machineconfigs`` maps names to MachineConfigs."""
+    name = _name(pool)
+    summary = pool_status_summary(pool)
+    spec_name = (((pool.get("spec") or {}).get("configuration")) or {}).get("name") or ""
+    status_conf = ((pool.get("status") or {}).get("configuration")) or {}
+    if not spec_name:
+        return f"configuration spec for pool {name} is empty: {summary}"
+    if not status_conf.get("name"):
+        return f"configuration status for pool {name} is empty: {summary}"
+    if not status_conf.get("source"):
+        return f"list of MachineConfigs that were used to generate configuration for pool {name} is empty: {summary}"
+    rendered_name_ = status_conf["name"]
+    for mc_name in [rendered_name_] + [s.get("name") or "" for s in status_conf["source"]]:
+        mc = machineconfigs.get(mc_name)
+        if mc is None:
+            return f'machineconfig.machineconfiguration.openshift.io "{mc_name}" not found'
+        annotations = _annotations(mc)
+        if ANN_GENERATED_BY not in annotations and mc_name == rendered_name_:
+            return f"{mc_name} must be created by controller version {controller_version}: {summary}"
+        if ANN_GENERATED_BY in annotations and annotations[ANN_GENERATED_BY] != controller_version:
+            return (
+                f"controller version mismatch for {mc_name} expected {controller_version} "
+                f"has {annotations[ANN_GENERATED_BY]}: {summary}"
+            )
+    rendered = machineconfigs[rendered_name_]
+    annotations = _annotations(rendered)
+    url = ((rendered.get("spec") or {}).get("osImageURL")) or ""
+    if url != os_image_url and ANN_OS_IMAGE_URL_OVERRIDDEN not in annotations:
+        return f"osImageURL mismatch for {name} in {rendered_name_} expected: {os_image_url} got: {url}"
+    if ANN_RELEASE_IMAGE_VERSION not in annotations:
+        return f"unable to access annotation {ANN_RELEASE_IMAGE_VERSION} for {rendered_name_} expected: {release_version}"
+    if annotations[ANN_RELEASE_IMAGE_VERSION] != release_version:
+        return (
+            f"release image version mismatch for {name} in {rendered_name_} expected: {release_version} "
+            f"got: {annotations[ANN_RELEASE_IMAGE_VERSION]}"
+        )
+    return None
+
+
+def required_pools_error(
+    pools: Iterable[dict[str, Any]],
+    controller_version: str,
+    release_version: str,
+    os_image_url: str,
+    machineconfigs: dict[str, dict[str, Any]],
+) -> str | None:
+    """operator/sync.go syncRequiredMachineConfigPools, one poll: None when
+    the operator may report its new version, else its lastErr. Any degraded
+    pool (required or not) holds it; each pool labelled
+    required-for-upgrade must have a valid configuration
+    (``pool_configuration_error``), an observed generation and
+    Updated=True; a required pool that is paused fails the sync at once
+    (the error says so). Pools without the label (a paused worker pool)
+    do not hold it."""
+    for pool in sorted(pools, key=_name):
+        status = pool.get("status") or {}
+        if _condition_true(pool, "Degraded"):
+            _reason, message = _condition_message(pool, "Degraded")
+            return (
+                f"MachineConfigPool {_name(pool)} is not ready, retrying. Status: (pool degraded: true "
+                f"total: {status.get('machineCount', 0)}, ready {status.get('readyMachineCount', 0)}, "
+                f"updated: {status.get('updatedMachineCount', 0)}, unavailable: "
+                f"{status.get('unavailableMachineCount', 0)}, reason: {message})"
+            )
+        if REQUIRED_FOR_UPGRADE_LABEL not in _labels(pool):
+            continue
+        invalid = pool_configuration_error(pool, controller_version, release_version, os_image_url, machineconfigs)
+        if invalid:
+            return f"MachineConfigPool {_name(pool)} has not progressed to latest configuration: {invalid}, retrying"
+        generation = _meta(pool).get("generation") or 1
+        if generation <= (status.get("observedGeneration") or 0) and _condition_true(pool, "Updated"):
+            continue
+        if (pool.get("spec") or {}).get("paused"):
+            if _condition_true(pool, "Updated"):
+                return (
+                    f"the required MachineConfigPool {_name(pool)} was paused with no pending updates; "
+                    "no further syncing will occur until it is unpaused"
+                )
+            return f"required MachineConfigPool {_name(pool)} is paused and cannot sync until it is unpaused"
+        return (
+            f"required MachineConfigPool {_name(pool)} is not ready, retrying. Status: (total: "
+            f"{status.get('machineCount', 0)}, ready {status.get('readyMachineCount', 0)}, updated: "
+            f"{status.get('updatedMachineCount', 0)}, unavailable: {status.get('unavailableMachineCount', 0)}, "
+            f"degraded: {status.get('degradedMachineCount', 0)})"
+        )
+    return None

@@ -56,6 +56,8 @@ ANN_BOOTED_IMAGE = "kmodlab.io/booted-image"
 ANN_BOOTED_DIGEST = "kmodlab.io/booted-digest"
 ANN_LOADED = "kmodlab.io/loaded-modules"
 ANN_BOOT = "kmodlab.io/boot"  # JSON summary of the last boot test
+ANN_REBOOTS = "kmodlab.io/reboots"  # reboots the node agent made (ground truth, kmodlab.groundtruth)
+ANN_BOOTED_RELEASE = "kmodlab.io/booted-release"  # the release the booted OS image belongs to
 SYS_PARAM = re.compile(r"^/sys/module/([^/]+)/parameters/([^/]+)$")
 LSMOD_HEADER = "Module                  Size  Used by"
 # Files of an OS image the boot test never reads: not unpacked.
@@ -236,11 +238,31 @@ def debug_command_output(pod: dict[str, Any], agent: NodeAgent) -> tuple[int, st
 class NodeAgent:
     """One Node's daemon: applies desired configs, answers debug pods."""
 
-    def __init__(self, fleet: NodeFleet, name: str, image: str, digest: str, kernel: str) -> None:
+    def __init__(
+        self, fleet: NodeFleet, name: str, image: str, digest: str, kernel: str, config: str | None = None
+    ) -> None:
         self.fleet = fleet
         self.name = name
         started = int(time.time())
         self.deployments = [deployment(image, digest, fleet.release, True, started)]
+        # What this node ran, boot by boot (ground truth; kmodlab.groundtruth
+        # reads it): the seeded state is boot 0, each reboot adds one.
+        self.records: list[dict[str, Any]] = [
+            {
+                "boot": 0,
+                "seeded": True,
+                "up": time.time(),
+                "up_time": now(),
+                "down": None,
+                "config": config,
+                "config_release": fleet.release,
+                "os_image": image,
+                "os_digest": digest,
+                "os_release": fleet.os_release(digest, kernel),
+                "kernel": kernel,
+                "modules": [],
+            }
+        ]
         self.kernel = kernel
         self.proc_modules: list[str] = []
         self.params: dict[str, dict[str, str]] = {}  # /sys/module/<m>/parameters/<p> of the last boot
@@ -264,7 +286,9 @@ class NodeAgent:
         if never seen."""
         return self.fleet.node(self.name) or self.fleet.api.get("v1", "Node", self.name) or {}
 
-    def _set_ready(self, ready: bool, reason: str, message: str, kernel: str | None = None) -> None:
+    def _set_ready(
+        self, ready: bool, reason: str, message: str, kernel: str | None = None, release: str | None = None
+    ) -> None:
         node = self._node()
         conditions = [dict(c) for c in ((node.get("status") or {}).get("conditions") or []) if c.get("type") != "Ready"]
         conditions.append(
@@ -282,6 +306,9 @@ class NodeAgent:
             status["nodeInfo"] = dict(
                 ((node.get("status") or {}).get("nodeInfo")) or {}, kernelVersion=kernel, bootID=str(uuid.uuid4())
             )
+            if release:  # the OS of the booted image (RHCOS <major><minor>.94)
+                major_minor = "".join(release.split(".")[:2])
+                status["nodeInfo"]["osImage"] = f"Red Hat Enterprise Linux CoreOS {major_minor}.94 (Plow)"
         self.fleet.remember(self.fleet.api.patch("v1", "Node", self.name, {"status": status}, subresource="status"))
 
     def _wait_drain(self, wanted: str, timeout: float) -> bool:
@@ -302,6 +329,11 @@ class NodeAgent:
         if desired and desired == current and state == mco_rules.STATE_DEGRADED and not self.busy:
             # Pointed back at the config it runs: nothing to apply, recover.
             self.failed_for = None
+            if self.records and self.records[-1].get("down") is not None:
+                # It went down for a boot that failed: it is back on what it ran before.
+                back = dict(self.records[-1], boot=len(self.records), seeded=False, recovered=True)
+                back.update(up=time.time(), up_time=now(), down=None)
+                self.fleet.record(self, boot=back)
             if not mco_rules.kubelet_ready(node):
                 self._set_ready(True, "KubeletReady", "kubelet is posting ready status")
             self._annotate(
@@ -358,6 +390,7 @@ class NodeAgent:
             return
         self._annotate(**{mco_rules.ANN_STATE: mco_rules.STATE_REBOOTING})
         self._set_ready(False, "KubeletNotReady", "node is rebooting")
+        self.fleet.record(self, down=time.time())
         if self.fleet.node_mode == "fast" and self.fleet.reboot_seconds > 0:
             # Outside BOOT_SLOTS: nodes of a maxUnavailable > 1 batch reboot together.
             self.fleet.stop_event.wait(self.fleet.reboot_seconds)
@@ -382,11 +415,31 @@ class NodeAgent:
             )
             return
         previous = dict(self.deployments[0], booted=False)
-        self.deployments = [deployment(image, digest, self.fleet.release, True, int(time.time())), previous]
+        os_release = self.fleet.os_release(digest, result.kernel or "")
+        self.deployments = [
+            deployment(image, digest, os_release or self.fleet.release, True, int(time.time())), previous
+        ]
         self.kernel = result.kernel or self.kernel
+        record = {
+            "boot": len(self.records),
+            "seeded": False,
+            "up": time.time(),
+            "up_time": now(),
+            "down": None,
+            "config": desired,
+            "config_release": config_release(rendered),
+            "os_image": image,
+            "os_digest": digest,
+            "os_release": os_release,
+            "kernel": self.kernel,
+            "modules": list(result.loaded),
+        }
         self.proc_modules = list(result.proc_modules)
         self.params = {m: dict(p) for m, p in (result.params or {}).items()}
-        self._set_ready(True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel)
+        self.fleet.record(self, boot=record)
+        self._set_ready(
+            True, "KubeletReady", "kubelet is posting ready status", kernel=self.kernel, release=os_release or None
+        )
         self._annotate(
             **{
                 mco_rules.ANN_CURRENT_CONFIG: desired,
@@ -396,6 +449,8 @@ class NodeAgent:
                 ANN_BOOTED_IMAGE: image,
                 ANN_BOOTED_DIGEST: digest,
                 ANN_LOADED: ",".join(result.loaded),
+                ANN_REBOOTS: str(len(self.records) - 1),
+                ANN_BOOTED_RELEASE: os_release or "",
                 ANN_BOOT: json.dumps(
                     {k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures", "duration", "tools")}
                 ),
@@ -404,6 +459,19 @@ class NodeAgent:
         self.failed_for = None
         self.applied = desired
         log.info("node %s: done on %s", self.name, desired)
+
+
+def config_release(rendered: dict[str, Any]) -> str | None:
+    """The release whose configuration a rendered MachineConfig is: its
+    release-image-version annotation, else the release of the controller
+    version that generated it (None: not a lab release's)."""
+    annotations = ((rendered.get("metadata") or {}).get("annotations")) or {}
+    version = annotations.get(mco_rules.ANN_RELEASE_IMAGE_VERSION)
+    if version:
+        return version
+    from .mco import release_of_controller_version
+
+    return release_of_controller_version(annotations.get(mco_rules.ANN_GENERATED_BY) or "")
 
 
 class NodeFleet:
@@ -418,6 +486,8 @@ class NodeFleet:
         image_store: ImageStore,
         boot_timeout: float = 300.0,
         reboot_seconds: float = 0.0,
+        releases: list[dict[str, Any]] | None = None,
+        boots_file: str | None = None,
     ) -> None:
         self.api = Api(kubeconfig, "nodes")
         self.watch_api = Api(kubeconfig, "nodes-watch")
@@ -429,13 +499,57 @@ class NodeFleet:
         # rollout lasts as long as a real one would (benchmarks).
         self.reboot_seconds = reboot_seconds
         self.stop_event = threading.Event()
+        # OS image digest / kernel -> lab release (what a node booted belongs to).
+        self.releases_by_digest: dict[str, str] = {}
+        self.releases_by_kernel: dict[str, str] = {}
+        for item in releases or []:
+            os_image = (item.get("images") or {}).get(item.get("os_tag") or "", "")
+            if "@" in os_image:
+                self.releases_by_digest[os_image.split("@", 1)[1]] = item["version"]
+            if item.get("kernel"):
+                self.releases_by_kernel[item["kernel"]] = item["version"]
+        self.boots_file = boots_file
+        self._records_lock = threading.Lock()
         self.agents = {
-            name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"]) for name, info in nodes.items()
+            name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"], info.get("config"))
+            for name, info in nodes.items()
         }
+        self.write_records()
         self.handled_pods: set[str] = set()
         self.threads: list[threading.Thread] = []
         self._nodes: dict[str, dict[str, Any]] = {}  # latest Node objects by name
         self._nodes_lock = threading.Lock()
+
+    def os_release(self, digest: str, kernel: str) -> str | None:
+        """The lab release an OS image belongs to: a release's own OS image
+        by digest, else (a layered image) the release whose kernel it boots."""
+        return self.releases_by_digest.get(digest) or self.releases_by_kernel.get(kernel)
+
+    def record(self, agent: NodeAgent, down: float | None = None, boot: dict[str, Any] | None = None) -> None:
+        """Note that ``agent``'s node went down (a reboot starts) or came up
+        from one (``boot``), and write the records file."""
+        with self._records_lock:
+            if down is not None and agent.records and agent.records[-1].get("down") is None:
+                agent.records[-1]["down"] = down
+            if boot is not None:
+                agent.records.append(boot)
+        self.write_records()
+
+    def write_records(self) -> None:
+        """`<cluster dir>/boots.json`: {"nodes": {node: {"reboots": n, "boots": [...]}}}."""
+        if not self.boots_file:
+            return
+        with self._records_lock:
+            data = {
+                "written": time.time(),
+                "nodes": {
+                    name: {"reboots": len(agent.records) - 1, "boots": copy.deepcopy(agent.records)}
+                    for name, agent in sorted(self.agents.items())
+                },
+            }
+            tmp = f"{self.boots_file}.tmp"
+            Path(tmp).write_text(json.dumps(data, indent=1))
+            Path(tmp).replace(self.boots_file)
 
     def remember(self, node: dict[str, Any]) -> None:
         """Keep the newest version of a Node (watch events and own writes race)."""
