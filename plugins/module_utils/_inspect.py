@@ -616,11 +616,16 @@ def mco_state_verdict(node, pool, target_config, rendered_image, expected_image=
 
 def kernel_verdict(verdict, node_object, expected_kernel=None):
     """Adds the kernel the node runs (``status.nodeInfo.kernelVersion``, the
-    kubelet's ``uname -r``) to ``verdict`` as ``kernel``, and fails it when
+    kubelet's ``uname -r``) and its OS (``nodeInfo.osImage``) to ``verdict``
+    as ``kernel`` and ``os_image``, and fails it when
     ``expected_kernel`` (the kernel the image was built for) differs: after
     an upgrade, a node on the old kernel did not boot the new base."""
-    kernel = (((node_object or {}).get("status") or {}).get("nodeInfo") or {}).get("kernelVersion")
+    node_info = ((node_object or {}).get("status") or {}).get("nodeInfo") or {}
+    kernel = node_info.get("kernelVersion")
     verdict["kernel"] = kernel
+    # The OS the kubelet reports (RHCOS and its version, so which release's
+    # OS the node runs: "Red Hat Enterprise Linux CoreOS 416.94..." is 4.16).
+    verdict["os_image"] = node_info.get("osImage")
     verdict["expected_kernel"] = expected_kernel
     if expected_kernel and kernel != expected_kernel:
         verdict["reasons"].append("node %s runs kernel %s, expected %s (the kernel the image was built for)" % (

@@ -184,3 +184,4 @@ def test_a_node_on_another_kernel_than_the_images_fails_both_ways(api, serve_htt
     final = mco_state_result(cluster_client(address, request_timeout=5), params())["report"]
     assert final["verdict"] == "pass", final["reasons"]
     assert final["nodes"][2]["kernel"] == "5.14.0-284.73.1.el9_2.x86_64"
+    assert final["nodes"][0]["os_image"] == nodes[0]["status"]["nodeInfo"]["osImage"]
