@@ -36,6 +36,16 @@ options:
       - The release to upgrade to, a version (C(4.16.30)) or a release image
         pullspec. Empty or omitted, the newest of C(status.availableUpdates).
     type: str
+  pools:
+    description:
+      - The MachineConfigPools the upgrade will pause (those carrying our
+        MachineConfig). When there is an upgrade to start or to finish, each
+        must exist and must not be required for the upgrade (label
+        C(operator.machineconfiguration.openshift.io/required-for-upgrade),
+        the master pool), else the module fails, before anything is built
+        or written.
+    type: list
+    elements: str
   cluster_name:
     description:
       - Name of the cluster in messages (the inventory host name).
@@ -111,6 +121,7 @@ USER_AGENT = "ocp.kmod_layering.cluster_upgrade_target"
 def argument_spec():
     return cluster_argument_spec(
         requested=dict(type="str"),
+        pools=dict(type="list", elements="str"),
         cluster_name=dict(type="str"),
         request_timeout=dict(type="int", default=30),
     )
@@ -131,8 +142,14 @@ def choose(client, params):
     )
     try:
         result["target"] = _upgrade.choose_target(cluster_version, params["requested"], client.name)
+        if params["pools"] and result["target"] and result["target"]["source"] != "current":
+            pools, _version = client.list("MachineConfigPool")
+            _upgrade.pause_plan(pools, params["pools"], True)
     except _upgrade.UpgradeError as exc:
-        raise Failed(str(exc), **result)
+        message = str(exc)
+        if not message.startswith("Cluster "):
+            message = "Cluster %s: %s" % (client.name, message)
+        raise Failed(message, **result)
     return result
 
 

@@ -58,6 +58,13 @@ def test_the_target_is_what_the_cvo_lists(lab: LabState, entry: dict[str, Any]) 
     assert "@sha256:" in listed["target"]["image"]
     chosen = ok(run_module("cluster_upgrade_target", {"kubeconfig": entry["kubeconfig"], "requested": b}))
     assert chosen["target"]["version"] == b and chosen["target"]["source"] == "requested"
+    # The pools the upgrade would pause are checked before anything is built.
+    msg = failed(run_module("cluster_upgrade_target", {"kubeconfig": entry["kubeconfig"], "requested": b,
+                                                       "pools": ["worker", "master"], "cluster_name": entry["name"]}))
+    assert msg.startswith(f"Cluster {entry['name']}: MachineConfigPool master is required for the upgrade"), msg
+    msg = failed(run_module("cluster_upgrade_target", {"kubeconfig": entry["kubeconfig"], "requested": b,
+                                                       "pools": ["gpu"], "cluster_name": entry["name"]}))
+    assert "MachineConfigPool(s) gpu not found (pools: infra, master, worker)" in msg
     msg = failed(run_module("cluster_upgrade_target", {"kubeconfig": entry["kubeconfig"], "requested": "4.99.1",
                                                        "cluster_name": entry["name"]}))
     assert f"Cluster {entry['name']} (on {a}): 4.99.1 is not one of the updates the cluster lists" in msg
