@@ -296,6 +296,20 @@ def cluster_argument_spec(**options):
     return spec
 
 
+def cluster_module_spec(**options):
+    """:func:`cluster_argument_spec` with the options of the doc fragment
+    ``ocp.kmod_layering.cluster`` (``cluster_name``, ``request_timeout``)."""
+    return cluster_argument_spec(cluster_name=dict(type="str"), request_timeout=dict(type="int", default=30),
+                                 **options)
+
+
+def require_positive(module, *names):
+    """Fails ``module`` unless each of its options ``names`` (seconds) is > 0."""
+    for name in names:
+        if module.params[name] <= 0:
+            module.fail_json(msg="%s must be a positive number of seconds" % name)
+
+
 def new_api_client(**auth):
     """kubernetes.core's client for one cluster, from a clean default
     Configuration: kubernetes.core loads every kubeconfig into the kubernetes

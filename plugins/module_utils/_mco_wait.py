@@ -44,6 +44,33 @@ def open_progress_file(path):
     return open(path, "a", 1)
 
 
+class ProgressLog(object):
+    """The progress lines of a wait: kept (``lines``) for the module's
+    result and, with ``path``, appended as they happen, timestamped and
+    naming ``cluster`` (one file can follow a whole fleet)."""
+
+    def __init__(self, path, cluster):
+        self.lines = []
+        self.cluster = cluster
+        self.fd = None
+        if path:
+            try:
+                self.fd = open_progress_file(path)
+            except (IOError, OSError) as exc:
+                raise Failed("Cannot open progress_file %s: %s" % (path, to_native(exc)))
+
+    def log(self, line):
+        self.lines.append(line)
+        if self.fd:
+            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.fd.write("%s %s %s\n" % (stamp, self.cluster, line))
+
+    def close(self):
+        if self.fd:
+            self.fd.close()
+            self.fd = None
+
+
 class RolloutWaiter(object):
     """Waits on ``client`` (a ``ClusterClient``) for ``target`` (an
     ``_mco.RolloutTarget``) to be rolled out to ``params["pools"]``.
@@ -71,25 +98,10 @@ class RolloutWaiter(object):
         self.pools = {}
         self.nodes = {}
         self.rendered = {}
-        self.progress_fd = None
-        if params.get("progress_file"):
-            try:
-                self.progress_fd = open_progress_file(params["progress_file"])
-            except (IOError, OSError) as exc:
-                raise Failed("Cannot open progress_file %s: %s" % (params["progress_file"], to_native(exc)))
-
-    # --- output -----------------------------------------------------------
-
-    def log(self, line):
-        self.progress.append(line)
-        if self.progress_fd:
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.progress_fd.write("%s %s %s\n" % (stamp, self.cluster, line))
-
-    def close(self):
-        if self.progress_fd:
-            self.progress_fd.close()
-            self.progress_fd = None
+        self.progress_log = ProgressLog(params.get("progress_file"), self.cluster)
+        self.progress = self.progress_log.lines
+        self.log = self.progress_log.log
+        self.close = self.progress_log.close
 
     def result(self, evaluations, **extra):
         pools = []

@@ -10,16 +10,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import queue
 import time
-
-from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _upgrade
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import ClusterError, Failed
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s_watch import ResourceWatcher
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco_wait import open_progress_file
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco_wait import ProgressLog
 
 WATCHED = ("ClusterVersion", "ClusterOperator", "MachineConfigPool")
 
@@ -43,30 +40,14 @@ class UpgradeWaiter(object):
         self.started = time.monotonic()
         self.deadline = self.started + params["timeout"]
         self.objects = dict((kind, {}) for kind in WATCHED)
-        self.progress = []
         self._last_line = None
         self.failing_since = None
         self.changed = False
         self.from_version = ""
-        self.progress_fd = None
-        if params.get("progress_file"):
-            try:
-                self.progress_fd = open_progress_file(params["progress_file"])
-            except (IOError, OSError) as exc:
-                raise Failed("Cannot open progress_file %s: %s" % (params["progress_file"], to_native(exc)))
-
-    # --- output -------------------------------------------------------------
-
-    def log(self, line):
-        self.progress.append(line)
-        if self.progress_fd:
-            stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.progress_fd.write("%s %s %s\n" % (stamp, self.cluster, line))
-
-    def close(self):
-        if self.progress_fd:
-            self.progress_fd.close()
-            self.progress_fd = None
+        self.progress_log = ProgressLog(params.get("progress_file"), self.cluster)
+        self.progress = self.progress_log.lines
+        self.log = self.progress_log.log
+        self.close = self.progress_log.close
 
     @property
     def cluster_version(self):

@@ -36,6 +36,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster
   - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
@@ -80,15 +81,6 @@ options:
       - File the progress lines are appended to as they happen (line
         buffered; C(tail -f) it), one line per change of the upgrade's state.
     type: path
-  cluster_name:
-    description:
-      - Name of the cluster in messages (the inventory host name).
-      - Without it, the API server URL is used.
-    type: str
-  request_timeout:
-    description: Seconds each API request may take before it is given up and retried.
-    type: int
-    default: 30
 seealso:
   - module: ocp.kmod_layering.cluster_upgrade_target
   - module: ocp.kmod_layering.machineconfigpool_pause
@@ -181,7 +173,11 @@ api_requests:
 import time
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
+    cluster_module_spec,
+    require_positive,
+    run_module,
+)
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._upgrade import version_key
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._upgrade_wait import UpgradeWaiter
 
@@ -189,24 +185,20 @@ USER_AGENT = "ocp.kmod_layering.cluster_upgrade"
 
 
 def argument_spec():
-    return cluster_argument_spec(
+    return cluster_module_spec(
         version=dict(type="str", required=True),
         image=dict(type="str"),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=7200),
         failing_timeout=dict(type="int", default=900),
         progress_file=dict(type="path"),
-        cluster_name=dict(type="str"),
-        request_timeout=dict(type="int", default=30),
     )
 
 
 def main():
     module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    for name in ("timeout", "failing_timeout", "request_timeout"):
-        if params[name] <= 0:
-            module.fail_json(msg="%s must be a positive number of seconds" % name)
+    require_positive(module, "timeout", "failing_timeout", "request_timeout")
     if version_key(params["version"]) is None:
         module.fail_json(msg="version %r is not an OpenShift version (like 4.16.30)" % params["version"])
     if params["image"] and "@sha256:" not in params["image"]:

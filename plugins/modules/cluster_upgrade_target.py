@@ -26,6 +26,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster
   - ocp.kmod_layering.attributes.cluster_group
   - ocp.kmod_layering.attributes.read_only
 requirements:
@@ -46,15 +47,6 @@ options:
         or written.
     type: list
     elements: str
-  cluster_name:
-    description:
-      - Name of the cluster in messages (the inventory host name).
-      - Without it, the API server URL is used.
-    type: str
-  request_timeout:
-    description: Seconds each API request may take before it is given up and retried.
-    type: int
-    default: 30
 seealso:
   - module: ocp.kmod_layering.cluster_upgrade
 """
@@ -111,7 +103,8 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import An
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _upgrade
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
     Failed,
-    cluster_argument_spec,
+    cluster_module_spec,
+    require_positive,
     run_module,
 )
 
@@ -119,11 +112,9 @@ USER_AGENT = "ocp.kmod_layering.cluster_upgrade_target"
 
 
 def argument_spec():
-    return cluster_argument_spec(
+    return cluster_module_spec(
         requested=dict(type="str"),
         pools=dict(type="list", elements="str"),
-        cluster_name=dict(type="str"),
-        request_timeout=dict(type="int", default=30),
     )
 
 
@@ -156,8 +147,7 @@ def choose(client, params):
 def main():
     module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    if params["request_timeout"] <= 0:
-        module.fail_json(msg="request_timeout must be a positive number of seconds")
+    require_positive(module, "request_timeout")
     run_module(module, USER_AGENT, lambda client, _counter: choose(client, params),
                name=params["cluster_name"], request_timeout=params["request_timeout"])
 

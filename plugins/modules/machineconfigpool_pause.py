@@ -30,6 +30,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster
   - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
@@ -54,15 +55,6 @@ options:
     description: Value of the annotation on the pools it pauses (what they are paused for).
     type: str
     default: upgrade
-  cluster_name:
-    description:
-      - Name of the cluster in messages (the inventory host name).
-      - Without it, the API server URL is used.
-    type: str
-  request_timeout:
-    description: Seconds each API request may take before it is given up and retried.
-    type: int
-    default: 30
 seealso:
   - module: ocp.kmod_layering.cluster_upgrade
 """
@@ -119,7 +111,8 @@ import copy
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
     Failed,
-    cluster_argument_spec,
+    cluster_module_spec,
+    require_positive,
     run_module,
 )
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._upgrade import (
@@ -132,12 +125,10 @@ USER_AGENT = "ocp.kmod_layering.machineconfigpool_pause"
 
 
 def argument_spec():
-    return cluster_argument_spec(
+    return cluster_module_spec(
         pools=dict(type="list", elements="str", required=True),
         paused=dict(type="bool", required=True),
         reason=dict(type="str", default="upgrade"),
-        cluster_name=dict(type="str"),
-        request_timeout=dict(type="int", default=30),
     )
 
 
@@ -179,8 +170,7 @@ def set_paused(client, params, check_mode):
 def main():
     module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    if params["request_timeout"] <= 0:
-        module.fail_json(msg="request_timeout must be a positive number of seconds")
+    require_positive(module, "request_timeout")
     if not params["pools"]:
         module.fail_json(msg="pools must name at least one MachineConfigPool")
     params["_ansible_diff"] = module._diff
