@@ -54,7 +54,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 SITE = CHECKOUT / "playbooks" / "site.yml"
 MC_API = "machineconfiguration.openshift.io/v1"
 ROLE_LABEL = "machineconfiguration.openshift.io/role"
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
+LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon", "cluster-version-operator")
 WAITER_UA = "ocp.kmod_layering.mco_rollout_wait"
 # kubernetes.core modules keep the Python client's default User-Agent.
 K8S_INFO_UA = "OpenAPI-Generator/"

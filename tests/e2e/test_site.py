@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from kmodlab import releases
-from kmodlab.apiserver import CRD_DIR, RequestLogClient
+from kmodlab.apiserver import CRD_DIR, LAB_CONTROLLER_AGENTS, RequestLogClient
 from kmodlab.layered import manifest_request
 from kmodlab.schema import StructuralSchema
 
@@ -28,7 +28,7 @@ TOP = Path(__file__).resolve().parents[2]
 ANN = "machineconfiguration.openshift.io/"
 KMOD_REPO = "kmod-layering/rhcos-kmods"
 # Writes by the lab's own controllers are the cluster reacting, not us.
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
+LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kmodlab import cluster, groundtruth, releases
-from kmodlab.apiserver import RequestLogClient
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS, RequestLogClient
 from kmodlab.state import LabState
 
 TOP = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ KMODS = TOP / "tests" / "fixtures" / "kmods"
 MODULES = {"kmodlab_core", "kmodlab_dep"}
 PAUSED_FOR = "kmod-layering.openshift.io/paused-for"
 # Writes by the lab's own controllers are the cluster reacting, not us.
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon", "cluster-version-operator")
+LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kmodlab.apiserver import RequestLogClient
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS, RequestLogClient
 from kmodlab.layered import FIXTURE_KMODS
 from kmodlab.state import LabState
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.lab
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Writes by the lab's own controllers are the cluster reacting, not us.
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
+LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 REGISTRY_WRITE = re.compile(r'"(PUT|POST|PATCH|DELETE) /v2/')
 BUILD_TASK = "Build the images (compile"
 

@@ -80,6 +80,7 @@ import yaml
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _registry
 from kmodlab import apiserver, cluster, layered, pki
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS
 from kmodlab.faults import FaultProxy
 from kmodlab.state import LabState
 
@@ -89,7 +90,7 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 MC_API = "machineconfiguration.openshift.io/v1"
 ANN = "machineconfiguration.openshift.io/"
 OUR_MC = "99-kmod-layering-worker"
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon")
+LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 
 
 # --- helpers ---------------------------------------------------------------------

@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from kmodlab import cluster, releases
-from kmodlab.apiserver import RequestLogClient
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS, RequestLogClient
 from kmodlab.state import LabState
 
 TOP = Path(__file__).resolve().parents[2]
 KMODS = TOP / "tests" / "fixtures" / "kmods"
-LAB_CONTROLLERS = ("machine-config-controller", "machine-config-daemon", "cluster-version-operator")
+LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 
 
 def playbook(name: str, inventory: Path, *args: str) -> subprocess.CompletedProcess[str]:

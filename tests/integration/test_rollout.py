@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from kmodlab import apiserver, layered
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 CRD = CHECKOUT / "tests" / "kmodlab" / "crds" / "0000_80_machine-config_01_machineconfigs.crd.yaml"
@@ -184,7 +185,7 @@ class Cluster:
         """Requests made by anything but the lab's own MCO simulator and node
         agents, and this test's own reads (urllib)."""
         return [r for r in self.log.records()
-                if not r["user_agent"].startswith(("machine-config-", "Python-urllib/"))]
+                if not r["user_agent"].startswith(LAB_CONTROLLER_AGENTS + ("Python-urllib/",))]
 
     def product_writes(self) -> list[dict[str, Any]]:
         return [r for r in self.product_records() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]

@@ -30,7 +30,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from kmodlab import apiserver, cluster, layered, state
+from kmodlab import apiserver, cluster, faults, layered, state
+from kmodlab.apiserver import LAB_CONTROLLER_AGENTS
 
 TOP = Path(__file__).resolve().parents[2]
 MC_API = "machineconfiguration.openshift.io/v1"
@@ -39,7 +40,7 @@ HISTORY = "kmod-layering.io/history"
 BOOTED_IMAGE = "kmodlab.io/booted-image"
 BOOTED_DIGEST = "kmodlab.io/booted-digest"
 LOADED = "kmodlab.io/loaded-modules"
-LAB_AGENTS = ("machine-config-", "Python-urllib/")
+LAB_AGENTS = LAB_CONTROLLER_AGENTS + ("Python-urllib/",)
 
 pytestmark = pytest.mark.lab
 
@@ -214,26 +215,49 @@ def test_a_degraded_pool_stops_the_rollout_of_every_pool_before_any_write(env: L
                                     for c in p["status"].get("conditions") or []), "recovered")
 
 
+def _cluster_version(env: Lab) -> dict[str, Any]:
+    return env.call("/apis/config.openshift.io/v1/clusterversions/version")
+
+
+def _until(what: str, check: Any, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
 def test_an_upgrading_cluster_stops_the_rollout_before_any_write(env: Lab) -> None:
-    version = env.call("/apis/config.openshift.io/v1/clusterversions/version")
-    conditions = version["status"]["conditions"]
-    upgrading = conditions + [{"type": "Progressing", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z",
-                               "message": "Working towards 4.99.0: 106 of 860 done (12% complete)"}]
-    env.call("/apis/config.openshift.io/v1/clusterversions/version/status", {"status": {"conditions": upgrading}},
-             method="PATCH")
+    # A real upgrade, held mid-way by a degraded operator (the lab's CVO
+    # then reports Progressing=True until it recovers).
+    before = _cluster_version(env)
+    current = before["status"]["desired"]
+    (update, *_others) = before["status"]["availableUpdates"]
+    faults.degrade_operator(env.entry["kubeconfig"], "network")
     try:
+        env.call("/apis/config.openshift.io/v1/clusterversions/version",
+                 {"spec": {"desiredUpdate": {"version": update["version"], "image": update["image"]}}}, method="PATCH")
+        _until("the upgrade to start", lambda: any(
+            c["type"] == "Progressing" and c["status"] == "True" for c in _cluster_version(env)["status"]["conditions"]))
         env.log.reset()
         run = env.rollout(env.v1)
         assert run.rc != 0
         msg = run.failure(env.name)
         assert msg.startswith(f"Cluster {env.name} is being upgraded (ClusterVersion Progressing=True: "
-                              "Working towards 4.99.0")
+                              f"Working towards {update['version']}"), msg
         assert "kmod_allow_upgrading_cluster: true" in msg
         assert env.product_writes() == []
         assert env.machineconfig(OUR_MC) is None
     finally:
-        env.call("/apis/config.openshift.io/v1/clusterversions/version/status", {"status": {"conditions": conditions}},
+        # Back to where the cluster was (the held upgrade never reached the
+        # machine-config operator, so no pool re-rendered): the rest of the
+        # module runs on the same release.
+        env.call("/apis/config.openshift.io/v1/clusterversions/version",
+                 {"spec": {"desiredUpdate": {"version": current["version"], "image": current["image"], "force": True}}},
                  method="PATCH")
+        faults.heal_operator(env.entry["kubeconfig"], "network")
+        _until("the cluster to be back on its release", lambda: (
+            lambda cv: cv["status"]["history"][0]["state"] == "Completed"
+            and cv["status"]["history"][0]["version"] == current["version"])(_cluster_version(env)))
 
 
 # --- rollout history and rollback -------------------------------------------------------------

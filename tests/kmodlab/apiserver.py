@@ -217,6 +217,13 @@ def resource_types_from_crd(crd: Mapping[str, Any]) -> list[ResourceType]:
 
 # --------------------------------------------------------------------------- errors
 
+# User-Agent prefixes of the lab's own controllers (the MCO simulator, the
+# node agents, the CVO and its cluster operators): their writes are the
+# cluster reacting, not the product. Tests that count the product's writes
+# leave these out.
+LAB_CONTROLLER_AGENTS = ("machine-config-controller", "machine-config-daemon", "cluster-version-operator")
+
+
 class APIStatusError(Exception):
     """A failure the server answers with a ``v1 Status`` body."""
 
