@@ -114,6 +114,11 @@ class BackgroundRun:
             self.started_at = time.monotonic()
             self.workdir = tmp.mktemp(self.name)
             argv, env, cwd = self.command(self.workdir, environ)
+            # Temporary files of its own (tests look for theirs, e.g.
+            # podman's private auth file, in the session's TMPDIR).
+            tmpdir = self.workdir / "tmp"
+            tmpdir.mkdir()
+            env = dict(env, TMPDIR=str(tmpdir))
             with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
                 self._process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                                  stderr=err, start_new_session=True)
