@@ -2,7 +2,8 @@
 on one release (so one build and one push serve both), a 20-second rollout.
 Only what does not depend on time is asserted; the timings are the
 benchmark's business, not a test's. The boot test gate is off (--extra-vars):
-it has tests of its own, and the harness counts builds and pushes, not boots."""
+it has tests of its own, and the harness counts builds and pushes, not boots.
+The run goes on in the background while the session's other tests run."""
 
 from __future__ import annotations
 
@@ -24,18 +25,33 @@ STATE = Path(str(pytest_plugin.TEST_STATE) + "-bench-harness")
 PORT_BASE = pytest_plugin.TEST_PORT_BASE + 600
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    work = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ)
+def _bench_command(work: Path, environ: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+    env = dict(environ)
     for name in ("KMODLAB_STATE", "KMODLAB_PORT_BASE"):
         env.pop(name, None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--scale", "2", "--fleet", "2", "--releases", "4.12.77",
-         "--rollout-workers", "2", "--max-unavailable", "1", "--drain-seconds", "2", "--reboot-seconds", "8",
-         "--extra-vars", json.dumps({"kmod_boot_test": False}),
-         "--state", str(STATE), "--port-base", str(PORT_BASE), "--workdir", str(work)],
-        cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    argv = [sys.executable, "-m", "bench.run", "--scale", "2", "--fleet", "2", "--releases", "4.12.77",
+            "--rollout-workers", "2", "--max-unavailable", "1", "--drain-seconds", "2", "--reboot-seconds", "8",
+            "--extra-vars", json.dumps({"kmod_boot_test": False}),
+            "--state", str(STATE), "--port-base", str(PORT_BASE), "--workdir", str(work)]  # fmt: skip
+    return argv, env, CHECKOUT
+
+
+def _bench_lab_down() -> None:
+    env = dict(os.environ, KMODLAB_STATE=str(STATE), KMODLAB_PORT_BASE=str(PORT_BASE))
+    subprocess.run([sys.executable, "-m", "kmodlab", "down"], cwd=CHECKOUT, env=env, capture_output=True,
+                   timeout=300, check=False)
+
+
+# Its own lab, its own ports: it runs in the background while the session's
+# other tests run (kmodlab.pytest_plugin.BackgroundRun); `results` waits for it.
+BENCH = pytest_plugin.BackgroundRun("bench-harness", _bench_command, timeout=1800, cleanup=_bench_lab_down)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    proc = BENCH.result(tmp_path_factory)
+    work = BENCH.workdir
+    assert work is not None
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     # The table is printed, one row per measure.
     assert "1. builds, first run" in proc.stdout and "3. waiter API requests" in proc.stdout

@@ -10,6 +10,8 @@ down. It does not use the session `lab` fixture.
 
 The ephemeral directory is given to molecule (MOLECULE_EPHEMERAL_DIRECTORY), so
 the test knows the lab's state path and checks that no lab process is left.
+The run goes on in the background while the session's other tests run
+(kmodlab.pytest_plugin.BackgroundRun); the test waits for it.
 """
 
 from __future__ import annotations
@@ -37,11 +39,9 @@ def lab_processes(state: Path) -> str:
     return found.stdout.strip()
 
 
-def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
-    ephemeral = tmp_path / "molecule-pipeline"
-    state = ephemeral / "lab"
-    env = dict(
-        os.environ,
+def _molecule_env(ephemeral: Path, environ: dict[str, str]) -> dict[str, str]:
+    return dict(
+        environ,
         # What hack/env.sh sets up.
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONPATH=f"{CHECKOUT / '.build' / 'collections'}{os.pathsep}{CHECKOUT / 'tests'}",
@@ -53,18 +53,36 @@ def test_molecule_pipeline_scenario(tmp_path: Path) -> None:
         NO_COLOR="1",
         PY_COLORS="0",
     )
-    try:
-        run = subprocess.run(
-            [str(VENV_BIN / "molecule"), "test", "-s", "pipeline"],
-            cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=1800, check=False,
-        )
-    finally:
-        left = lab_processes(state)
-        if left:
-            # Leave nothing behind, even when molecule's destroy did not run.
-            subprocess.run([str(VENV_BIN / "python"), "-m", "kmodlab", "down"],
-                           env=dict(env, KMODLAB_STATE=str(state), KMODLAB_PORT_BASE=str(PORT_BASE)),
-                           capture_output=True, text=True, timeout=300, check=False)
+
+
+def _molecule_command(work: Path, environ: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+    env = _molecule_env(work / "molecule-pipeline", environ)
+    return [str(VENV_BIN / "molecule"), "test", "-s", "pipeline"], env, CHECKOUT
+
+
+def _lab_down(work: Path) -> None:
+    """Leave nothing behind, even when molecule's destroy did not run."""
+    state = work / "molecule-pipeline" / "lab"
+    if lab_processes(state):
+        subprocess.run([str(VENV_BIN / "python"), "-m", "kmodlab", "down"],
+                       env=dict(_molecule_env(work / "molecule-pipeline", dict(os.environ)), KMODLAB_STATE=str(state),
+                                KMODLAB_PORT_BASE=str(PORT_BASE)),
+                       capture_output=True, text=True, timeout=300, check=False)
+
+
+# Its own lab, its own ports: `molecule test` runs in the background while the
+# session's other tests run (kmodlab.pytest_plugin.BackgroundRun).
+MOLECULE = pytest_plugin.BackgroundRun("molecule", _molecule_command, timeout=1800,
+                                       cleanup=lambda: _lab_down(MOLECULE.workdir) if MOLECULE.workdir else None)
+
+
+def test_molecule_pipeline_scenario(tmp_path_factory: pytest.TempPathFactory) -> None:
+    run = MOLECULE.result(tmp_path_factory)
+    assert MOLECULE.workdir is not None
+    state = MOLECULE.workdir / "molecule-pipeline" / "lab"
+    left = lab_processes(state)
+    if left:
+        _lab_down(MOLECULE.workdir)
     output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout + run.stderr)
     assert run.returncode == 0, output[-8000:]
     assert re.search(r"pipeline (?:➜|>) idempotence: Executed: Successful", output), output[-8000:]

@@ -11,16 +11,30 @@ KMODLAB_TEST_PORT_BASE give a session a lab of its own instead.
 Options: --lab-releases, --lab-clusters, --lab-workers, --lab-masters,
 --lab-infra, --lab-node-mode; --lab-keep leaves the lab running afterwards
 (then `KMODLAB_STATE=.build/lab-test KMODLAB_PORT_BASE=16000 python -m kmodlab down`).
+
+Background runs (`BackgroundRun`): a test module whose tests only judge the
+outcome of one long command with a lab of its own (the benchmark harness,
+molecule) declares it at module level; when any of its tests is selected,
+the command starts in the background as the session's first lab test starts
+(one background command at a time), while the other tests run, and the
+module's fixture waits for it. The command, its lab and every assertion on
+its outcome are the same as in the foreground; only the wall time overlaps
+(much of the session's is waiting: qemu boots use one core of two, rollouts
+wait on simulated drains and reboots). --no-background runs each in place.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import fcntl
 import os
 import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import pytest
 
@@ -46,6 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="qemu: nodes boot the image's kernel; fast: simulated boots (default qemu)",
     )
     group.addoption("--lab-keep", action="store_true", help="leave the test lab running at the end")
+    group.addoption("--no-background", action="store_true",
+                    help="run the modules' background commands (BackgroundRun) in place, when their tests need them")
 
 
 LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args"})
@@ -56,6 +72,147 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
+
+
+# ------------------------------------------------------------------ background runs
+
+
+@dataclasses.dataclass
+class BackgroundRun:
+    """One long command a test module's tests judge the outcome of.
+
+    `command(workdir, environ)` returns (argv, env, cwd) for a fresh work
+    directory and a copy of the session's environment (taken in the main
+    thread: the lab fixtures change os.environ);
+    `cleanup()` runs at the end of the session if the command was stopped
+    before it finished (it must leave nothing behind, e.g. its lab's
+    processes). `result()` (from the module's fixture) waits for the command
+    (started in the background when the session's first lab test starts, or
+    now if it was not) and returns its outcome."""
+
+    name: str
+    command: Callable[[Path, dict[str, str]], tuple[list[str], dict[str, str], Path]]
+    timeout: float = 1800
+    cleanup: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir: Path | None = None
+        self.returncode: int | None = None
+        self.seconds: float | None = None
+        self.started_at: float | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self._interrupted = False
+
+    def run(self, tmp: pytest.TempPathFactory, environ: dict[str, str]) -> None:
+        """Run the command to its end (or timeout, or stop()); once."""
+        with self._lock:
+            if self.started_at is not None or self._stopped:
+                return
+            self.started_at = time.monotonic()
+            self.workdir = tmp.mktemp(self.name)
+            argv, env, cwd = self.command(self.workdir, environ)
+            # Temporary files of its own (tests look for theirs, e.g.
+            # podman's private auth file, in the session's TMPDIR).
+            tmpdir = self.workdir / "tmp"
+            tmpdir.mkdir()
+            env = dict(env, TMPDIR=str(tmpdir))
+            with open(self.workdir / "stdout", "wb") as out, open(self.workdir / "stderr", "wb") as err:
+                self._process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                                 stderr=err, start_new_session=True)
+        try:
+            self.returncode = self._process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self._interrupt()
+            self.returncode = self._process.wait()
+        finally:
+            self.seconds = time.monotonic() - self.started_at
+            self._done.set()
+
+    def _interrupt(self) -> None:
+        """SIGINT to the command's process group (Python's `finally` blocks
+        run: a lab it started goes down), SIGKILL if it does not stop."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self._interrupted = True
+        for sig, wait in ((signal.SIGINT, 120), (signal.SIGKILL, 30)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop(self) -> None:
+        """End of session: stop it if it still runs; clean up after it unless it finished."""
+        with self._lock:
+            self._stopped = True
+        self._interrupt()
+        if self._interrupted and self.cleanup is not None:
+            self.cleanup()
+
+    def result(self, tmp: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+        self.run(tmp, dict(os.environ))  # in place if the background lane has not started it
+        self._done.wait()
+        assert self.workdir is not None and self.returncode is not None
+        return subprocess.CompletedProcess(
+            self._process.args if self._process is not None else [], self.returncode,
+            (self.workdir / "stdout").read_text(errors="replace"), (self.workdir / "stderr").read_text(errors="replace"))
+
+
+class _BackgroundLane:
+    """The session's background runs, one after another, in test order."""
+
+    def __init__(self, runs: list[BackgroundRun], tmp: pytest.TempPathFactory) -> None:
+        self.runs = runs
+        self.tmp = tmp
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is None and self.runs:
+            environ = dict(os.environ)
+            self.thread = threading.Thread(target=self._work, args=(environ,), name="kmodlab-background", daemon=True)
+            self.thread.start()
+
+    def _work(self, environ: dict[str, str]) -> None:
+        for run in self.runs:
+            run.run(self.tmp, environ)
+
+    def stop(self) -> None:
+        for run in self.runs:
+            run.stop()
+
+
+_LANE_KEY = pytest.StashKey[_BackgroundLane]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    runs: list[BackgroundRun] = []
+    for item in session.items:
+        module = getattr(item, "module", None)
+        for value in vars(module).values() if module is not None else ():
+            if isinstance(value, BackgroundRun) and value not in runs:
+                runs.append(value)
+    if runs and not session.config.getoption("--no-background"):
+        session.config.stash[_LANE_KEY] = _BackgroundLane(runs, session.config._tmp_path_factory)  # noqa: SLF001
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    lane = item.config.stash.get(_LANE_KEY, None)
+    if lane is not None and item.get_closest_marker("lab") is not None:
+        lane.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    lane = session.config.stash.get(_LANE_KEY, None)
+    if lane is not None:
+        lane.stop()
 
 
 class _TestLab:
