@@ -646,7 +646,7 @@ class Bench:
                                       reboot_seconds=reboot)
             try:
                 inventory = self.lab.inventory(clusters, self.work / f"inventory-upgrade-{path}.yml")
-                repo = f"{self.lab.registry_host}/kmod-layering/bench-{self.run_id}-upgrade-{path.split('.')[0]}"
+                repo = f"{self.lab.registry_host}/kmod-layering/bench-{self.run_id}-upgrade-{path.split('.', maxsplit=1)[0]}"
                 extra = {**self.args.extra_vars, "kmod_image_repository": repo,
                          "kmod_report_dir": str(self.work / f"report-upgrade-{path}"),
                          "kmod_rollout_progress_file": str(self.work / f"progress-upgrade-{path}.log"),

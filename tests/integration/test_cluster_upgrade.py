@@ -71,8 +71,8 @@ def test_the_target_is_what_the_cvo_lists(lab: LabState, entry: dict[str, Any]) 
 
 
 def test_pausing_leaves_the_users_pause_alone_and_refuses_the_master_pool(lab: LabState, entry: dict[str, Any]) -> None:
-    resource(entry, "MachineConfigPool").patch(name="infra", body={"spec": {"paused": True}},
-                                                content_type="application/merge-patch+json")
+    resource(entry, "MachineConfigPool").patch(
+        name="infra", body={"spec": {"paused": True}}, content_type="application/merge-patch+json")
     args = {"kubeconfig": entry["kubeconfig"], "cluster_name": entry["name"], "pools": ["worker", "infra"]}
     before = writes(lab, entry)
     checked = ok(run_module("machineconfigpool_pause", dict(args, paused=True), check=True))
@@ -95,8 +95,8 @@ def test_pausing_leaves_the_users_pause_alone_and_refuses_the_master_pool(lab: L
     assert infra["spec"]["paused"] is True  # the user's pause survives
     # Exactly one write per pause and unpause of the worker pool, none for infra or master.
     assert writes(lab, entry)[len(before):] == [f"PATCH /apis/{MCO}/machineconfigpools/worker"] * 2
-    resource(entry, "MachineConfigPool").patch(name="infra", body={"spec": {"paused": False}},
-                                                content_type="application/merge-patch+json")
+    resource(entry, "MachineConfigPool").patch(
+        name="infra", body={"spec": {"paused": False}}, content_type="application/merge-patch+json")
 
 
 def test_the_upgrade_fails_naming_the_degraded_operator_then_a_rerun_finishes_it(

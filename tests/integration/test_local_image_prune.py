@@ -71,8 +71,8 @@ def test_removes_recorded_images_not_kept_and_never_an_unrecorded_one(images, tm
 
 def test_an_image_removed_by_hand_is_forgotten_without_a_change(images, tmp_path: Path) -> None:
     state = tmp_path / "local-images.json"
-    ok(run_module("local_image_prune", {"state_file": str(state), "prune": False,
-                                         "used": {images["old-dtk"]: "driver-toolkit"}}))
+    ok(run_module("local_image_prune",
+                  {"state_file": str(state), "prune": False, "used": {images["old-dtk"]: "driver-toolkit"}}))
     subprocess.run(["podman", "rmi", images["old-dtk"]], check=True, capture_output=True)
     result = ok(run_module("local_image_prune", {"state_file": str(state)}))
     assert not result["changed"] and result["recorded"] == []

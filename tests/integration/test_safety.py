@@ -219,6 +219,11 @@ def _cluster_version(env: Lab) -> dict[str, Any]:
     return env.call("/apis/config.openshift.io/v1/clusterversions/version")
 
 
+def _completed_on(env: Lab, version: str) -> bool:
+    newest = _cluster_version(env)["status"]["history"][0]
+    return newest["state"] == "Completed" and newest["version"] == version
+
+
 def _until(what: str, check: Any, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -255,9 +260,7 @@ def test_an_upgrading_cluster_stops_the_rollout_before_any_write(env: Lab) -> No
                  {"spec": {"desiredUpdate": {"version": current["version"], "image": current["image"], "force": True}}},
                  method="PATCH")
         faults.heal_operator(env.entry["kubeconfig"], "network")
-        _until("the cluster to be back on its release", lambda: (
-            lambda cv: cv["status"]["history"][0]["state"] == "Completed"
-            and cv["status"]["history"][0]["version"] == current["version"])(_cluster_version(env)))
+        _until("the cluster to be back on its release", lambda: _completed_on(env, current["version"]))
 
 
 # --- rollout history and rollback -------------------------------------------------------------
