@@ -7,7 +7,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """C(ocp.kmod_layering.cluster): O(cluster_name) and O(request_timeout)."""
+    """C(ocp.kmod_layering.cluster): O(cluster_name) and O(request_timeout);
+    C(ocp.kmod_layering.cluster.expected_kernel): the verification modules' O(expected_kernel)."""
 
     DOCUMENTATION = r"""
 options:
@@ -20,4 +21,15 @@ options:
     description: Seconds each API request may take before it is given up and retried.
     type: int
     default: 30
+"""
+
+    EXPECTED_KERNEL = r"""
+options:
+  expected_kernel:
+    description:
+      - The kernel the nodes must run (C(uname -r)), the one the image was built
+        for. A node whose C(status.nodeInfo.kernelVersion) differs fails
+        (after an upgrade, a node on the old kernel did not boot the new base).
+        Each node's verdict records C(kernel) and C(os_image) (C(nodeInfo.osImage)) either way.
+    type: str
 """

@@ -27,6 +27,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster.expected_kernel
   - ocp.kmod_layering.attributes.cluster_group
   - ocp.kmod_layering.attributes.read_only
 requirements:
@@ -39,13 +40,6 @@ options:
     default: [worker]
   expected_image:
     description: The image the nodes must run, pinned by digest (C(repo@sha256:...)).
-    type: str
-  expected_kernel:
-    description:
-      - The kernel the nodes must run (C(uname -r)), the one the image was built
-        for. A node whose C(status.nodeInfo.kernelVersion) differs fails
-        (after an upgrade, a node on the old kernel did not boot the new base).
-        Each node's verdict records C(kernel) either way.
     type: str
   expected_modules:
     description:

@@ -50,6 +50,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster.expected_kernel
   - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
@@ -95,13 +96,6 @@ options:
       - The image the nodes must have booted, pinned by digest (C(repo@sha256:…)).
         Compared to the digest C(rpm-ostree status --json) reports for the
         booted deployment. A tag-only pullspec is compared as a whole.
-    type: str
-  expected_kernel:
-    description:
-      - The kernel the nodes must run (C(uname -r)), the one the image was built
-        for. A node whose C(status.nodeInfo.kernelVersion) differs fails
-        (after an upgrade, a node on the old kernel did not boot the new base).
-        Each node's verdict records C(kernel) either way.
     type: str
   expected_modules:
     description:
