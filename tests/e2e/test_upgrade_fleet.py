@@ -128,6 +128,10 @@ def test_upgrade_reboots_each_node_once_onto_the_new_kernel_with_its_modules(
 
     run = playbook("upgrade.yml", fleet.inventory, "-e", f"kmod_upgrade_to={b}")
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    # The report says where each cluster went.
+    for entry in fleet.entries:
+        assert re.search(rf"{entry['name']}: upgraded {re.escape(a)} -> {re.escape(b)} in [0-9.]+s; ", run.stdout), \
+            run.stdout[-3000:]
 
     kernel_b = releases.by_version(b).kernel
     for entry in fleet.entries:
