@@ -18,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files
 
@@ -39,9 +38,6 @@ def load_state(path):
 
 
 def save_state(path, images):
-    directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
     _files.write_atomic(path, json.dumps({"version": STATE_VERSION, "images": images}, indent=2, sort_keys=True) + "\n")
 
 

@@ -27,6 +27,7 @@ author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ocp.kmod_layering.cluster
   - ocp.kmod_layering.cluster.expected_kernel
   - ocp.kmod_layering.attributes.cluster_group
   - ocp.kmod_layering.attributes.read_only
@@ -47,15 +48,6 @@ options:
         C(options), C(load_at_boot)); recorded in the report.
     type: list
     elements: dict
-  cluster_name:
-    description:
-      - Name of the cluster in RV(report) and in messages (the inventory host name).
-      - Without it, the API server URL is used.
-    type: str
-  request_timeout:
-    description: Seconds each API request may take before it is given up and retried.
-    type: int
-    default: 30
 seealso:
   - module: ocp.kmod_layering.node_inspect
   - module: ocp.kmod_layering.convergence_check
@@ -134,28 +126,29 @@ report:
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._inspect import expected_modules_problem
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import cluster_argument_spec, run_module
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
+    cluster_module_spec,
+    require_positive,
+    run_module,
+)
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._node_inspector import mco_state_result
 
 USER_AGENT = "ocp.kmod_layering.mco_node_state"
 
 
 def argument_spec():
-    return cluster_argument_spec(
+    return cluster_module_spec(
         pools=dict(type="list", elements="str", default=["worker"]),
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
         expected_kernel=dict(type="str"),
-        cluster_name=dict(type="str"),
-        request_timeout=dict(type="int", default=30),
     )
 
 
 def main():
     module = AnsibleK8SModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
-    if params["request_timeout"] <= 0:
-        module.fail_json(msg="request_timeout must be a positive number of seconds")
+    require_positive(module, "request_timeout")
     if not params["pools"]:
         module.fail_json(msg="pools must name at least one MachineConfigPool")
     problem = expected_modules_problem(params["expected_modules"])
