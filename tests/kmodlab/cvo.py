@@ -476,7 +476,7 @@ def cluster_operator(name: str, version: str, stamp: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- the controller
 
 
-class ClusterVersionOperator:
+class ClusterVersionOperator(mco.Controller):
     """The lab CVO plus the lab's cluster operators, one reconcile thread
     woken by watches (ClusterVersion, ClusterOperators, pools,
     MachineConfigs) and a tick while an upgrade runs."""
@@ -531,33 +531,15 @@ class ClusterVersionOperator:
             )
         }
 
-    # -- lifecycle
-    def start(self) -> None:
-        for cache in self.caches.values():
-            thread = threading.Thread(target=cache.run, args=(self.stop_event,), daemon=True, name=f"cvo-watch-{cache.kind}")
-            thread.start()
-            self.threads.append(thread)
-        thread = threading.Thread(target=self._loop, name="cvo", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+    # -- the loop (mco.Controller)
+    name = "cvo"
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.dirty.set()
+    def wait_seconds(self) -> float:
+        # An upgrade under way moves on a clock, not only on events.
+        return self.tick_seconds if self._busy() else 30.0
 
-    def _loop(self) -> None:
-        while not self.stop_event.is_set():
-            self.dirty.wait(self.tick_seconds if self._busy() else 30.0)
-            self.stop_event.wait(0.05)
-            self.dirty.clear()
-            if self.stop_event.is_set():
-                return
-            try:
-                self.reconcile()
-            except Exception:  # noqa: BLE001 - a controller logs and retries
-                log.exception("cvo reconcile failed")
-                self.stop_event.wait(1.0)
-                self.dirty.set()
+    def settle_seconds(self) -> float:
+        return 0.05
 
     def _busy(self) -> bool:
         """Tick while an upgrade runs or an operator is faulted (steps are timed)."""

@@ -363,7 +363,59 @@ def nodes_to_update(pool: dict[str, Any], nodes: list[dict[str, Any]]) -> list[s
     return rules.nodes_to_update(pool, nodes)
 
 
-class MCOSimulator:
+class Controller:
+    """A lab controller: watch caches (``self.caches``) that wake one
+    reconcile thread (``reconcile()``), a slow resync, errors logged and
+    retried. Subclasses set ``name`` and may change how long a pass waits."""
+
+    name = "controller"
+    caches: dict[str, Cache]
+    stop_event: threading.Event
+    dirty: threading.Event
+    threads: list[threading.Thread]
+
+    def reconcile(self) -> None:
+        raise NotImplementedError
+
+    def wait_seconds(self) -> float:
+        """The longest sleep between passes when nothing changes."""
+        return 30.0
+
+    def settle_seconds(self) -> float:
+        """A pause before each pass, so a burst of watch events makes one pass."""
+        return 0.2
+
+    def start(self) -> None:
+        for cache in self.caches.values():
+            thread = threading.Thread(
+                target=cache.run, args=(self.stop_event,), daemon=True, name=f"{self.name}-watch-{cache.kind}"
+            )
+            thread.start()
+            self.threads.append(thread)
+        thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.dirty.set()
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            self.dirty.wait(self.wait_seconds())
+            self.stop_event.wait(self.settle_seconds())
+            self.dirty.clear()
+            if self.stop_event.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - a controller logs and retries
+                log.exception("%s reconcile failed", self.name)
+                self.stop_event.wait(1.0)
+                self.dirty.set()
+
+
+class MCOSimulator(Controller):
     """The controller: one reconcile thread woken by watches on
     MachineConfigs, MachineConfigPools and Nodes (plus a slow resync)."""
 
@@ -398,36 +450,15 @@ class MCOSimulator:
             )
         }
 
-    # -- lifecycle
-    def start(self) -> None:
-        for cache in self.caches.values():
-            thread = threading.Thread(
-                target=cache.run, args=(self.stop_event,), daemon=True, name=f"mco-watch-{cache.kind}"
-            )
-            thread.start()
-            self.threads.append(thread)
-        thread = threading.Thread(target=self._loop, name="mco", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+    # -- the loop (Controller)
+    name = "mco"
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.dirty.set()
+    def wait_seconds(self) -> float:
+        return self.resync_seconds
 
-    def _loop(self) -> None:
-        while not self.stop_event.is_set():
-            self.dirty.wait(self.resync_seconds)
-            # Let a burst of watch events (one node update is several) settle into one pass.
-            self.stop_event.wait(self.coalesce_seconds)
-            self.dirty.clear()
-            if self.stop_event.is_set():
-                return
-            try:
-                self.reconcile()
-            except Exception:  # noqa: BLE001 - a controller logs and retries
-                log.exception("reconcile failed")
-                self.stop_event.wait(1.0)
-                self.dirty.set()
+    def settle_seconds(self) -> float:
+        # Let a burst of watch events (one node update is several) settle into one pass.
+        return self.coalesce_seconds
 
     # -- one pass
     def release_os_image(self) -> str:
