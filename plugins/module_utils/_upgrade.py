@@ -30,6 +30,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._inspect import image_digest
+
 REQUIRED_FOR_UPGRADE_LABEL = "operator.machineconfiguration.openshift.io/required-for-upgrade"
 # On a pool this collection paused for an upgrade (value: why). A pool paused
 # without it was paused by someone else and is left alone.
@@ -97,12 +99,9 @@ def available_updates(cluster_version):
     return sorted(updates, key=lambda u: version_key(u["version"]) or (0,), reverse=True)
 
 
-def _digest(pullspec):
-    return pullspec.split("@", 1)[1] if "@" in (pullspec or "") else None
-
-
 def _same_image(a, b):
-    return bool(a and b) and (a == b or (_digest(a) is not None and _digest(a) == _digest(b)))
+    """The same release image: equal, or pinned by the same digest (a mirror)."""
+    return bool(a and b) and (a == b or (image_digest(a) is not None and image_digest(a) == image_digest(b)))
 
 
 def choose_target(cluster_version, requested=None, cluster="the cluster"):
