@@ -14,8 +14,9 @@
     module and the fix.
 ``template_module(module, fingerprint, source)``
     One entry of the template's ``kmod_modules``.
-``build_key(kernel_version, dtk_image, rhcos_image, modules, recipe)``
-    sha256 of everything that changes the image.
+``build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing)``
+    sha256 of everything that changes the image (the signing certificate and
+    hash included: a new key means a new image).
 ``image_tag(build_key, kernel_version)``
     Content-addressed tag: same inputs, same tag.
 ``plan_builds(clusters, modules, recipe, repository)``
@@ -219,14 +220,25 @@ def _require_pinned(image, what, cluster):
             "run the resolve role first so kmod_resolved has digest-pinned images" % (cluster, what, image))
 
 
-def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe):
-    # type: (str, str, str, list, str) -> str
+def signing_key_inputs(signing):
+    # type: (dict) -> dict
+    """What of the signing facts changes the image: the certificate and the
+    hash (None when unsigned). The private key is the certificate's."""
+    if not signing:
+        return None
+    return {"cert_sha256": signing["cert_sha256"], "hash": signing["hash"]}
+
+
+def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing=None):
+    # type: (str, str, str, list, str, dict) -> str
     """sha256 hex of every input of the layered image.
 
     ``modules``: template entries (see ``template_module``), in build order;
     their ``fingerprint`` (source content) and ``source`` label, build
     command, options, firmware dir and load flag all count. ``recipe``: the
-    ``recipe_digest`` of the template and helpers.
+    ``recipe_digest`` of the template and helpers. ``signing``: the signing
+    facts (``_signing.certificate_facts``) or None for unsigned modules
+    (whose keys stay what they were before signing existed).
     """
     inputs = {
         "v": BUILD_KEY_VERSION,
@@ -236,6 +248,8 @@ def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe):
         "recipe": recipe,
         "modules": [dict((k, m[k]) for k in sorted(m) if k != "path") for m in modules],
     }
+    if signing:
+        inputs["signing"] = signing_key_inputs(signing)
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
@@ -273,11 +287,12 @@ def plan_builds(clusters, modules, recipe, repository):
     """Group clusters by build key.
 
     ``clusters``: ``{name: {kernel_version, driver_toolkit_image,
-    rhcos_image}}`` (the resolve role's ``kmod_resolved``). Returns
+    rhcos_image, signing}}`` (the resolve role's ``kmod_resolved``, with the
+    cluster's signing facts or None). Returns
     ``{"builds": [...], "clusters": {name: build_key}}`` where each build is
     ``{build_key, tag, image (repo:tag), repository, kernel_version,
-    driver_toolkit_image, rhcos_image, clusters: [names]}``, in the order of
-    the first cluster that needs it.
+    driver_toolkit_image, rhcos_image, signing, clusters: [names]}``, in the
+    order of the first cluster that needs it.
     """
     repository = validate_repository(repository)
     if not clusters:
@@ -292,7 +307,8 @@ def plan_builds(clusters, modules, recipe, repository):
         rhcos = resolved.get("rhcos_image")
         _require_pinned(dtk, "Driver Toolkit", name)
         _require_pinned(rhcos, "RHCOS", name)
-        key = build_key(resolved["kernel_version"], dtk, rhcos, modules, recipe)
+        signing = resolved.get("signing") or None
+        key = build_key(resolved["kernel_version"], dtk, rhcos, modules, recipe, signing)
         keys[name] = key
         if key not in builds:
             tag = image_tag(key, resolved["kernel_version"])
@@ -304,6 +320,7 @@ def plan_builds(clusters, modules, recipe, repository):
                 "kernel_version": resolved["kernel_version"],
                 "driver_toolkit_image": dtk,
                 "rhcos_image": rhcos,
+                "signing": signing,
                 "clusters": [],
             }
             order.append(key)

@@ -80,15 +80,16 @@ def release_matches(inputs, cluster_version, release=None):
     return None
 
 
-def build_key_problem(inputs, modules, recipe):
-    """None when this run's sources and recipe give the recorded build key."""
+def build_key_problem(inputs, modules, recipe, signing=None):
+    """None when this run's sources, recipe and signing certificate give the
+    recorded build key."""
     missing = [key for key, _annotation in RECORDED_INPUTS if not inputs.get(key)]
     if missing:
         return "it does not record its build inputs (%s): written by an older version or by hand" % ", ".join(missing)
     key = _build.build_key(inputs["kernel_version"], inputs["driver_toolkit_image"], inputs["rhcos_image"],
-                           modules, recipe)
+                           modules, recipe, signing)
     if key != inputs["build_key"]:
-        return "the module sources or the build recipe changed (build key %s, recorded %s)" % (
+        return "the module sources, the build recipe or the signing certificate changed (build key %s, recorded %s)" % (
             key[:12], inputs["build_key"][:12])
     return None
 
@@ -100,7 +101,7 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
     our MachineConfigs (at least); ``rendered_configs``: rendered MachineConfigs
     by name (those the pools point at); ``wanted``: ``{pools, name_prefix,
     modules (kmod_sources template entries), recipe (recipe_digest),
-    repository, release, expected_modules}``.
+    repository, release, signing (facts or None), expected_modules}``.
 
     Returns ``{converged, reasons, image, machineconfigs {pool: name},
     build_keys {pool: key}, pools [PoolRollout.as_dict()], verdicts [per node,
@@ -134,7 +135,7 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
         inputs = recorded_inputs(ours)
         keys[pool_name] = inputs["build_key"]
         problem = (release_matches(inputs, cluster_version, wanted.get("release"))
-                   or build_key_problem(inputs, wanted["modules"], wanted["recipe"]))
+                   or build_key_problem(inputs, wanted["modules"], wanted["recipe"], wanted.get("signing")))
         if problem:
             reasons.append("pool %s: MachineConfig %s: %s" % (pool_name, name, problem))
             continue

@@ -48,7 +48,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args i
 
 # Per cluster: what may differ between clusters of one run (with the
 # connection options of kubernetes.core; the top-level ones are defaults).
-CLUSTER_OPTIONS = ("pools", "name_prefix", "release", "report_file")
+CLUSTER_OPTIONS = ("pools", "name_prefix", "release", "signing", "report_file")
 
 
 class ClusterReader(object):
@@ -114,7 +114,8 @@ def check(target, common, reader, registry, check_mode):
     """The verdict of one cluster: ``target`` has its name, pools, release,
     name prefix and report file; ``common`` the run's sources and recipe."""
     cluster = target["name"] or reader.host
-    wanted = dict(common, pools=target["pools"], name_prefix=target["name_prefix"], release=target["release"])
+    wanted = dict(common, pools=target["pools"], name_prefix=target["name_prefix"], release=target["release"],
+                  signing=target["signing"])
     cluster_version = reader.cluster_version()
     pools = reader.pools()
     ours = reader.our_machineconfigs()

@@ -91,6 +91,9 @@ options:
       release:
         description: The cluster's O(release).
         type: str
+      signing:
+        description: The cluster's O(signing).
+        type: dict
       kubeconfig:
         description: As the top-level O(kubeconfig).
         type: raw
@@ -188,6 +191,14 @@ options:
       - C(kmod_release) when set (a version or a release pullspec); else the
         ClusterVersion's desired release decides.
     type: str
+  signing:
+    description:
+      - The signing facts of this run
+        (RV(ocp.kmod_layering.signing_certificate_info#module:signing)), null
+        for unsigned modules. The certificate and hash are part of the build
+        key, so a cluster whose image was signed with another certificate (or
+        not signed) is not converged.
+    type: dict
   expected_modules:
     description:
       - The C(kmod_modules) entries (C(name), C(load_at_boot)), listed in
@@ -432,6 +443,7 @@ def cluster_options():
         pools=dict(type="list", elements="str"),
         name_prefix=dict(type="str"),
         release=dict(type="str"),
+        signing=dict(type="dict"),
         report_file=dict(type="path"),
     )
     return spec
@@ -448,6 +460,7 @@ def argument_spec():
         recipe_files=dict(type="list", elements="path", required=True),
         repository=dict(type="str", required=True),
         release=dict(type="str"),
+        signing=dict(type="dict"),
         expected_modules=dict(type="list", elements="dict"),
         cluster_name=dict(type="str"),
         report_file=dict(type="path"),

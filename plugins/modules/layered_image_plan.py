@@ -16,7 +16,9 @@ description:
     it needs, a sha256 over the kernel version, the Driver Toolkit and RHCOS
     image digests, every module's source fingerprint, source label, build
     command, modprobe options, firmware directory and load-at-boot flag, and
-    the content of the build recipe (Containerfile template and helpers).
+    the content of the build recipe (Containerfile template and helpers),
+    and, for signed modules, the signing certificate's fingerprint and hash
+    (a new key means a new image).
   - Groups the clusters by key, so each distinct image is built once for the
     whole fleet, and gives each a content-addressed tag
     (C(<kernel>-<first 32 hex of the key>)) in O(repository).
@@ -55,6 +57,14 @@ options:
       - Repository the layered images are pushed to, C(registry/namespace/name), without tag or digest.
     type: str
     required: true
+  signing:
+    description:
+      - Per cluster name, its signing facts
+        (RV(ocp.kmod_layering.signing_certificate_info#module:signing)), or
+        null for a cluster whose modules are not signed. A cluster not
+        listed is unsigned.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -100,6 +110,9 @@ builds:
     rhcos_image:
       description: RHCOS image (base of the layered image), pinned by digest.
       type: str
+    signing:
+      description: The signing facts the image's modules are signed with (null when unsigned).
+      type: dict
     clusters:
       description: Clusters that use this image.
       type: list
@@ -130,6 +143,7 @@ def main():
             modules=dict(type="list", elements="dict", required=True),
             recipe_files=dict(type="list", elements="path", required=True),
             repository=dict(type="str", required=True),
+            signing=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -142,7 +156,9 @@ def main():
                 raise BuildInputError("modules must come from ocp.kmod_layering.kmod_sources (each with name and "
                                       "fingerprint), got %r" % (entry,))
         recipe = recipe_digest(params["recipe_files"])
-        plan = plan_builds(params["clusters"], params["modules"], recipe, params["repository"])
+        clusters = dict((name, dict(resolved or {}, signing=params["signing"].get(name)))
+                        for name, resolved in params["clusters"].items())
+        plan = plan_builds(clusters, params["modules"], recipe, params["repository"])
     except (BuildInputError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, recipe_digest=recipe, **plan)
