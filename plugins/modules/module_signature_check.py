@@ -16,7 +16,7 @@ description:
     C(/usr/lib/modules/<kernel>/extra/) out of local podman storage
     (C(podman create), C(podman cp); nothing runs), then for each C(.ko)
     checks that C(modinfo)'s C(signer), C(sig_key) and C(sig_hashalgo) are the
-    certificate's (issuer CN, serial, O(signing.hash)), and that the appended
+    certificate's (issuer CN, serial, the signing hash), and that the appended
     PKCS#7 signature verifies against the certificate
     (C(openssl cms -verify) over the module's content).
   - Fails naming each module that is unsigned, signed by another key, or

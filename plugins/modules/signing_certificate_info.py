@@ -66,9 +66,9 @@ notes:
     depends on it).
 seealso:
   - module: ocp.kmod_layering.module_signature_check
-  - name: Signing kernel modules for Secure Boot (RHEL)
-    description: How the kernel, shim and MOK list decide which keys are trusted.
-    link: https://docs.redhat.com/en/documentation/red_hat_enterprise_linux/9/html/managing_monitoring_and_updating_the_kernel/signing-a-kernel-and-modules-for-secure-boot_managing-monitoring-and-updating-the-kernel
+  - name: Module signing (the kernel's documentation)
+    description: How the kernel checks module signatures and which key rings it trusts.
+    link: https://docs.kernel.org/admin-guide/module-signing.html
 """
 
 EXAMPLES = r"""

@@ -207,8 +207,9 @@ def signing(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     one_seconds = time.monotonic() - started
     cache_files = list(files_newer_than(marker, [storage, work / "cache"]))
     tmp_before = set(Path(tempfile.gettempdir()).glob("*.kmod-signing"))
-    two = builds.run("two", {"kmod_signing": True}, env={"KMOD_SIGNING_KEY": keys["two"]["key"].read_text(),
-                                                          "KMOD_SIGNING_CERT": keys["two"]["cert"].read_text()})
+    environment = {"KMOD_SIGNING_KEY": keys["two"]["key"].read_text(),
+                   "KMOD_SIGNING_CERT": keys["two"]["cert"].read_text()}
+    two = builds.run("two", {"kmod_signing": True}, env=environment)
     tmp_after = set(Path(tempfile.gettempdir()).glob("*.kmod-signing"))
     return {"builds": builds, "keys": keys, "one": one, "two": two, "cache_files": cache_files,
             "tmp_left": tmp_after - tmp_before, "work": work, "one_seconds": one_seconds}
