@@ -700,6 +700,35 @@ class Bench:
         self.results["upgrade"] = out
         self.say(f"upgrade: {out}")
 
+    # 7. Secure Boot: signing and the Secure Boot boot test ---------------
+    def secure_boot(self) -> None:
+        """The same modules built twice for one cluster with --no-cache (so
+        each build compiles), unsigned then signed (a key made here)."""
+        versions = self.lab.versions
+        self.say("secure boot: builds unsigned and signed")
+        (entry,) = self.lab.start(1, versions[:1])
+        try:
+            inventory = self.lab.inventory([entry], self.work / "inventory-signing.yml")
+            key, cert = self.work / "signing.key", self.work / "signing.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "30",
+                            "-subj", "/CN=kmod-layering bench signing", "-keyout", str(key), "-out", str(cert),
+                            "-addext", "extendedKeyUsage=codeSigning", "-addext", "subjectKeyIdentifier=hash"],
+                           check=True, capture_output=True)
+            runs: dict[str, Any] = {}
+            for name, signing in (("unsigned", {}), ("signed", {"kmod_signing_key_file": str(key),
+                                                               "kmod_signing_cert_file": str(cert)})):
+                extra = {**self.args.extra_vars, "kmod_boot_test": False, "kmod_build_extra_args": "--no-cache",
+                         "kmod_image_repository": f"{self.lab.registry_host}/{self.repository(0)}-{name}", **signing}
+                run = playbook(["-i", str(inventory), str(CHECKOUT / "playbooks" / "build.yml"),
+                                "-e", json.dumps(extra)], self.work / f"build-{name}.log")
+                if run["rc"] != 0:
+                    raise RuntimeError(f"build.yml ({name}) failed, see {run['log']}:\n{failure_lines(run['stdout'])}")
+                runs[name] = {"wall": run["wall"], "builds": builds_in(run["stdout"])}
+            self.results["secure_boot"] = {"build": runs}
+            self.say(f"secure boot: {self.results['secure_boot']}")
+        finally:
+            self.lab.stop([entry])
+
     def _watch_pool_done(self, entry: dict[str, Any], done_at: dict[str, float]) -> None:
         """Ground truth: the moment the worker pool reports the rollout done
         (a watch, so no polling delay), from the bench process itself."""
@@ -750,6 +779,8 @@ class Bench:
             self.rollout()
             self.save()
             self.upgrade()
+            self.save()
+            self.secure_boot()
             self.save()
             for size in sorted(s for s in args.scale if s != args.fleet):
                 self.fleet(size)
@@ -843,6 +874,17 @@ def table(results: dict[str, Any]) -> list[metrics.Row]:
                                 f"documented {doc['wall']:.0f} s", value, None,
                                 note=f"{ours.get('build_seconds', 0):.0f} s of it the build of the target's image "
                                      "(prebuild.yml takes it out of the upgrade)"))
+    secure = results.get("secure_boot")
+    if secure and "build" in secure:
+        signed, unsigned = secure["build"]["signed"], secure["build"]["unsigned"]
+        rows.append(metrics.Row("7. build.yml, signed modules (1 cluster, --no-cache)", f"{signed['wall']:.0f} s", "-",
+                                f"{unsigned['wall']:.0f} s (unsigned)", metrics.ratio(signed["wall"], unsigned["wall"]),
+                                None, note=f"builds {signed['builds']} / {unsigned['builds']}"))
+    for key, title in (("boot_secure_tcg", "7. boot test, Secure Boot (TCG)"),
+                       ("boot_plain_kvm", "7. boot test, no Secure Boot (KVM)")):
+        if secure and secure.get(key) is not None and secure.get("boot_plain_tcg") is not None:
+            rows.append(metrics.Row(title, f"{secure[key]:.1f} s", "-", f"{secure['boot_plain_tcg']:.1f} s "
+                                    "(no Secure Boot, TCG)", metrics.ratio(secure[key], secure["boot_plain_tcg"]), None))
     resolve = results.get("resolve")
     if resolve:
         value = metrics.ratio(resolve["fetched"], resolve["read_set"])
