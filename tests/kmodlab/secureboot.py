@@ -222,8 +222,10 @@ class TrustedKey:
         orgs = cert.subject.get_attributes_for_oid(x509.oid.NameOID.ORGANIZATION_NAME)
         cn = str(names[0].value) if names else ""
         org = str(orgs[0].value) if orgs else ""
-        # x509_fabricate_name: "O: CN" unless CN starts with O (or one is missing).
-        subject = f"{org}: {cn}" if org and cn and not cn.startswith(org) else (cn or org)
+        # x509_fabricate_name (crypto/asymmetric_keys/x509_cert_parser.c): "O: CN", but the CN alone
+        # when it starts with the O or shares its first 7 characters; whichever exists if not both.
+        single = cn.startswith(org) or (len(cn) >= 7 and len(org) >= 7 and cn[:7] == org[:7])
+        subject = f"{org}: {cn}" if org and cn and not single else (cn or org)
         try:
             skid = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
         except x509.ExtensionNotFound:
