@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from . import paths, registry
+from . import paths, pki, registry
 from .releases import DEFAULT_RELEASES, RELEASES
 from .state import LabState
 
@@ -55,6 +55,15 @@ def parse_versions(text: str | None) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown lab release(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return versions
+
+
+def parse_secure_boot(text: str | None) -> bool | list[str]:
+    """`--secure-boot`: absent -> no node; `workers` -> every worker; else node names."""
+    if text is None:
+        return False
+    if text.strip().lower() in ("workers", "true", "all-workers"):
+        return True
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _lab_module(name: str) -> Any:
@@ -86,11 +95,15 @@ def up(
     log: Any = None,
     cluster_releases: Sequence[str] = (),
     operator_seconds: float | None = None,
+    secure_boot: bool | Sequence[str] = False,
+    secure_boot_certs: Sequence[str] | None = None,
 ) -> LabState:
     """Bring the lab in `root` (default: the state dir) up; return its state.
     New clusters get `cluster_releases` round-robin (default: `releases`,
     else every published one); `operator_seconds`: how long each cluster
-    operator takes in an upgrade (kmodlab.cvo)."""
+    operator takes in an upgrade (kmodlab.cvo); `secure_boot` /
+    `secure_boot_certs`: their Secure Boot nodes and MOKs
+    (cluster.start_clusters)."""
     releases = list(releases) + [v for v in cluster_releases if v not in releases]
     root = Path(root) if root is not None else paths.state_dir()
     say = log or (lambda message: None)
@@ -100,6 +113,8 @@ def up(
         started = time.monotonic()
         previous_host = state.registry.host
         registry.start_registries(state)
+        # The module-signing keys (Secure Boot): made once per state dir, named in lab.json.
+        state.signing = {name: cert.facts() for name, cert in pki.ensure_signing(state.layout).items()}
         if previous_host and previous_host != state.registry.host:
             # Another port base: published pullspecs name the old registry.
             state.releases = []
@@ -145,6 +160,8 @@ def up(
                 masters=masters,
                 infra=infra,
                 node_mode=node_mode,
+                secure_boot=secure_boot,
+                secure_boot_certs=secure_boot_certs,
                 **({"operator_seconds": operator_seconds} if operator_seconds is not None else {}),
             )
             state.save()
@@ -221,6 +238,10 @@ def status(root: Path | None = None) -> tuple[bool, str]:
             f"  {cluster.get('name')}  {cluster.get('api_url')}  started on {cluster.get('release')}  "
             f"{cluster.get('node_mode')}  pools {cluster.get('pools')}  {alive}"
         )
+        secure = cluster.get("secure_boot") or {}
+        if secure.get("nodes"):
+            enrolled = [Path(c).stem for c in secure.get("enrolled_certs") or []]
+            lines.append(f"    secure boot: {', '.join(secure['nodes'])} (MOKs enrolled: {', '.join(enrolled) or 'none'})")
         if alive == "running":
             lines.extend("    " + line for line in cluster_summary(cluster, state.ca_file))
     if state.inventory:
@@ -402,6 +423,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--operator-seconds", type=float, default=None,
         help="seconds each cluster operator takes to move to a new release in an upgrade (default 2)",
     )
+    up_parser.add_argument(
+        "--secure-boot", nargs="?", const="workers", default=None, metavar="NODES",
+        help="new clusters' nodes boot with UEFI Secure Boot: 'workers' (the default when given alone) or "
+        "comma-separated node names (worker-0,...)",
+    )
+    up_parser.add_argument(
+        "--secure-boot-enroll", default="fleet", metavar="CERTS",
+        help="certificates the Secure Boot nodes enrol as MOKs: comma-separated 'fleet', 'other' or "
+        "certificate files; 'none' for none (default fleet)",
+    )
     commands.add_parser("down", help="stop everything, remove registry storage")
     commands.add_parser("status", help="summary (clusters: version, upgrade, pools); exit 0 if up, 3 if down or degraded")
     upgrade_parser = commands.add_parser(
@@ -439,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 masters=args.masters,
                 infra=args.infra,
                 node_mode=args.node_mode,
+                secure_boot=parse_secure_boot(args.secure_boot),
+                secure_boot_certs=[] if args.secure_boot_enroll.strip().lower() == "none" else [
+                    c.strip() for c in args.secure_boot_enroll.split(",") if c.strip()],
                 log=say,
             )
             say(f"lab up in {time.monotonic() - started:.1f}s; state {state.path}")

@@ -90,6 +90,8 @@ def start_clusters(
     operator_seconds: float = 2.0,
     degraded_interval_seconds: float = 10.0,
     required_pool_seconds: float = 600.0,
+    secure_boot: bool | Sequence[str] = False,
+    secure_boot_certs: Sequence[str | Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
@@ -101,7 +103,12 @@ def start_clusters(
     waits on a degraded operator before Failing (the real 40 minutes),
     `required_pool_seconds` how long the machine-config operator waits per
     required (master) node before it goes Degraded (the real 10 minutes),
-    see `kmodlab.cvo`."""
+    see `kmodlab.cvo`.
+    `secure_boot`: which nodes boot with UEFI Secure Boot -- True: every
+    worker (worker-i, infra-i), or a list of node names; they enrol
+    `secure_boot_certs` as MOKs (certificate files, or `fleet` / `other`
+    for the lab's signing certificates; default the fleet's; [] none),
+    see `kmodlab.secureboot`."""
     if node_mode not in ("qemu", "fast"):
         raise ClusterError(f"node_mode must be qemu or fast, not {node_mode!r}")
     if not releases:
@@ -111,6 +118,8 @@ def start_clusters(
     for needed in (pki_paths.server_cert, pki_paths.server_key, layout.ca_file):
         if not needed.exists():
             raise ClusterError(f"{needed} is missing: bring the registries (and PKI) up first")
+    sb_nodes = secure_boot_nodes(secure_boot, workers, masters, infra)
+    sb_certs = enrolled_certs(state, secure_boot_certs) if sb_nodes else []
     used = {c.get("name") for c in state.clusters}
     used_ports = {int(c["api_url"].rsplit(":", 1)[1]) for c in state.clusters if c.get("api_url")}
     ports = paths.ports()
@@ -159,6 +168,7 @@ def start_clusters(
                 "degraded_interval_seconds": degraded_interval_seconds,
                 "required_pool_seconds": required_pool_seconds,
                 "image_store": str(layout.clusters / "node-images"),
+                "secure_boot": {"nodes": sb_nodes, "enrolled_certs": sb_certs} if sb_nodes else None,
             }
             config_path = directory / "config.json"
             fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -194,6 +204,7 @@ def start_clusters(
                 "pid": process.pid,
                 "log": str(log_path),
                 "boots_file": config["boots_file"],
+                "secure_boot": config["secure_boot"],
             }
             started.append((entry, process))
             state.clusters.append(entry)
@@ -207,6 +218,36 @@ def start_clusters(
         raise
     write_inventory(state)
     return [entry for entry, _process in started]
+
+
+def secure_boot_nodes(secure_boot: bool | Sequence[str], workers: int, masters: int, infra: int) -> list[str]:
+    """The names of the nodes `secure_boot` asks for (True: the workers)."""
+    names = ([f"master-{i}" for i in range(masters)] + [f"worker-{i}" for i in range(workers)]
+             + [f"infra-{i}" for i in range(infra)])
+    if secure_boot is True:
+        return [n for n in names if not n.startswith("master-")]
+    if not secure_boot:
+        return []
+    unknown = [n for n in secure_boot if n not in names]
+    if unknown:
+        raise ClusterError(f"secure_boot names unknown nodes {unknown}; the nodes are {names}")
+    return [n for n in names if n in set(secure_boot)]
+
+
+def enrolled_certs(state: LabState, certs: Sequence[str | Path] | None) -> list[str]:
+    """Certificate files to enrol as MOKs: `fleet` / `other` are the lab's
+    signing certificates (made if missing), anything else a file."""
+    signing = pki.ensure_signing(state.layout)
+    state.signing = {name: cert.facts() for name, cert in signing.items()}
+    result = []
+    for cert in ["fleet"] if certs is None else certs:
+        if str(cert) in signing:
+            result.append(str(signing[str(cert)].cert_der))
+        elif Path(cert).is_file():
+            result.append(str(Path(cert).resolve()))
+        else:
+            raise ClusterError(f"no certificate {cert!r} to enrol (a file, or one of {sorted(signing)})")
+    return result
 
 
 def _wait_ready(entry: dict[str, Any], process: subprocess.Popen[bytes], ca_file: str, nodes: int) -> None:
@@ -248,6 +289,9 @@ def write_inventory(state: LabState) -> Path:
         }
     registry = state.registry or {}
     kmods = paths.CHECKOUT / "tests" / "fixtures" / "kmods"
+    # Facts for tests, not the product's variables: a test opts into signing
+    # with e.g. -e kmod_signing_key_file={{ lab_signing.fleet.kmod_signing_key_file }}.
+    signing = {"lab_signing": dict(state.signing)} if state.signing else {}
     fleet_vars = {
         "ansible_connection": "local",
         # Modules run on the controller: its Python has the kubernetes client.
@@ -264,6 +308,7 @@ def write_inventory(state: LabState) -> Path:
             },
             {"name": "kmodlab_dep", "source": {"path": str(kmods / "kmodlab_dep")}},
         ],
+        **signing,
     }
     children: dict[str, Any] = {"lab_clusters": {"hosts": hosts}}
     if hosts:
@@ -583,6 +628,12 @@ async def serve(config: dict[str, Any]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
+    from . import secureboot
+
+    sb_config = config.get("secure_boot") or {}
+    sb_setups = {name: secureboot.SecureBootSetup(enrolled_certs=tuple(sb_config.get("enrolled_certs") or ()))
+                 for name in sb_config.get("nodes") or []}
+
     def start_controllers() -> tuple[Any, Any, Any]:
         os_images = dict(config.get("release_os_images") or {}, **{release_image: os_image})
         controller = mco.MCOSimulator(
@@ -597,6 +648,7 @@ async def serve(config: dict[str, Any]) -> None:
             reboot_seconds=float(config.get("reboot_seconds", 0.0)),
             releases=config.get("releases") or [release],
             boots_file=config.get("boots_file"),
+            secure_boot=sb_setups,
         )
         version_operator = cvo.ClusterVersionOperator(
             config["kubeconfig"],

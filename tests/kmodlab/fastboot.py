@@ -17,11 +17,17 @@ from __future__ import annotations
 import gzip
 import lzma
 import os
+import shutil
+import ssl
 import struct
+import subprocess
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable
 
-from . import nodeboot
+from . import nodeboot, secureboot
 
 
 def _sections(data: bytes) -> dict[str, bytes]:
@@ -76,6 +82,77 @@ def read_module(path: str) -> bytes:
     if path.endswith(".zst"):
         raise ValueError("zstd-compressed module (no zstd in the Python standard library)")
     return data
+
+
+# include/linux/module_signature.h
+MODULE_SIG_STRING = b"~Module signature appended~\n"
+PKEY_ID_PKCS7 = 2
+# struct module_signature { u8 algo, hash, id_type, signer_len, key_id_len; u8 __pad[3]; __be32 sig_len; }
+MODULE_SIGNATURE = struct.Struct(">BBBBB3xI")
+
+
+@dataclass(frozen=True)
+class ModuleSignature:
+    """A module's appended signature (kernel/module/signing.c, module_signature.c)."""
+
+    content: bytes  # the module without the signature: what the PKCS#7 signs
+    pkcs7: bytes  # DER PKCS#7 (id_type PKEY_ID_PKCS7; signer, hash, key id live inside it)
+    id_type: int
+
+
+def split_signature(data: bytes) -> tuple[bytes, ModuleSignature | None]:
+    """(module without its signature, the signature or None): the kernel's
+    module_sig_check reading -- the marker at the very end, before it the
+    12-byte struct module_signature whose big-endian sig_len counts the
+    PKCS#7 bytes before that."""
+    if not data.endswith(MODULE_SIG_STRING):
+        return data, None
+    end = len(data) - len(MODULE_SIG_STRING)
+    if end < MODULE_SIGNATURE.size:
+        return data, None
+    algo, hash_, id_type, signer_len, key_id_len, sig_len = MODULE_SIGNATURE.unpack_from(
+        data, end - MODULE_SIGNATURE.size)
+    start = end - MODULE_SIGNATURE.size - sig_len
+    if start < 0 or (id_type == PKEY_ID_PKCS7 and (algo or hash_ or signer_len or key_id_len)):
+        # mod_check_sig: a PKCS#7 signature keeps the other fields zero.
+        return data, None
+    return data[:start], ModuleSignature(content=data[:start], pkcs7=data[start:start + sig_len], id_type=id_type)
+
+
+def signature_verdict(data: bytes, trusted_certs: Iterable[bytes]) -> str:
+    """What mod_verify_sig makes of a module against the kernel's trusted
+    keys (DER certificates): `unsigned` (-ENODATA), `unavailable key`
+    (-ENOKEY: no trusted key matches the signer), `bad` (-EKEYREJECTED,
+    -EBADMSG...: fatal even without enforcement) or `ok`. The PKCS#7 is
+    verified by openssl's CLI against each trusted certificate alone
+    (`cms -verify -binary -inform DER -content <module> -certfile <cert>
+    -nointern -noverify`: only that certificate can be the signer, its
+    chain is not the question -- the kernel trusts the key itself)."""
+    content, signature = split_signature(data)
+    if signature is None:
+        return "unsigned"
+    if signature.id_type != PKEY_ID_PKCS7:
+        return "bad"
+    certs = list(trusted_certs)
+    if not certs:
+        return "unavailable key"
+    with tempfile.TemporaryDirectory(prefix="kmodlab-sig-") as scratch:
+        sig_path, content_path = Path(scratch) / "sig.p7", Path(scratch) / "module"
+        sig_path.write_bytes(signature.pkcs7)
+        content_path.write_bytes(content)
+        for index, der in enumerate(certs):
+            cert_path = Path(scratch) / f"cert-{index}.pem"
+            cert_path.write_text(ssl.DER_cert_to_PEM_cert(der))
+            done = subprocess.run(
+                ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(sig_path), "-content",
+                 str(content_path), "-certfile", str(cert_path), "-nointern", "-noverify",
+                 "-out", os.devnull],
+                capture_output=True, text=True, check=False, timeout=60)
+            if done.returncode == 0:
+                return "ok"
+            if "digest failure" in done.stderr or "signature failure" in done.stderr:
+                return "bad"  # the signer's key matched and the module does not: EKEYREJECTED
+    return "unavailable key"
 
 
 def vermagic_release(vermagic: str) -> str:
@@ -188,13 +265,73 @@ class Image:
         return {k: v for k, v in options.items() if k in declared}
 
 
-def evaluate(rootfs: str) -> nodeboot.NodeBoot:
-    """A fast-mode boot: what would load, without booting."""
+# kernel/panic.c taint_flags: the module taints, by bit; /sys/module/<m>/taint lists them in bit order.
+TAINT_OOT_MODULE, TAINT_UNSIGNED_MODULE = 12, 13
+MODULE_TAINT_LETTERS = ((TAINT_OOT_MODULE, "O"), (TAINT_UNSIGNED_MODULE, "E"))
+KEY_REJECTED = "Key was rejected by service"  # strerror(EKEYREJECTED), what kmod's modprobe prints
+# module_sig_check's words (kernel/module/signing.c): "Loading of %s is rejected".
+SIG_REASONS = {"unsigned": "unsigned module", "unavailable key": "module with unavailable key"}
+
+
+def builtin_key(image: Image) -> secureboot.TrustedKey | None:
+    """The kernel's own signing key (its .builtin_trusted_keys): the
+    certificate built into the kernel whose subject signed its in-tree
+    modules (`modinfo` signer: Debian signs them with the build's key)."""
+    tool = shutil.which("modinfo") or "/usr/sbin/modinfo"
+    for rel in image._in_tree()[:5]:  # noqa: SLF001 - same module
+        done = subprocess.run([tool, os.path.join(image.rootfs, image.moddir, rel)], capture_output=True,
+                              text=True, check=False, timeout=30)
+        fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line and line[0] != "\t")
+        signer = fields.get("signer", "").strip()
+        if signer:
+            certs = secureboot.kernel_builtin_certs(os.path.join(image.rootfs, image.moddir, "vmlinuz"), signer)
+            return secureboot.TrustedKey.from_der(certs[0]) if certs else None
+    return None
+
+
+def kernel_keyrings(image: Image, secure_boot: secureboot.SecureBootSetup | None) -> dict[str, list[Any]]:
+    """The key rings a node's kernel verifies modules with, and their keys
+    (certs/system_keyring.c, security/integrity/platform_certs/load_uefi.c):
+    `.builtin_trusted_keys` (the build's key), `.machine` (shim's MokListRT:
+    its vendor CA, then the enrolled MOKs; only under UEFI), `.platform`
+    (the firmware's db), `.secondary_trusted_keys` (links the builtin and
+    machine rings). The `.blacklist` (dbx hashes) and per-user rings are
+    left out: they hold no key a module can be signed with."""
+    builtin = builtin_key(image)
+    machine = secureboot.keys_of(secureboot.shim_vendor_certs() + secure_boot.ders()) if secure_boot else []
+    platform = secureboot.keys_of(secureboot.firmware_db_certs()) if secure_boot else []
+    return {".builtin_trusted_keys": [builtin] if builtin else [], ".machine": machine, ".platform": platform,
+            ".secondary_trusted_keys": [".builtin_trusted_keys", ".machine"]}
+
+
+def module_taint(info: list[tuple[str, str]], verdict: str) -> str:
+    """/sys/module/<m>/taint of a loaded module: O without `intree=Y`
+    (kernel/module/main.c check_modinfo), E when its signature was not
+    verified (module_sig_check let it in unenforced)."""
+    bits = set()
+    if ("intree", "Y") not in info:
+        bits.add(TAINT_OOT_MODULE)
+    if verdict != "ok":
+        bits.add(TAINT_UNSIGNED_MODULE)
+    return "".join(letter for bit, letter in MODULE_TAINT_LETTERS if bit in bits)
+
+
+def evaluate(rootfs: str, secure_boot: secureboot.SecureBootSetup | None = None) -> nodeboot.NodeBoot:
+    """A fast-mode boot: what would load, without booting.
+
+    `secure_boot`: the node boots with UEFI Secure Boot and these MOKs
+    enrolled; the kernel is then locked down (Debian's lockdown patches:
+    integrity, sig_enforce=Y) and module_sig_check refuses a module it
+    cannot verify against `.machine` (shim's CA + the MOKs) or the kernel's
+    own key: unsigned, or signed by a key it does not hold. Without Secure
+    Boot such a module loads and taints the kernel (E)."""
     started = time.monotonic()
     image = Image(rootfs)
     result = nodeboot.NodeBoot(expected_kernel=image.kernel, mode="fast", kernel=image.kernel)
     result.requested = nodeboot.load_list(rootfs)
+    trusted = (secureboot.shim_vendor_certs() + secure_boot.ders()) if secure_boot else []
     loaded: list[str] = []
+    verdicts: dict[str, tuple[str, list[tuple[str, str]]]] = {}
     for name in result.requested:
         key = name.replace("-", "_")
         if key in image.builtin:
@@ -212,21 +349,52 @@ def evaluate(rootfs: str) -> nodeboot.NodeBoot:
         for mod in chain:
             if mod in loaded:
                 continue
-            if not image.dep[mod][0].startswith("kernel/"):  # in-tree: built with the kernel
+            try:
+                data = read_module(image.path(mod))
+            except (OSError, ValueError) as exc:
+                refused = f": {mod}: {exc} (Exec format error)"
+                break
+            in_tree = image.dep[mod][0].startswith("kernel/")
+            # The kernel's own modules carry its build key's signature: not re-verified here.
+            verdict = ("ok" if split_signature(data)[1] else "unsigned") if in_tree else signature_verdict(data, trusted)
+            if verdict == "bad" or (secure_boot is not None and verdict != "ok"):
+                # module_sig_check runs before any other check of the module.
+                words = [f"modprobe: ERROR: could not insert '{key}': {KEY_REJECTED}"]
+                if verdict in SIG_REASONS:
+                    words.append(f"Loading of {SIG_REASONS[verdict]} is rejected")
+                result.refused[name] = words
+                refused = "(modprobe exit 1): " + "; ".join(words)
+                break
+            if not in_tree:  # in-tree: built with the kernel
                 try:
-                    refused = image.refusal(mod, read_module(image.path(mod)))
-                except (OSError, ValueError) as exc:
+                    refused = image.refusal(mod, data)
+                except ValueError as exc:
                     refused = f"{mod}: {exc}"
                 if refused:
-                    refused += " (Exec format error)"
+                    refused = f": {refused} (Exec format error)"
+                    result.refused[name] = [refused[2:]]
                     break
             loaded.append(mod)
+            try:
+                verdicts[mod] = (verdict, parse_modinfo(data))
+            except ValueError:
+                verdicts[mod] = (verdict, [])
             if mod in image.conf.options:
                 result.params[mod] = image.declared_options(mod)
         if refused:
-            result.failures.append(f"module {name} not loaded: {refused}")
+            result.failures.append(f"module {name} not loaded{refused}")
     result.loaded = loaded
-    result.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" for m in loaded]
+    result.taint = {m: module_taint(verdicts[m][1], verdicts[m][0]) for m in loaded}
+    result.proc_modules = [f"{m} 16384 0 - Live 0x0000000000000000" + (f" ({result.taint[m]})" if result.taint[m] else "")
+                           for m in loaded]
+    tainted = 0
+    for taint in result.taint.values():
+        tainted |= sum(1 << bit for bit, letter in MODULE_TAINT_LETTERS if letter in taint)
+    result.tainted = tainted
+    result.secure_boot = "enabled" if secure_boot else "no-efi"
+    result.lockdown = secureboot.LOCKDOWN_INTEGRITY if secure_boot else secureboot.LOCKDOWN_NONE
+    result.sig_enforce = "Y" if secure_boot else "N"
+    result.keys = secureboot.proc_keys_lines(kernel_keyrings(image, secure_boot))
     result.completed = True
     result.tools = {"evaluation": "kmodlab.fastboot"}
     result.duration = time.monotonic() - started

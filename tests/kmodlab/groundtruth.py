@@ -11,6 +11,12 @@ The node agents (`kmodlab.node`) write `<state>/clusters/<name>/boots.json`
          "kernel": "6.1.0-50-cloud-amd64", "modules": []},
         {"boot": 1, ...}]}}}
 
+Each boot also says `secure_boot` (the node booted with UEFI Secure
+Boot enforced), `lockdown` (none | integrity | confidentiality, the
+kernel's word) and `refused` ({module: modprobe's and the kernel's words}
+for each module of the load list that is not loaded, e.g. "Loading of
+unsigned module is rejected").
+
 Boot 0 is the seeded state (not a reboot). `config_release` is the release
 whose configuration the rendered config is (its release-image-version /
 controller-version annotation); `os_release` the release the booted OS image
@@ -24,6 +30,7 @@ annotations `kmodlab.io/reboots`, `kmodlab.io/booted-release`,
     reboots(records)                               # {node: count}
     node_seconds(records, expected_modules={"kmodlab_core"}, since=t0)
       -> {"stale_os": s, "missing_modules": s, "total": s}
+    refused(records)                               # {node: {module: words}} of each last boot
 """
 
 from __future__ import annotations
@@ -95,3 +102,19 @@ def node_seconds(
             if expected and missing_modules(boot, expected):
                 totals["missing_modules"] += seconds
     return totals
+
+
+def refused(records: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[str]]]:
+    """Per node, the modules its last boot's kernel (or modprobe) refused,
+    with their words; a node whose last boot refused nothing is absent."""
+    result = {}
+    for name, boots in records.items():
+        words = (boots[-1].get("refused") or {}) if boots else {}
+        if words:
+            result[name] = {module: list(lines) for module, lines in words.items()}
+    return result
+
+
+def secure_boot_nodes(records: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The nodes whose last boot was with Secure Boot enforced."""
+    return sorted(name for name, boots in records.items() if boots and boots[-1].get("secure_boot"))

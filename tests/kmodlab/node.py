@@ -18,11 +18,20 @@ boots): `lsmod` shows it is missing, as on a real node.
 
 Debug pods (`oc debug node/<n> -- chroot /host <cmd>`): a privileged pod
 bound to the node with the host's / at /host running `rpm-ostree status
-[--json]`, `lsmod`, `cat /proc/modules` or `uname -r` gets the output in
+[--json]`, `lsmod`, `cat /proc/modules`, `uname -r`, `mokutil --sb-state`,
+`grep -H -s . <files>` (module parameters and taint, lockdown,
+sig_enforce, tainted, /proc/keys) or `modinfo <modules>` gets the output in
 annotation `kmodlab.io/log` (the lab API serves it as the pod log) and phase
 Succeeded; anything else fails as a shell would (exit 127), a pod without the
 host mount as chroot does (125). A node never rebooted by the lab has no
-module list yet: its `lsmod` shows the header only.
+module list yet: its `lsmod` shows the header only; its Secure Boot state
+is its configuration's and its kernel's keys are read from its OS image
+(kmodlab.fastboot.kernel_keyrings).
+
+Secure Boot nodes (`NodeFleet(secure_boot={node: SecureBootSetup})`) boot
+through UEFI Secure Boot with the setup's MOKs (qemu: really, through
+kmodlab.secureboot; fast: kmodlab.fastboot decides each module's
+signature); a module the kernel refuses is missing, the node boots.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -46,7 +56,7 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils import _registry
 
 from . import mco_rules
 
-from . import fastboot, nodeboot
+from . import fastboot, nodeboot, secureboot
 from .mco import ANN_DESIRED_DRAIN, ANN_LAST_APPLIED_DRAIN, MC_API, Api, now
 
 log = logging.getLogger("kmodlab.node")
@@ -59,6 +69,7 @@ ANN_BOOT = "kmodlab.io/boot"  # JSON summary of the last boot test
 ANN_REBOOTS = "kmodlab.io/reboots"  # reboots the node agent made (ground truth, kmodlab.groundtruth)
 ANN_BOOTED_RELEASE = "kmodlab.io/booted-release"  # the release the booted OS image belongs to
 SYS_PARAM = re.compile(r"^/sys/module/([^/]+)/parameters/([^/]+)$")
+SYS_TAINT = re.compile(r"^/sys/module/([^/]+)/taint$")
 LSMOD_HEADER = "Module                  Size  Used by"
 # Files of an OS image the boot test never reads: not unpacked.
 SKIPPED_PREFIXES = ("usr/share/", "usr/include/", "usr/src/", "var/", "usr/lib/firmware/", "usr/lib/locale/")
@@ -212,20 +223,24 @@ def debug_command_output(pod: dict[str, Any], agent: NodeAgent) -> tuple[int, st
         if "--json" not in text:
             return 0, rpm_ostree_text(agent.deployments)
         return 0, agent.rpm_ostree_json()
-    if "/sys/module/" in text:
-        # `grep -H -s . /sys/module/<m>/parameters/<p> ...`: "<file>:<value>" for each
-        # file that exists; exit 2 if one is missing, 1 if none matched (grep's codes).
+    if "mokutil" in argv and "--sb-state" in argv:
+        # mokutil's answer from the SecureBoot variable; lab nodes are UEFI nodes.
+        return 0, f"SecureBoot {'enabled' if agent.security()['secure_boot'] == 'enabled' else 'disabled'}\n"
+    if "grep" in argv:
+        # `grep -H -s . <file> ...`: "<file>:<line>" for each non-empty line of each
+        # file that exists; exit 2 if one is missing, else 1 if none matched (grep's codes).
         lines, missing = [], False
-        for word in argv:
-            match = SYS_PARAM.match(word)
-            if not match:
+        for word in argv[argv.index("grep") + 1:]:
+            if not word.startswith("/"):
                 continue
-            value = agent.params.get(match.group(1), {}).get(match.group(2))
-            if value is None:
+            content = agent.host_file(word)
+            if content is None:
                 missing = True
-            else:
-                lines.append(f"{word}:{value}\n")
+                continue
+            lines.extend(f"{word}:{line}\n" for line in content if line)
         return (2 if missing else 0 if lines else 1), "".join(lines)
+    if "modinfo" in argv:
+        return agent.modinfo(argv[argv.index("modinfo") + 1:])
     if "uname -r" in text:
         return 0, agent.kernel + "\n"
     if "lsmod" in text:
@@ -266,6 +281,11 @@ class NodeAgent:
         self.kernel = kernel
         self.proc_modules: list[str] = []
         self.params: dict[str, dict[str, str]] = {}  # /sys/module/<m>/parameters/<p> of the last boot
+        self.secure_boot: secureboot.SecureBootSetup | None = fleet.secure_boot.get(name)
+        self.records[0].update(secure_boot=self.secure_boot is not None,
+                               lockdown="integrity" if self.secure_boot else "none", refused={})
+        self.rootfs: str | None = None  # the unpacked OS image of the last boot (None: seeded, not read yet)
+        self.booted: nodeboot.NodeBoot | None = None  # what the last boot showed
         self.busy = False
         self.failed_for: str | None = None  # desired config whose update failed (no retry)
         self.applied: str | None = None  # config this agent last booted into
@@ -274,6 +294,73 @@ class NodeAgent:
 
     def rpm_ostree_json(self) -> str:
         return rpm_ostree_status(self.deployments)
+
+    # -- what the running kernel shows (debug pods)
+    def _boot_facts(self) -> nodeboot.NodeBoot:
+        """The last boot's report; for a seeded node, what fast mode makes of
+        its OS image with its Secure Boot setup (its kernel's keys, lockdown)."""
+        with self.lock:
+            if self.booted is not None:
+                return self.booted
+        rootfs = self.os_rootfs()
+        facts = fastboot.evaluate(rootfs, secure_boot=self.secure_boot) if rootfs else nodeboot.NodeBoot(
+            expected_kernel=self.kernel, kernel=self.kernel)
+        facts.loaded, facts.proc_modules, facts.taint, facts.params = [], [], {}, {}  # nothing loaded yet
+        facts.tainted = 0
+        with self.lock:
+            if self.booted is None:
+                self.booted = facts
+            return self.booted
+
+    def os_rootfs(self) -> str | None:
+        """The unpacked OS image the node runs (pulled for a seeded node)."""
+        if self.rootfs is None:
+            deployment_ = self.deployments[0]
+            image = deployment_["container-image-reference"].split(":", 1)[1]
+            try:
+                self.rootfs, _digest = self.fleet.images.materialize(image, self.fleet.pull_secret())
+            except (_registry.RegistryError, _rootfs.LayerError, OSError) as error:
+                log.warning("node %s: cannot read its OS image %s: %s", self.name, image, error)
+        return self.rootfs
+
+    def security(self) -> dict[str, Any]:
+        facts = self._boot_facts()
+        return {"secure_boot": facts.secure_boot or ("enabled" if self.secure_boot else "disabled"),
+                "lockdown": facts.lockdown or secureboot.LOCKDOWN_NONE, "sig_enforce": facts.sig_enforce or "N",
+                "tainted": facts.tainted or 0, "keys": list(facts.keys), "taint": dict(facts.taint)}
+
+    def host_file(self, path: str) -> list[str] | None:
+        """The lines of a file of the node's /proc or /sys the debug pods read (None: no such file)."""
+        if path == "/sys/module/module/parameters/sig_enforce":  # the kernel's own parameter, not a module's
+            return [self.security()["sig_enforce"]]
+        match = SYS_PARAM.match(path)
+        if match:
+            value = self.params.get(match.group(1), {}).get(match.group(2))
+            return None if value is None else [value]
+        facts = self.security()
+        if path == "/sys/kernel/security/lockdown":
+            return [facts["lockdown"]]
+        if path == "/proc/sys/kernel/tainted":
+            return [str(facts["tainted"])]
+        if path == "/proc/keys":
+            return facts["keys"]
+        taint = SYS_TAINT.match(path)
+        if taint and taint.group(1) in facts["taint"]:
+            return [facts["taint"][taint.group(1)]]
+        return None
+
+    def modinfo(self, names: list[str]) -> tuple[int, str]:
+        """kmod's own `modinfo` on the node's OS image (`-b <rootfs> -k <kernel>`),
+        its paths shown as the node sees them."""
+        rootfs = self.os_rootfs()
+        if rootfs is None:
+            return 1, "modinfo: ERROR: cannot read the node's OS image\n"
+        tool = shutil.which("modinfo") or "/usr/sbin/modinfo"
+        done = subprocess.run([tool, "-b", rootfs, "-k", self.kernel, *names], capture_output=True, text=True,
+                              check=False, timeout=60)
+        base = rootfs.rstrip("/")
+        output = (done.stdout + done.stderr).replace(base + "/", "/")
+        return done.returncode, output
 
     # -- API helpers
     def _annotate(self, **annotations: str | None) -> dict[str, Any]:
@@ -397,9 +484,9 @@ class NodeAgent:
         with BOOT_SLOTS:
             try:
                 if self.fleet.node_mode == "qemu":
-                    result = nodeboot.boot(rootfs, timeout=self.fleet.boot_timeout)
+                    result = nodeboot.boot(rootfs, timeout=self.fleet.boot_timeout, secure_boot=self.secure_boot)
                 else:
-                    result = fastboot.evaluate(rootfs)
+                    result = fastboot.evaluate(rootfs, secure_boot=self.secure_boot)
             except nodeboot.NodeBootError as error:
                 self._degrade(desired, f"node {self.name} did not come back after reboot: {error}")
                 return
@@ -433,7 +520,12 @@ class NodeAgent:
             "os_release": os_release,
             "kernel": self.kernel,
             "modules": list(result.loaded),
+            "secure_boot": result.secure_boot == "enabled",
+            "lockdown": result.lockdown_mode,
+            "refused": {m: list(w) for m, w in result.refused.items()},
         }
+        with self.lock:
+            self.rootfs, self.booted = rootfs, result
         self.proc_modules = list(result.proc_modules)
         self.params = {m: dict(p) for m, p in (result.params or {}).items()}
         self.fleet.record(self, boot=record)
@@ -452,7 +544,8 @@ class NodeAgent:
                 ANN_REBOOTS: str(len(self.records) - 1),
                 ANN_BOOTED_RELEASE: os_release or "",
                 ANN_BOOT: json.dumps(
-                    {k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures", "duration", "tools")}
+                    {k: summary[k] for k in ("mode", "kernel", "loaded", "params", "failures", "duration", "tools",
+                                             "secure_boot", "lockdown", "refused")}
                 ),
             }
         )
@@ -488,6 +581,7 @@ class NodeFleet:
         reboot_seconds: float = 0.0,
         releases: list[dict[str, Any]] | None = None,
         boots_file: str | None = None,
+        secure_boot: dict[str, secureboot.SecureBootSetup] | None = None,
     ) -> None:
         self.api = Api(kubeconfig, "nodes")
         self.watch_api = Api(kubeconfig, "nodes-watch")
@@ -509,6 +603,7 @@ class NodeFleet:
             if item.get("kernel"):
                 self.releases_by_kernel[item["kernel"]] = item["version"]
         self.boots_file = boots_file
+        self.secure_boot = dict(secure_boot or {})  # node -> its Secure Boot setup (absent: no Secure Boot)
         self._records_lock = threading.Lock()
         self.agents = {
             name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"], info.get("config"))

@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import secureboot
+
 MARK = "LABNODE"
 # systemd's CONF_PATHS("modules-load.d"), highest priority first; /lib only
 # on a split-/usr system (RHCOS is merged: /lib -> usr/lib).
@@ -130,16 +132,37 @@ echo "LABNODE begin"
 echo "LABNODE kernel $(uname -r)"
 echo "LABNODE modprobe @MODPROBE_TOOL@"
 load_list > /tmp/load.list
+if [ -d /sys/firmware/efi ]; then
+  # UEFI: the firmware's SecureBoot variable (attributes u32, then one byte), as mokutil reads it.
+  @MODPROBE@ efivarfs 2>/dev/null
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+  f=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+  if [ -f $f ]; then echo "LABNODE secureboot $(tail -c 1 $f | od -An -tu1 | tr -d ' ')"; else echo "LABNODE secureboot absent"; fi
+  umount /sys/firmware/efi/efivars 2>/dev/null
+  rmmod efivarfs 2>/dev/null
+else
+  echo "LABNODE secureboot noefi"
+fi
 while IFS= read -r mod; do
   echo "LABNODE want $mod"
+  # A mark in the kernel's log: its words about a signature name no module.
+  echo "labnode: modprobe $mod" > /dev/kmsg
   out=$(@MODPROBE@ -b "$mod" 2>&1)
   rc=$?
   echo "LABNODE load $rc $mod"
   printf '%s\n' "$out" | while IFS= read -r line; do [ -n "$line" ] && echo "LABNODE err $mod	$line"; done
 done < /tmp/load.list
 dmesg -r | grep '^<[0-4]>' | while IFS= read -r line; do echo "LABNODE dmesg $line"; done
+dmesg -r | grep -E 'labnode: modprobe |Loading of .* is rejected|Lockdown: |module verification failed' \
+  | while IFS= read -r line; do echo "LABNODE kmsg $line"; done
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+for f in /sys/kernel/security/lockdown /sys/module/module/parameters/sig_enforce /proc/sys/kernel/tainted; do
+  [ -f $f ] && echo "LABNODE sec $f $(cat $f)"
+done
+while IFS= read -r line; do echo "LABNODE key $line"; done < /proc/keys
 while IFS= read -r line; do echo "LABNODE proc $line"; done < /proc/modules
 cut -d' ' -f1 /proc/modules | while read -r mod; do
+  [ -f /sys/module/$mod/taint ] && echo "LABNODE taint $mod $(cat /sys/module/$mod/taint)"
   for p in /sys/module/$mod/parameters/*; do
     [ -f "$p" ] || continue
     v=$(cat "$p" 2>/dev/null) && echo "LABNODE param $mod ${p##*/} $v"
@@ -173,6 +196,14 @@ class NodeBoot:
     completed: bool = False
     tools: dict[str, str] = field(default_factory=dict)
     initramfs_bytes: int = 0
+    # What the kernel says about module signatures (reported on every boot; Secure Boot nodes enforce them).
+    secure_boot: str | None = None  # enabled | disabled | no-efi (the firmware's SecureBoot variable)
+    lockdown: str | None = None  # /sys/kernel/security/lockdown, e.g. "none [integrity] confidentiality"
+    sig_enforce: str | None = None  # /sys/module/module/parameters/sig_enforce: Y | N
+    tainted: int | None = None  # /proc/sys/kernel/tainted
+    keys: list[str] = field(default_factory=list)  # /proc/keys lines
+    taint: dict[str, str] = field(default_factory=dict)  # /sys/module/<m>/taint of each loaded module
+    refused: dict[str, list[str]] = field(default_factory=dict)  # module asked for, not loaded: modprobe's/kernel's words
 
     @property
     def ok(self) -> bool:
@@ -184,7 +215,16 @@ class NodeBoot:
             "requested": list(self.requested), "loaded": list(self.loaded), "params": dict(self.params),
             "failures": list(self.failures), "duration": round(self.duration, 3), "panic": self.panic,
             "timed_out": self.timed_out, "tools": dict(self.tools), "initramfs_bytes": self.initramfs_bytes,
+            "secure_boot": self.secure_boot, "lockdown": self.lockdown, "sig_enforce": self.sig_enforce,
+            "tainted": self.tainted, "keys": list(self.keys), "taint": dict(self.taint),
+            "refused": {m: list(w) for m, w in self.refused.items()},
         }
+
+    @property
+    def lockdown_mode(self) -> str | None:
+        """The bracketed word of the lockdown file (none | integrity | confidentiality)."""
+        match = re.search(r"\[(\w+)\]", self.lockdown or "")
+        return match.group(1) if match else None
 
 
 # --------------------------------------------------------------- the image, read as a chroot would
@@ -465,8 +505,11 @@ def _first(rootfs: str, candidates: Iterable[str]) -> str | None:
     return None
 
 
-def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX) -> dict[str, Any]:
-    """Write the node's initramfs; returns {kernel, moddir, tools, modules, bytes}."""
+def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX,
+                    extra_modules: Iterable[str] = ()) -> dict[str, Any]:
+    """Write the node's initramfs; returns {kernel, moddir, tools, modules, bytes}.
+    `extra_modules`: what /init itself loads besides the load list (efivarfs
+    on a UEFI node)."""
     kernel, moddir = find_kernel(rootfs)
     cpio = Cpio()
     for top in ("bin", "sbin", "lib", "lib64", "usr/sbin", "usr/lib64"):
@@ -505,7 +548,8 @@ def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX
 
     dep = read_modules_dep(text("modules.dep"))
     conf = ModprobeConf.read(rootfs)
-    modules = module_closure(load_names_superset(rootfs), dep, conf, text("modules.alias"), text("modules.softdep"))
+    modules = module_closure(load_names_superset(rootfs) + list(extra_modules), dep, conf, text("modules.alias"),
+                             text("modules.softdep"))
     for rel in sorted(modules) + [i for i in indexes if os.path.isfile(os.path.join(top, i))]:
         source = os.path.join(top, rel)
         if os.path.isfile(source):
@@ -537,7 +581,9 @@ def parse_console(text: str) -> dict[str, Any]:
     """`LABNODE <what> ...` lines -> what the boot showed."""
     report: dict[str, Any] = {"begun": False, "completed": False, "kernel": None, "modprobe": None,
                               "wanted": [], "rc": {}, "errors": {}, "dmesg": [], "proc": [], "params": {},
-                              "panic": None}
+                              "panic": None, "secure_boot": None, "security": {}, "keys": [], "taint": {},
+                              "kernel_words": {}}
+    marked: str | None = None  # the module /init was loading when the kernel spoke (its kmsg mark)
     for raw in text.replace("\r", "").split("\n"):
         if PANIC in raw and report["panic"] is None:
             report["panic"] = raw[raw.index(PANIC):].strip()
@@ -563,6 +609,22 @@ def parse_console(text: str) -> dict[str, Any]:
             report["dmesg"].append(re.sub(r"^<\d+>(\[[^\]]*\] ?)?", "", rest))
         elif what == "proc" and rest.split():
             report["proc"].append(rest)
+        elif what == "secureboot":
+            report["secure_boot"] = {"1": "enabled", "0": "disabled", "noefi": "no-efi"}.get(rest.strip(), "disabled")
+        elif what == "kmsg":
+            line = re.sub(r"^<\d+>(\[[^\]]*\] ?)?", "", rest)
+            if line.startswith("labnode: modprobe "):
+                marked = line[len("labnode: modprobe "):].strip()
+            elif marked is not None:
+                report["kernel_words"].setdefault(marked, []).append(line.strip())
+        elif what == "sec":
+            path, _sep, value = rest.partition(" ")
+            report["security"][path] = value.strip()
+        elif what == "key":
+            report["keys"].append(rest)
+        elif what == "taint":
+            name, _sep, value = rest.partition(" ")
+            report["taint"][name] = value.strip()
         elif what == "param":
             words = rest.split(" ", 2)
             if len(words) >= 2:
@@ -580,6 +642,14 @@ def judge(boot: NodeBoot, report: dict[str, Any], blacklist: Iterable[str] = (),
     boot.loaded = [line.split()[0] for line in report["proc"]]
     boot.params = report["params"]
     boot.completed = report["completed"]
+    boot.secure_boot = report["secure_boot"]
+    security = report["security"]
+    boot.lockdown = security.get("/sys/kernel/security/lockdown")
+    boot.sig_enforce = security.get("/sys/module/module/parameters/sig_enforce")
+    tainted = security.get("/proc/sys/kernel/tainted", "")
+    boot.tainted = int(tainted) if tainted.isdigit() else None
+    boot.keys = list(report["keys"])
+    boot.taint = dict(report["taint"])
     if report["panic"]:
         boot.panic = True
         boot.failures.append(f"kernel panic: {report['panic']}")
@@ -600,25 +670,46 @@ def judge(boot: NodeBoot, report: dict[str, Any], blacklist: Iterable[str] = (),
             boot.failures.append(f"module {name} not loaded: deny-listed (blacklist in modprobe.d)")
             continue
         why = report["errors"].get(name, []) + [d for d in report["dmesg"] if d.startswith(key + ":")]
-        why = list(dict.fromkeys(why))
+        why = list(dict.fromkeys(why + report["kernel_words"].get(name, [])))
+        boot.refused[name] = why
         boot.failures.append(f"module {name} not loaded (modprobe exit {report['rc'].get(name)}): "
                              + ("; ".join(why) or "no error message"))
 
 
 def boot(rootfs: str, timeout: float = 300, memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
-         workdir: str | None = None, host_busybox: str = HOST_BUSYBOX, append: str = "") -> NodeBoot:
-    """Boot a lab node from the unpacked image `rootfs`; never leaves qemu running."""
+         workdir: str | None = None, host_busybox: str = HOST_BUSYBOX, append: str = "",
+         secure_boot: secureboot.SecureBootSetup | None = None) -> NodeBoot:
+    """Boot a lab node from the unpacked image `rootfs`; never leaves qemu running.
+
+    `secure_boot`: boot it through UEFI Secure Boot (kmodlab.secureboot:
+    firmware -> shim -> grub -> the image's signed kernel) with that
+    setup's certificates enrolled as MOKs; else the kernel is started
+    directly (qemu -kernel, no firmware to speak of)."""
     if shutil.which(qemu) is None:
         raise NodeBootError(f"{qemu} not found")
+    if secure_boot is not None and secureboot.missing_parts():
+        raise NodeBootError(f"Secure Boot nodes need {', '.join(secureboot.missing_parts())}")
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="kmodlab-node-")
     try:
         initrd = os.path.join(workdir, "node-initramfs.cpio")
-        built = build_initramfs(rootfs, initrd, host_busybox=host_busybox)
+        built = build_initramfs(rootfs, initrd, host_busybox=host_busybox,
+                                extra_modules=(secureboot.EFIVARFS,) if secure_boot is not None else ())
         result = NodeBoot(expected_kernel=built["kernel"], tools=built["tools"], initramfs_bytes=built["bytes"])
+        kernel = os.path.join(rootfs, built["moddir"], "vmlinuz")
+        cmdline = f"console=ttyS0 panic=-1 quiet rdinit=/init {append}".strip()
         command = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1", "-nographic", "-nodefaults",
-                   "-serial", "stdio", "-no-reboot", "-kernel", os.path.join(rootfs, built["moddir"], "vmlinuz"),
-                   "-initrd", initrd, "-append", f"console=ttyS0 panic=-1 quiet rdinit=/init {append}".strip()]
+                   "-serial", "stdio", "-no-reboot"]
+        if secure_boot is None:
+            command += ["-kernel", kernel, "-initrd", initrd, "-append", cmdline]
+        else:
+            try:
+                vars_file = secureboot.node_vars(secure_boot, Path(workdir) / "node-vars.fd")
+                esp = secureboot.make_esp(Path(kernel), Path(initrd), cmdline, Path(workdir) / "node-esp.img")
+            except (secureboot.SecureBootError, OSError) as error:
+                raise NodeBootError(f"preparing the Secure Boot node: {error}") from error
+            command += secureboot.qemu_args(vars_file, esp)
+            result.tools["firmware"] = f"{secureboot.OVMF_CODE.name} + shim + grub (Secure Boot)"
         console_path = os.path.join(workdir, "node-console.log")
         started = time.monotonic()
         with open(console_path, "wb") as console:

@@ -3,6 +3,16 @@
 
 Certificates are reused across `up`s while they are valid, so a client that
 trusted the CA once keeps trusting the lab.
+
+Module signing (Secure Boot, `ensure_signing`): the fleet's module-signing
+key + certificate, and an "other" one that no lab node trusts. What the
+kernel's own `certs/default_x509.genkey` asks for (RSA, sha256,
+`basicConstraints=CA:FALSE`, `keyUsage=digitalSignature`,
+`extendedKeyUsage=codeSigning`, a subjectKeyIdentifier, which the kernel
+puts into the key's description, crypto/asymmetric_keys/x509_public_key.c),
+with a subject of one CN, so the key's description in /proc/keys is
+`<CN>: <skid hex>`. Made once per state dir; the certificates beside
+lab.json (`signing/<name>.crt`, `.der`), the keys in `pki-private/`.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import paths
@@ -215,3 +225,101 @@ def ensure_pki(layout: paths.StateLayout) -> LabPKI:
 def pki_for(layout: paths.StateLayout) -> LabPKI:
     """Paths of an existing PKI (no creation)."""
     return _pki_paths(layout)
+
+
+# ---------------------------------------------------------------- module signing (Secure Boot)
+
+SIGNING_SUBJECTS = {"fleet": "kmodlab fleet module signing", "other": "kmodlab other module signing"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningCert:
+    """One module-signing key and its certificate (PEM and DER)."""
+
+    name: str
+    key: Path
+    cert: Path
+    cert_der: Path
+
+    def facts(self) -> dict[str, str]:
+        """The paths under the product's variable names (lab.json `lab_signing`, the inventory's `lab_signing`)."""
+        return {"kmod_signing_key_file": str(self.key), "kmod_signing_cert_file": str(self.cert),
+                "cert_der_file": str(self.cert_der)}
+
+
+def _signing_paths(layout: paths.StateLayout, name: str) -> SigningCert:
+    return SigningCert(name=name, key=layout.private / f"signing-{name}.key",
+                       cert=layout.root / "signing" / f"{name}.crt", cert_der=layout.root / "signing" / f"{name}.der")
+
+
+def _make_signing_cert(paths_: SigningCert, common_name: str) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=36500))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    paths_.cert.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(paths_.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+    _write_certs(paths_.cert, cert)
+    paths_.cert_der.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _signing_intact(paths_: SigningCert) -> bool:
+    if not (paths_.key.is_file() and paths_.cert.is_file() and paths_.cert_der.is_file()):
+        return False
+    try:
+        cert = load_cert(paths_.cert)
+        key = serialization.load_pem_private_key(paths_.key.read_bytes(), password=None)
+    except ValueError:
+        return False
+    return cert.public_key() == key.public_key() and paths_.cert_der.read_bytes() == cert.public_bytes(
+        serialization.Encoding.DER)
+
+
+def ensure_signing(layout: paths.StateLayout) -> dict[str, SigningCert]:
+    """The fleet's and the "other" module-signing key and certificate of
+    this state dir, made if missing (never renewed: a node's enrolled MOK
+    must keep matching)."""
+    layout.private.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.private, 0o700)
+    result = {}
+    for name, subject in SIGNING_SUBJECTS.items():
+        paths_ = _signing_paths(layout, name)
+        if not _signing_intact(paths_):
+            _make_signing_cert(paths_, subject)
+        result[name] = paths_
+    return result
+
+
+def signing_for(layout: paths.StateLayout) -> dict[str, SigningCert]:
+    """Paths of the module-signing keys and certificates (no creation)."""
+    return {name: _signing_paths(layout, name) for name in SIGNING_SUBJECTS}

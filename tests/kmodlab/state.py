@@ -54,6 +54,9 @@ class LabState:
     releases: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     clusters: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     inventory: str = ""
+    # `lab_signing` in lab.json: the module-signing keys and certificates
+    # (kmodlab.pki.ensure_signing), {"fleet"|"other": {kmod_signing_key_file, kmod_signing_cert_file, cert_der_file}}.
+    signing: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     # Top-level keys this version does not know, kept on a round trip.
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -80,11 +83,13 @@ class LabState:
             clusters=self.clusters,
             inventory=self.inventory,
         )
+        if self.signing:
+            data["lab_signing"] = self.signing
         return data
 
     @classmethod
     def from_dict(cls, root: Path, data: dict[str, Any]) -> LabState:
-        known = {"ca_file", "registry", "releases", "clusters", "inventory"}
+        known = {"ca_file", "registry", "releases", "clusters", "inventory", "lab_signing"}
         return cls(
             root=Path(root),
             ca_file=data.get("ca_file", ""),
@@ -92,6 +97,7 @@ class LabState:
             releases=list(data.get("releases") or []),
             clusters=list(data.get("clusters") or []),
             inventory=data.get("inventory", ""),
+            signing=dict(data.get("lab_signing") or {}),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
