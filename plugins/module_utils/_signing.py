@@ -106,6 +106,24 @@ def _common_name(name):
     return values[0].value if values else ""
 
 
+def kernel_name(name):
+    """A certificate name as the kernel names the key (x509_fabricate_name in
+    crypto/asymmetric_keys/x509_cert_parser.c): ``O: CN``, or the CN alone
+    when it starts with the O or shares its first 7 characters; the O or the
+    email alone when there is no CN."""
+    cn = _common_name(name)
+    values = name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    org = values[0].value if values else ""
+    if cn and org:
+        if cn.startswith(org) or (len(cn) >= 7 and len(org) >= 7 and cn[:7] == org[:7]):
+            return cn
+        return "%s: %s" % (org, cn)
+    if cn or org:
+        return cn or org
+    values = name.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+    return values[0].value if values else ""
+
+
 def modinfo_hex(value):
     """An integer as kmod's modinfo prints a key id: uppercase hex bytes
     joined by ':', without leading zero bytes (libkmod's BN_bn2bin)."""
@@ -119,8 +137,9 @@ def certificate_facts(data, hash_algorithm="sha256"):
     ``cert_sha256``: fingerprint of the DER; ``subject``: subject CN;
     ``signer``: issuer CN (``modinfo -F signer``); ``serial``: as
     ``modinfo -F sig_key`` prints it; ``skid``: Subject Key Identifier (lower
-    hex; the kernel names the key ``<subject CN>: <skid>``, falling back to
-    the serial without one); ``key_description``; ``hash``; ``not_after``.
+    hex); ``key_description``: the key's description in the kernel's key
+    rings, ``<name>: <skid>`` (``kernel_name`` of the subject; the serial
+    without a SKID: x509_key_preparse); ``hash``; ``not_after``.
     """
     if hash_algorithm not in HASH_ALGORITHMS:
         raise SigningError("kmod_signing_hash is %r: use one of %s" % (hash_algorithm, ", ".join(HASH_ALGORITHMS)))
@@ -143,7 +162,7 @@ def certificate_facts(data, hash_algorithm="sha256"):
         "signer": _common_name(cert.issuer),
         "serial": modinfo_hex(cert.serial_number),
         "skid": skid,
-        "key_description": "%s: %s" % (subject, serial_id),
+        "key_description": "%s: %s" % (kernel_name(cert.subject), serial_id),
         "hash": hash_algorithm,
         "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -161,3 +161,21 @@ def test_the_certificate_and_hash_change_the_build_key_and_unsigned_keys_stay():
         MODULES, recipe, "registry.example.com/infra/kmods")
     assert [b["signing"] for b in plan["builds"]] == [one, None]
     assert plan["clusters"]["a"] != plan["clusters"]["b"]
+
+
+@pytest.mark.parametrize("subject, name", [
+    ("/CN=fleet signing", "fleet signing"),
+    ("/O=Example Corp/CN=fleet signing", "Example Corp: fleet signing"),
+    ("/O=Example/CN=Example fleet signing", "Example fleet signing"),  # the CN starts with the O
+    ("/O=Example Corp/CN=Example Secure Boot CA", "Example Secure Boot CA"),  # first 7 characters shared
+    ("/O=Example Corp", "Example Corp"),
+])
+def test_the_key_is_named_as_the_kernel_names_it(tmp_path, subject, name):
+    # crypto/asymmetric_keys/x509_cert_parser.c, x509_fabricate_name.
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+             "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c"), "-addext", "subjectKeyIdentifier=hash")
+    facts = s.certificate_facts((tmp_path / "c").read_bytes(), "sha256") if "CN=" in subject else None
+    cert = s.load_certificate((tmp_path / "c").read_bytes())
+    assert s.kernel_name(cert.subject) == name
+    if facts:
+        assert facts["key_description"] == "%s: %s" % (name, facts["skid"])
