@@ -629,7 +629,7 @@ fi
 [ -r /sys/kernel/security/lockdown ] && echo "${M}LOCKDOWN $(cat /sys/kernel/security/lockdown)"
 [ -r /sys/module/module/parameters/sig_enforce ] && echo "${M}SIGENFORCE $(cat /sys/module/module/parameters/sig_enforce)"
 [ -r /proc/keys ] && grep -e ' asymmetri ' -e ' keyring   \.' /proc/keys | while read -r line; do echo "${M}KEY $line"; done
-dmesg -r | grep -i -e 'secure boot' -e 'locked down' -e 'MokList' -e 'X.509 certificate' | head -n 40 \
+dmesg -r | grep -i -e 'secure boot' -e 'locked down' -e 'MokList' -e 'X.509 cert' | head -n 40 \
   | while read -r line; do echo "${M}SBLOG $line"; done
 while read -r mod; do
   [ -n "$mod" ] || continue
