@@ -919,6 +919,11 @@ def judge(result, parsed):
             name, "" if rc is None else " (modprobe exit %d)" % rc, "; ".join(why) or "no error message"))
 
 
+def _plain(line):
+    """A console line without terminal escape sequences, stripped."""
+    return re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]", "", line).strip()
+
+
 def chain_failure(console):
     """The firmware/shim/grub line of ``console`` that means the boot stopped
     before the kernel (``_secure_boot.CHAIN_FAILURE_PATTERNS``), while /init
@@ -927,7 +932,7 @@ def chain_failure(console):
     if MARK + "BEGIN" in text:
         return None
     for raw in text.split("\n"):
-        line = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw).strip()
+        line = _plain(raw)
         for pattern in _secure_boot.CHAIN_FAILURE_PATTERNS:
             if pattern.strip() and pattern.strip() in line:
                 return line
@@ -963,6 +968,7 @@ def qemu_command(qemu, accelerator, memory_mb, machine_args):
 
 KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet rdinit=/init"
 CHAIN_FAILURE_GRACE = 5.0  # seconds the boot may go on after a firmware/shim/grub error line
+KVM_START_SECONDS = 30  # a KVM boot whose /init has not begun by then is retried under TCG
 
 
 def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=None,
@@ -1003,21 +1009,22 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
                 machine_args = secure_boot.prepare(workdir, rootfs, kernel, initrd, cmdline)
             except _secure_boot.SecureBootError as exc:
                 raise BootError("Secure Boot: %s" % exc)
-        command = qemu_command(qemu, result.accelerator, memory_mb, machine_args)
-        started = time.monotonic()
         console_path = os.path.join(workdir, "console.log")
-        with open(console_path, "wb") as console:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console,
-                                       stderr=subprocess.STDOUT)
-            try:
-                _wait(process, started + timeout, console_path if secure_boot is not None else None, result)
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        result.duration = time.monotonic() - started
-        with open(console_path, "rb") as console:
-            result.console = console.read().decode("utf-8", "replace")
+        chain_console = console_path if secure_boot is not None else None
+        process = _run_qemu(qemu_command(qemu, result.accelerator, memory_mb, machine_args), timeout,
+                            console_path, chain_console, result)
+        if result.accelerator == "kvm" and MARK + "BEGIN" not in result.console and not result.chain_failure:
+            # KVM that starts but cannot run the kernel (a nested hypervisor
+            # lacking a CPU feature): the same boot under TCG, said so.
+            last = [_plain(line) for line in result.console.replace("\r", "").split("\n") if _plain(line)]
+            result.accelerator, result.timed_out = "tcg", False
+            result.accelerator_note = ("KVM did not bring the kernel to /init (%s after %.1fs: %s): booted "
+                                       "under TCG instead of KVM" % (
+                                           "qemu exited" if process.returncode is not None and process.returncode != -9
+                                           else "stopped", result.duration,
+                                           last[-1][-200:] if last else "no console output"))
+            process = _run_qemu(qemu_command(qemu, "tcg", memory_mb, machine_args), timeout, console_path,
+                                chain_console, result)
         judge(result, parse_console(result.console))
         if process.returncode not in (0, None) and not result.timed_out and not result.failures:
             result.failures.append("qemu exited with %s" % process.returncode)
@@ -1027,10 +1034,31 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait(process, deadline, console_path, result, step=0.5):
+def _run_qemu(command, timeout, console_path, chain_console, result):
+    """Run qemu to its end or ``timeout``, the console into ``console_path``
+    (and ``result.console``, ``result.duration``); under KVM, give up once
+    /init has not begun in ``KVM_START_SECONDS``. Returns the process."""
+    started = time.monotonic()
+    begin_by = started + KVM_START_SECONDS if "kvm" in command[:3] else None
+    with open(console_path, "wb") as console:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+        try:
+            _wait(process, started + timeout, chain_console, result, begin_by=begin_by, console_path=console_path)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    result.duration = time.monotonic() - started
+    with open(console_path, "rb") as console:
+        result.console = console.read().decode("utf-8", "replace")
+    return process
+
+
+def _wait(process, deadline, chain_console, result, step=0.5, begin_by=None, console_path=None):
     """Wait for qemu until ``deadline`` (then ``result.timed_out``); with
-    ``console_path``, stop early once the firmware, shim or grub printed a
-    line that means the boot went nowhere (``result.chain_failure``)."""
+    ``chain_console``, stop early once the firmware, shim or grub printed a
+    line that means the boot went nowhere (``result.chain_failure``); with
+    ``begin_by``, stop then if /init has not begun (``console_path``)."""
     stop_at = None
     while True:
         try:
@@ -1042,15 +1070,20 @@ def _wait(process, deadline, console_path, result, step=0.5):
         if now >= deadline:
             result.timed_out = True
             return
-        if console_path is None:
+        if begin_by is not None and now >= begin_by:
+            with open(console_path, "rb") as handle:
+                if (MARK + "BEGIN").encode() not in handle.read():
+                    return
+            begin_by = None
+        if chain_console is None:
             continue
         if stop_at is not None and now >= stop_at:
-            with open(console_path, "rb") as handle:
+            with open(chain_console, "rb") as handle:
                 result.chain_failure = chain_failure(handle.read().decode("utf-8", "replace"))
             if result.chain_failure:
                 return
             stop_at = None
         elif stop_at is None:
-            with open(console_path, "rb") as handle:
+            with open(chain_console, "rb") as handle:
                 if chain_failure(handle.read().decode("utf-8", "replace")):
                     stop_at = now + CHAIN_FAILURE_GRACE

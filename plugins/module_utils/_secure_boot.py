@@ -363,7 +363,7 @@ def probe_kvm(qemu, smm, runner=subprocess.run, kvm_device="/dev/kvm"):
     try:
         proc = runner([qemu, "-accel", "kvm", "-machine", machine, "-nodefaults", "-display", "none",
                        "-monitor", "stdio", "-S"], input=b"quit\n", stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, timeout=30)
+                      stderr=subprocess.PIPE, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, "qemu could not start a KVM machine: %s" % exc
     errors = proc.stderr.decode("utf-8", "replace") if isinstance(proc.stderr, bytes) else (proc.stderr or "")
@@ -491,7 +491,7 @@ class SecureBootSetup:
 
 def _run(command, runner, env=None, what="running"):
     try:
-        proc = runner(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        proc = runner(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, check=False)
     except OSError as exc:
         raise SecureBootError("%s: cannot run %s: %s (install mtools and dosfstools for the ESP)"
                               % (what, command[0], exc))

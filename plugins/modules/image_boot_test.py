@@ -98,10 +98,13 @@ options:
   accelerator:
     description:
       - How qemu runs the machine. V(tcg) emulates (works everywhere, no
-        C(/dev/kvm) needed). V(kvm) and V(auto) use KVM when qemu can start a
-        KVM machine here (for O(secure_boot), one with SMM, which the Secure
-        Boot firmware needs and nested hypervisors often lack); otherwise the
-        boot runs under TCG and RV(accelerator_note) says why. Never a
+        C(/dev/kvm) needed). V(kvm) and V(auto) use KVM (C(-cpu host)) when
+        qemu can start a KVM machine here (for O(secure_boot), one with SMM,
+        which the Secure Boot firmware needs and nested hypervisors often
+        lack); otherwise the boot runs under TCG and RV(accelerator_note)
+        says why. A KVM boot whose /init has not started within 30 s (or
+        whose qemu exits first - a nested hypervisor missing a CPU feature)
+        is booted again under TCG, and RV(accelerator_note) says so. Never a
         failure.
     type: str
     choices: [tcg, kvm, auto]
@@ -367,7 +370,9 @@ accelerator_note:
       or KVM without SMM for O(secure_boot)); null otherwise.
   returned: when booted or cached
   type: str
-  sample: "KVM here has no SMM (System Management Mode), which the Secure Boot firmware needs (nested virtualization usually lacks it): booted under TCG instead of KVM"
+  sample: >-
+    KVM here has no SMM (System Management Mode), which the Secure Boot firmware needs
+    (nested virtualization usually lacks it): booted under TCG instead of KVM
 secure_boot:
   description:
     - What the booted kernel enforced, as its /init read it (the firmware's

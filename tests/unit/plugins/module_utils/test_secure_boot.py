@@ -386,3 +386,30 @@ def test_the_init_script_reports_with_the_collections_markers() -> None:
     assert "M=KMOD_LAYERING:" in script and "KMODLAB" not in script
     for marker in ("EFI yes", "EFIVAR $var", "LOCKDOWN", "SIGENFORCE", "KEY $line", "SBLOG $line", "KMSG $mod"):
         assert "${M}" + marker in script
+
+
+FAKE_QEMU = """#!/bin/sh
+# A qemu whose KVM cannot run the guest; under TCG /init reports and powers off.
+case " $* " in *" -accel kvm "*) echo "kvm.c: Assertion failed" >&2; exit 134;; esac
+echo "KMOD_LAYERING:BEGIN"
+echo "KMOD_LAYERING:KERNEL %s"
+echo "KMOD_LAYERING:EFI no"
+echo "KMOD_LAYERING:END"
+""" % KVER
+
+
+def test_a_kvm_boot_that_never_reaches_init_is_booted_again_under_tcg(tmp_path: Path) -> None:
+    if not os.path.isfile(_qemu_boot.HOST_BUSYBOX):
+        pytest.skip("no static busybox on this host")
+    qemu = touch(tmp_path / "bin/qemu-fake", FAKE_QEMU.encode())
+    qemu.chmod(0o755)
+    moddir = tmp_path / "root/usr/lib/modules" / KVER
+    touch(moddir / "vmlinuz")
+    touch(moddir / "modules.dep", b"")
+    result = _qemu_boot.boot(str(tmp_path / "root"), timeout=30, qemu=str(qemu), accelerator="kvm",
+                             kvm_probe=lambda smm: (True, None))
+    assert result.ok, result.failures
+    assert result.accelerator == "tcg"
+    assert result.accelerator_note.startswith("KVM did not bring the kernel to /init (qemu exited after ")
+    assert result.accelerator_note.endswith("kvm.c: Assertion failed): booted under TCG instead of KVM")
+    assert result.security["state"] == "unsupported"
