@@ -497,5 +497,5 @@ def _run(command, runner, env=None, what="running"):
                               % (what, command[0], exc))
     if proc.returncode != 0:
         output = proc.stdout.decode("utf-8", "replace") if isinstance(proc.stdout, bytes) else (proc.stdout or "")
-        raise SecureBootError("%s: %s exited %d: %s" % (what, " ".join(command), proc.returncode,
-                                                         output.strip()[-1000:]))
+        raise SecureBootError("%s: %s exited %d: %s"
+                              % (what, " ".join(command), proc.returncode, output.strip()[-1000:]))
