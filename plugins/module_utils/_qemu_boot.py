@@ -13,14 +13,22 @@ the image's own kernel under ``qemu-system-x86_64 -accel tcg``. ``/init``
 loads the list with ``modprobe -b`` (dependencies, options and the
 blacklist apply as with systemd-modules-load) and reports on the serial
 console with ``KMOD_LAYERING:`` lines; the console is parsed into a
-``BootResult``.
+``BootResult``. /init also reports what the kernel enforces: EFI, the
+firmware's ``SecureBoot`` variable, ``/sys/kernel/security/lockdown``,
+``sig_enforce``, the key rings of ``/proc/keys`` and the kernel's own words
+when it refuses a module (``Loading of unsigned module is rejected``).
+
+With a ``_secure_boot.SecureBootSetup`` (``boot(secure_boot=...)``) the
+machine is q35 with OVMF's Secure Boot firmware and boots shim -> grub -> the
+image's kernel from an ESP image instead of ``-kernel``/``-initrd``.
 
 Limits: x86_64 kernels only (TCG, no KVM: a boot takes seconds, not
 milliseconds). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
 when the modprobe used can decompress them (the image's kmod links liblzma and
 libzstd; busybox's modprobe may not). ``install`` lines of modprobe.d are
-copied but what they run is not added to the initramfs. Secure Boot /
-signature enforcement is not modelled.
+copied but what they run is not added to the initramfs. KVM
+(``accelerator`` kvm/auto) is used only when qemu can run a KVM machine here
+(with SMM for Secure Boot), else TCG with a note.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,6 +44,8 @@ import struct
 import subprocess
 import tempfile
 import time
+
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _secure_boot
 
 MARK = "KMOD_LAYERING:"
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -63,12 +73,22 @@ REFUSAL_PATTERNS = (
     "version magic",
     "Unknown symbol",
     "Required key not available",
+    "Key was rejected by service",
     "could not insert",
     "can't load module",
     "not found in directory",
     "Module {name} not found",
 )
 PANIC_PATTERNS = ("Kernel panic - not syncing", "end Kernel panic")
+# modprobe/insmod's words (strerror) and the kernel's (kernel/module/signing.c,
+# security/lockdown) when module signature enforcement refuses a module.
+SIGNATURE_ERRORS = ("Key was rejected by service", "Required key not available")
+SIGNATURE_KERNEL_RE = re.compile(r"(Loading of (.+) is rejected|Lockdown: .*(module|signature).* is restricted.*)")
+SIGNATURE_REASONS = (("unsigned module", "unsigned"), ("unavailable key", "untrusted key"),
+                     ("unsupported crypto", "unsupported crypto"))
+# Modules /init loads quietly for its own report (not tested): efivarfs, to
+# read the firmware's SecureBoot variable (a module in Debian's kernels).
+SUPPORT_MODULES = ("efivarfs",)
 
 
 class BootError(Exception):
@@ -93,6 +113,12 @@ class BootResult:
         self.timed_out = False
         self.completed = False  # /init reached its end marker
         self.tools = {}  # tool -> where it came from (image path or host)
+        self.security = None  # what the guest kernel enforces (security_report)
+        self.refusals = {}  # module -> {reason, kernel, modprobe}: refused by signature enforcement
+        self.secure_boot_expected = False  # booted through the Secure Boot firmware
+        self.chain_failure = None  # firmware/shim/grub line where the boot stopped
+        self.accelerator = "tcg"
+        self.accelerator_note = None
 
     @property
     def ok(self):
@@ -105,6 +131,8 @@ class BootResult:
             "loaded": list(self.loaded), "params": dict(self.params),
             "failures": list(self.failures), "duration": round(self.duration, 3),
             "panic": self.panic, "timed_out": self.timed_out, "tools": dict(self.tools),
+            "security": self.security, "refusals": dict(self.refusals),
+            "accelerator": self.accelerator, "accelerator_note": self.accelerator_note,
         }
 
     def __repr__(self):
@@ -406,6 +434,7 @@ class ImageModules:
         self.load_conf = _conf_files(rootfs, MODULES_LOAD_DIRS)
         self.modprobe_conf = _conf_files(rootfs, MODPROBE_DIRS)
         self.requested = modules_load_list(self.load_conf)
+        self.support = []  # loaded quietly by /init for its report (SUPPORT_MODULES), not tested
         self.options = {}
         for directory in reversed(MODPROBE_DIRS):
             for fname in sorted(self.modprobe_conf[directory]):
@@ -441,7 +470,7 @@ class ImageModules:
         root = os.path.join(self.rootfs, self.moddir)
         indexes = KMOD_INDEXES if kmod else BUSYBOX_INDEXES
         wanted = set(name for name in indexes if os.path.isfile(os.path.join(root, name)))
-        pending, seen = list(self.requested), set()
+        pending, seen = list(self.requested) + list(getattr(self, "support", ())), set()
         while pending:
             name = pending.pop()
             if normalize_name(name) in seen:
@@ -582,12 +611,35 @@ M=KMOD_LAYERING:
 echo "${M}BEGIN"
 echo "${M}KERNEL $(uname -r)"
 echo "${M}MODPROBE $MODPROBE_TOOL"
+# What the kernel enforces: EFI and the firmware's SecureBoot variable,
+# lockdown, sig_enforce, the key rings and keys it trusts.
+mkdir -p /sys/kernel/security
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+if [ -d /sys/firmware/efi ]; then
+  echo "${M}EFI yes"
+  while read -r mod; do [ -n "$mod" ] && $MODPROBE_CMD -q "$mod" >/dev/null 2>&1; done < /kmod-layering/support.list
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+  for var in SecureBoot SetupMode; do
+    f=/sys/firmware/efi/efivars/$var-$EFI_GLOBAL_GUID
+    [ -r "$f" ] && echo "${M}EFIVAR $var $(od -An -tu1 "$f" | tr -s ' \n' '  ')"
+  done
+else
+  echo "${M}EFI no"
+fi
+[ -r /sys/kernel/security/lockdown ] && echo "${M}LOCKDOWN $(cat /sys/kernel/security/lockdown)"
+[ -r /sys/module/module/parameters/sig_enforce ] && echo "${M}SIGENFORCE $(cat /sys/module/module/parameters/sig_enforce)"
+[ -r /proc/keys ] && grep -e ' asymmetri ' -e ' keyring   \.' /proc/keys | while read -r line; do echo "${M}KEY $line"; done
+dmesg -r | grep -i -e 'secure boot' -e 'locked down' -e 'MokList' -e 'X.509 cert' | head -n 40 \
+  | while read -r line; do echo "${M}SBLOG $line"; done
 while read -r mod; do
   [ -n "$mod" ] || continue
+  seen=$(dmesg | wc -l)
   out=$($MODPROBE_CMD -b "$mod" 2>&1)
   rc=$?
   echo "${M}LOAD $mod $rc"
   echo "$out" | while read -r line; do [ -n "$line" ] && echo "${M}ERR $mod $line"; done
+  # The kernel's words about a refusal (module signing's have no module name).
+  [ "$rc" = 0 ] || dmesg -r | tail -n +$((seen + 1)) | head -n 20 | while read -r line; do echo "${M}KMSG $mod $line"; done
 done < /kmod-layering/load.list
 dmesg -r | grep '^<[0-4]>' | while read -r line; do echo "${M}DMESG $line"; done
 while read -r line; do echo "${M}MOD $line"; done < /proc/modules
@@ -646,7 +698,10 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
             for fname, text in files[directory].items():
                 initramfs.add_file(directory + "/" + fname, data=text.encode())
     initramfs.add_file("kmod-layering/load.list", data=("\n".join(image.requested) + "\n").encode())
-    script = INIT_SCRIPT.replace("$MODPROBE_CMD", modprobe_cmd).replace("$MODPROBE_TOOL", modprobe_tool)
+    initramfs.add_file("kmod-layering/support.list",
+                       data="".join(name + "\n" for name in getattr(image, "support", ())).encode())
+    script = (INIT_SCRIPT.replace("$MODPROBE_CMD", modprobe_cmd).replace("$MODPROBE_TOOL", modprobe_tool)
+              .replace("$EFI_GLOBAL_GUID", _secure_boot.EFI_GLOBAL_GUID))
     initramfs.add_file("init", data=script.encode(), mode=0o755)
     with open(out_path, "wb") as out:
         initramfs.write(out)
@@ -657,16 +712,35 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
 # Console parsing
 
 
-_LINE_RE = re.compile(r"KMOD_LAYERING:(BEGIN|END|KERNEL|MODPROBE|LOAD|ERR|DMESG|MOD|PARAM)(?: (.*))?$")
+_LINE_RE = re.compile(r"KMOD_LAYERING:(BEGIN|END|KERNEL|MODPROBE|LOAD|ERR|DMESG|MOD|PARAM|EFI|EFIVAR|LOCKDOWN|"
+                      r"SIGENFORCE|KEY|SBLOG|KMSG|GRUB)(?: (.*))?$")
+_KMSG_PREFIX_RE = re.compile(r"^<(\d+)>(\[[^\]]*\] ?)?")
+_KEY_TAIL_RE = re.compile(r": [A-Za-z0-9_.-]+ [0-9a-f]+ \[[^\]]*\]$")
+
+
+def _kmsg(line):
+    """``(level or None, text)`` of a ``dmesg -r`` line."""
+    match = _KMSG_PREFIX_RE.match(line)
+    if not match:
+        return None, line
+    return int(match.group(1)) & 7, line[match.end():]
 
 
 def parse_console(text):
     """Serial console text -> dict: ``begun``, ``completed``, ``kernel``,
     ``loads`` ({name: rc}), ``errors`` ({name: [lines]}), ``dmesg`` (kernel
-    warnings and errors), ``loaded`` (names in /proc/modules order),
-    ``params`` ({module: {param: value}}), ``panic`` (the panic line or None)."""
+    warnings and errors), ``kmsg`` ({name: [(level, line)]}: the kernel's
+    messages while a module failed to load), ``loaded`` (names in
+    /proc/modules order), ``params`` ({module: {param: value}}), ``panic``
+    (the panic line or None), and what the kernel enforces: ``efi``
+    (bool or None), ``efivars`` ({SecureBoot: 1, ...}), ``lockdown`` and
+    ``sig_enforce`` (the files' text or None), ``keys`` (/proc/keys lines),
+    ``sblog`` (its Secure Boot / lockdown / certificate messages), ``grub``
+    (grub ran)."""
     parsed = {"begun": False, "completed": False, "kernel": None, "modprobe": None,
-              "loads": {}, "errors": {}, "dmesg": [], "loaded": [], "params": {}, "panic": None}
+              "loads": {}, "errors": {}, "dmesg": [], "kmsg": {}, "loaded": [], "params": {}, "panic": None,
+              "efi": None, "efivars": {}, "lockdown": None, "sig_enforce": None, "keys": [], "sblog": [],
+              "grub": False}
     for raw in text.replace("\r", "").split("\n"):
         for pattern in PANIC_PATTERNS:
             if pattern in raw and parsed["panic"] is None:
@@ -693,7 +767,10 @@ def parse_console(text):
             name, _sep, line = rest.partition(" ")
             parsed["errors"].setdefault(name, []).append(line)
         elif kind == "DMESG":
-            parsed["dmesg"].append(re.sub(r"^<\d+>(\[[^\]]*\] ?)?", "", rest))
+            parsed["dmesg"].append(_kmsg(rest)[1])
+        elif kind == "KMSG":
+            name, _sep, line = rest.partition(" ")
+            parsed["kmsg"].setdefault(name, []).append(_kmsg(line))
         elif kind == "MOD":
             if rest.split():
                 parsed["loaded"].append(rest.split()[0])
@@ -701,25 +778,124 @@ def parse_console(text):
             words = rest.split(" ", 2)
             if len(words) >= 2:
                 parsed["params"].setdefault(words[0], {})[words[1]] = words[2] if len(words) > 2 else ""
+        elif kind == "EFI":
+            parsed["efi"] = rest.strip() == "yes"
+        elif kind == "EFIVAR":
+            # efivarfs: 4 bytes of attributes, then the value (one byte here)
+            name, _sep, value = rest.strip().partition(" ")
+            octets = value.split()
+            parsed["efivars"][name] = int(octets[4]) if len(octets) > 4 and octets[4].isdigit() else None
+        elif kind == "LOCKDOWN":
+            parsed["lockdown"] = rest.strip()
+        elif kind == "SIGENFORCE":
+            parsed["sig_enforce"] = rest.strip()
+        elif kind == "KEY":
+            parsed["keys"].append(rest.strip())
+        elif kind == "SBLOG":
+            parsed["sblog"].append(_kmsg(rest)[1])
+        elif kind == "GRUB":
+            parsed["grub"] = True
     return parsed
+
+
+def lockdown_mode(text):
+    """The selected mode of /sys/kernel/security/lockdown
+    (``none [integrity] confidentiality`` -> ``integrity``), or None."""
+    match = re.search(r"\[([a-z]+)\]", text or "")
+    return match.group(1) if match else None
+
+
+def parse_proc_keys(lines):
+    """``(trusted keys, key rings)`` of /proc/keys lines: the asymmetric
+    keys' descriptions (``"<CN>: <skid>"``) and ``{".machine": 2, ...}``
+    (the key rings' key counts)."""
+    keys, rings = [], {}
+    for line in lines:
+        fields = line.split(None, 8)
+        if len(fields) < 9:
+            continue
+        kind, description = fields[7], fields[8]
+        if kind == "asymmetri":
+            description = _KEY_TAIL_RE.sub("", description)
+            if description not in keys:
+                keys.append(description)
+        elif kind == "keyring" and description.startswith("."):
+            name, _sep, count = description.partition(": ")
+            rings[name] = int(count.split()[0]) if count.split() and count.split()[0].isdigit() else None
+    return keys, rings
+
+
+def security_report(parsed):
+    """What the booted kernel enforces, in the node verdict's terms
+    (``state``: enabled | disabled | unsupported (no EFI) | unknown;
+    ``lockdown``; ``sig_enforce``; ``enforcing``: Secure Boot on, lockdown
+    other than none, or sig_enforce) plus ``trusted_keys``, ``keyrings``
+    and the kernel's Secure Boot messages."""
+    value = parsed["efivars"].get("SecureBoot")
+    if value == 1:
+        state = "enabled"
+    elif value == 0:
+        state = "disabled"
+    elif parsed["efi"] is False:
+        state = "unsupported"
+    else:
+        state = "unknown"
+    lockdown = lockdown_mode(parsed["lockdown"])
+    sig_enforce = None if parsed["sig_enforce"] is None else parsed["sig_enforce"].strip().upper().startswith("Y")
+    keys, rings = parse_proc_keys(parsed["keys"])
+    return {"state": state, "lockdown": lockdown, "sig_enforce": sig_enforce,
+            "enforcing": state == "enabled" or lockdown not in (None, "none") or bool(sig_enforce),
+            "setup_mode": parsed["efivars"].get("SetupMode"), "trusted_keys": keys, "keyrings": rings,
+            "kernel_messages": list(parsed["sblog"])}
+
+
+def signature_refusal(why):
+    """``{reason, kernel, modprobe}`` when the lines ``why`` of a module
+    that did not load say signature enforcement refused it, else None."""
+    modprobe = [line for line in why if any(error in line for error in SIGNATURE_ERRORS)]
+    kernel = [line for line in why if SIGNATURE_KERNEL_RE.search(line)]
+    if not modprobe and not kernel:
+        return None
+    reason = "signature"
+    for line in kernel:
+        for words, name in SIGNATURE_REASONS:
+            if words in line:
+                reason = name
+                break
+        if reason != "signature":
+            break
+    return {"reason": reason, "kernel": [SIGNATURE_KERNEL_RE.search(line).group(1) for line in kernel],
+            "modprobe": modprobe}
 
 
 def judge(result, parsed):
     """Fill ``result`` from a parsed console: which requested modules did not
-    load, and why (modprobe's and the kernel's own words)."""
+    load, and why (modprobe's and the kernel's own words); what the kernel
+    enforces; a Secure Boot boot that was not one."""
     result.kernel = parsed["kernel"]
     result.loaded = parsed["loaded"]
     result.params = parsed["params"]
     result.completed = parsed["completed"]
+    if parsed["begun"]:
+        result.security = security_report(parsed)
     if parsed["panic"]:
         result.panic = True
         result.failures.append("kernel panic: %s" % parsed["panic"])
-    if result.timed_out:
+    if result.chain_failure and not parsed["begun"]:
+        result.failures.append("the boot stopped before the kernel started /init (firmware, shim or grub): %s"
+                               % result.chain_failure)
+    elif result.timed_out:
         result.failures.append("boot did not finish in time (no end marker from /init)")
     elif not parsed["begun"] and not result.panic:
         result.failures.append("kernel did not start /init")
     if result.kernel and result.expected_kernel and result.kernel != result.expected_kernel:
         result.failures.append("booted kernel %s, image kernel is %s" % (result.kernel, result.expected_kernel))
+    if result.secure_boot_expected and result.security and result.security["state"] != "enabled":
+        result.failures.append(
+            "Secure Boot was asked for but the firmware booted without it (SecureBoot variable: %s, lockdown: %s): "
+            "the firmware's variable store (secure_boot_firmware.vars) must have Secure Boot keys enrolled and "
+            "Secure Boot on (OVMF_VARS_4M.ms.fd, OVMF_VARS.secboot.fd)"
+            % (parsed["efivars"].get("SecureBoot", "absent"), result.security["lockdown"]))
     loaded = set(parsed["loaded"])
     for name in result.requested:
         key = normalize_name(name)
@@ -732,11 +908,35 @@ def judge(result, parsed):
                                    "(systemd-modules-load skips it too)" % name)
             continue
         why = list(parsed["errors"].get(name, []))
+        why += [line for level, line in parsed["kmsg"].get(name, []) if level is None or level <= 5]
         why += [line for line in parsed["dmesg"] if line.startswith(key + ":") or line.startswith(name + ":")]
         why = [line for index, line in enumerate(why) if line not in why[:index]]  # retries repeat them
+        refusal = signature_refusal(why)
+        if refusal is not None:
+            result.refusals[name] = refusal
         rc = parsed["loads"].get(name)
         result.failures.append("module %s not loaded%s: %s" % (
             name, "" if rc is None else " (modprobe exit %d)" % rc, "; ".join(why) or "no error message"))
+
+
+def _plain(line):
+    """A console line without terminal escape sequences, stripped."""
+    return re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]", "", line).strip()
+
+
+def chain_failure(console):
+    """The firmware/shim/grub line of ``console`` that means the boot stopped
+    before the kernel (``_secure_boot.CHAIN_FAILURE_PATTERNS``), while /init
+    has not begun; else None."""
+    text = console.replace("\r", "")
+    if MARK + "BEGIN" in text:
+        return None
+    for raw in text.split("\n"):
+        line = _plain(raw)
+        for pattern in _secure_boot.CHAIN_FAILURE_PATTERNS:
+            if pattern.strip() and pattern.strip() in line:
+                return line
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -755,44 +955,76 @@ def with_modules(requested, modules):
     return result
 
 
+def qemu_command(qemu, accelerator, memory_mb, machine_args):
+    """The qemu command line but the boot source (``machine_args``: the
+    ``-kernel``/``-initrd``/``-append`` of a direct boot, or the firmware and
+    ESP of a Secure Boot boot)."""
+    command = [qemu, "-accel", accelerator]
+    if accelerator == "kvm":
+        command += ["-cpu", "host"]
+    return command + ["-m", str(memory_mb), "-smp", "1", "-nographic", "-nodefaults", "-serial", "stdio",
+                      "-no-reboot"] + list(machine_args)
+
+
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet rdinit=/init"
+CHAIN_FAILURE_GRACE = 5.0  # seconds the boot may go on after a firmware/shim/grub error line
+KVM_START_SECONDS = 30  # a KVM boot whose /init has not begun by then is retried under TCG
+
+
 def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=None,
-         host_busybox=HOST_BUSYBOX, extra_append="", modules=None):
+         host_busybox=HOST_BUSYBOX, extra_append="", modules=None, secure_boot=None, accelerator="tcg",
+         kvm_probe=None):
     """Boot the image's kernel with an initramfs made from the image; see the
     module docstring. ``modules``: names to modprobe too, after the image's
-    modules-load.d list. Never leaves qemu running."""
+    modules-load.d list. ``secure_boot``: a ``_secure_boot.SecureBootSetup``
+    (shim -> grub -> kernel under OVMF's Secure Boot firmware).
+    ``accelerator``: tcg, kvm or auto (KVM when qemu can run it here, with
+    SMM for Secure Boot; else TCG, with ``accelerator_note`` saying why).
+    Never leaves qemu running."""
     image = ImageModules(rootfs)
     image.requested = with_modules(image.requested, modules)
+    if secure_boot is not None:
+        image.support = [name for name in SUPPORT_MODULES if name in image.dep_map]
     result = BootResult("qemu", image.kernel)
     result.requested = list(image.requested)
     result.builtin = image.builtin
     result.blacklist = image.blacklist
+    result.secure_boot_expected = secure_boot is not None
     if shutil.which(qemu) is None:
         raise BootError("%s not found" % qemu)
+    probe = kvm_probe or (lambda smm: _secure_boot.probe_kvm(qemu, smm))
+    result.accelerator, result.accelerator_note = _secure_boot.choose_accelerator(
+        accelerator, secure_boot is not None, probe)
     own_dir = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="kmod-boot-")
     try:
         initrd = os.path.join(workdir, "initramfs.cpio")
         result.tools = build_initramfs(image, initrd, host_busybox=host_busybox)
-        command = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1",
-                   "-nographic", "-nodefaults", "-serial", "stdio", "-no-reboot",
-                   "-kernel", os.path.join(rootfs, image.vmlinuz), "-initrd", initrd,
-                   "-append", ("console=ttyS0 panic=-1 quiet rdinit=/init " + extra_append).strip()]
-        started = time.monotonic()
-        console_path = os.path.join(workdir, "console.log")
-        with open(console_path, "wb") as console:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console,
-                                       stderr=subprocess.STDOUT)
+        cmdline = (KERNEL_CMDLINE + " " + extra_append).strip()
+        kernel = os.path.join(rootfs, image.vmlinuz)
+        if secure_boot is None:
+            machine_args = ["-kernel", kernel, "-initrd", initrd, "-append", cmdline]
+        else:
             try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                result.timed_out = True
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        result.duration = time.monotonic() - started
-        with open(console_path, "rb") as console:
-            result.console = console.read().decode("utf-8", "replace")
+                machine_args = secure_boot.prepare(workdir, rootfs, kernel, initrd, cmdline)
+            except _secure_boot.SecureBootError as exc:
+                raise BootError("Secure Boot: %s" % exc)
+        console_path = os.path.join(workdir, "console.log")
+        chain_console = console_path if secure_boot is not None else None
+        process = _run_qemu(qemu_command(qemu, result.accelerator, memory_mb, machine_args), timeout,
+                            console_path, chain_console, result)
+        if result.accelerator == "kvm" and MARK + "BEGIN" not in result.console and not result.chain_failure:
+            # KVM that starts but cannot run the kernel (a nested hypervisor
+            # lacking a CPU feature): the same boot under TCG, said so.
+            last = [_plain(line) for line in result.console.replace("\r", "").split("\n") if _plain(line)]
+            result.accelerator, result.timed_out = "tcg", False
+            result.accelerator_note = ("KVM did not bring the kernel to /init (%s after %.1fs: %s): booted "
+                                       "under TCG instead of KVM" % (
+                                           "qemu exited" if process.returncode is not None and process.returncode != -9
+                                           else "stopped", result.duration,
+                                           last[-1][-200:] if last else "no console output"))
+            process = _run_qemu(qemu_command(qemu, "tcg", memory_mb, machine_args), timeout, console_path,
+                                chain_console, result)
         judge(result, parse_console(result.console))
         if process.returncode not in (0, None) and not result.timed_out and not result.failures:
             result.failures.append("qemu exited with %s" % process.returncode)
@@ -800,3 +1032,58 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
     finally:
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_qemu(command, timeout, console_path, chain_console, result):
+    """Run qemu to its end or ``timeout``, the console into ``console_path``
+    (and ``result.console``, ``result.duration``); under KVM, give up once
+    /init has not begun in ``KVM_START_SECONDS``. Returns the process."""
+    started = time.monotonic()
+    begin_by = started + KVM_START_SECONDS if "kvm" in command[:3] else None
+    with open(console_path, "wb") as console:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+        try:
+            _wait(process, started + timeout, chain_console, result, begin_by=begin_by, console_path=console_path)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    result.duration = time.monotonic() - started
+    with open(console_path, "rb") as console:
+        result.console = console.read().decode("utf-8", "replace")
+    return process
+
+
+def _wait(process, deadline, chain_console, result, step=0.5, begin_by=None, console_path=None):
+    """Wait for qemu until ``deadline`` (then ``result.timed_out``); with
+    ``chain_console``, stop early once the firmware, shim or grub printed a
+    line that means the boot went nowhere (``result.chain_failure``); with
+    ``begin_by``, stop then if /init has not begun (``console_path``)."""
+    stop_at = None
+    while True:
+        try:
+            process.wait(timeout=step)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now >= deadline:
+            result.timed_out = True
+            return
+        if begin_by is not None and now >= begin_by:
+            with open(console_path, "rb") as handle:
+                if (MARK + "BEGIN").encode() not in handle.read():
+                    return
+            begin_by = None
+        if chain_console is None:
+            continue
+        if stop_at is not None and now >= stop_at:
+            with open(chain_console, "rb") as handle:
+                result.chain_failure = chain_failure(handle.read().decode("utf-8", "replace"))
+            if result.chain_failure:
+                return
+            stop_at = None
+        elif stop_at is None:
+            with open(chain_console, "rb") as handle:
+                if chain_failure(handle.read().decode("utf-8", "replace")):
+                    stop_at = now + CHAIN_FAILURE_GRACE

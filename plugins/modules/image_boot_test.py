@@ -29,9 +29,19 @@ description:
     C(blacklist) line of C(modprobe.d) is not loaded, and the test says so.
   - The initramfs holds no module but those named in C(modules-load.d) (and
     O(modules)) with their dependencies and soft dependencies.
-  - With O(results_dir), a passing verdict is kept there by image digest and
-    module list; a rerun for the same digest returns it (RV(cached)) and
-    neither fetches nor boots. Failures are not kept.
+  - With O(secure_boot=true), the machine boots as a UEFI Secure Boot node
+    does - OVMF's Secure Boot firmware with Microsoft's keys enrolled, the
+    fleet's certificates (O(secure_boot_certificates)) enrolled as Machine
+    Owner Keys in the machine's own copy of the variable store, then shim,
+    grub and the image's own kernel - so the kernel is locked down and
+    refuses a module whose signature it cannot verify, as the nodes would.
+    The refusal is reported with the kernel's and modprobe's words
+    (RV(secure_boot.refused)) and what to do.
+  - With O(results_dir), a passing verdict is kept there by image digest,
+    module list and Secure Boot settings (firmware, boot loader, the
+    certificates' fingerprints); a rerun for the same digest and settings
+    returns it (RV(cached)) and neither fetches nor boots. Failures are not
+    kept.
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
@@ -85,6 +95,112 @@ options:
     description: Lines of the console's end returned in RV(console_tail).
     type: int
     default: 60
+  accelerator:
+    description:
+      - How qemu runs the machine. V(tcg) emulates (works everywhere, no
+        C(/dev/kvm) needed). V(kvm) and V(auto) use KVM (C(-cpu host)) when
+        qemu can start a KVM machine here (for O(secure_boot), one with SMM,
+        which the Secure Boot firmware needs and nested hypervisors often
+        lack); otherwise the boot runs under TCG and RV(accelerator_note)
+        says why. A KVM boot whose /init has not started within 30 s (or
+        whose qemu exits first - a nested hypervisor missing a CPU feature)
+        is booted again under TCG, and RV(accelerator_note) says so. Never a
+        failure.
+    type: str
+    choices: [tcg, kvm, auto]
+    default: tcg
+  secure_boot:
+    description:
+      - Boot with UEFI Secure Boot enforced, through OVMF's Secure Boot
+        firmware, shim and grub, instead of qemu's direct kernel boot; the
+        kernel then refuses modules that are unsigned or signed with a key
+        it does not trust (C(Loading of unsigned module is rejected),
+        C(Key was rejected by service)).
+      - Fails when the firmware did not enable Secure Boot in the machine
+        (a variable store without Secure Boot keys).
+      - Needs the firmware, a signed shim and grub (O(secure_boot_firmware),
+        O(secure_boot_bootloader)), C(mkfs.fat) (dosfstools) and C(mtools)
+        on the controller, and C(virt-fw-vars) (Python package
+        virt-firmware) for O(secure_boot_certificates).
+    type: bool
+    default: false
+  secure_boot_certificates:
+    description:
+      - Certificates (PEM, one or more C(CERTIFICATE) blocks, or DER) to
+        enrol as Machine Owner Keys in the test machine's copy of the
+        variable store, with C(virt-fw-vars --add-mok) - the fleet's
+        module signing certificate, as the nodes have it enrolled. shim puts
+        them in the kernel's C(.machine) key ring, which the kernel trusts
+        for modules.
+      - Their SHA-256 fingerprints are part of the verdict cache key.
+      - Only with O(secure_boot).
+    type: list
+    elements: path
+    default: []
+  secure_boot_firmware:
+    description:
+      - OVMF's Secure Boot firmware. Unset, the first pair found of
+        C(/usr/share/OVMF/OVMF_CODE_4M.secboot.fd) +
+        C(/usr/share/OVMF/OVMF_VARS_4M.ms.fd) (Debian/Ubuntu, package
+        C(ovmf)), C(/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd) +
+        C(/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd) (Fedora, RHEL, CentOS
+        Stream, package C(edk2-ovmf)), C(/usr/share/OVMF/OVMF_CODE.secboot.fd) +
+        C(/usr/share/OVMF/OVMF_VARS.ms.fd).
+      - Only with O(secure_boot).
+    type: dict
+    default: {}
+    suboptions:
+      code:
+        description:
+          - The firmware code (raw C(.fd), built with SMM and Secure Boot),
+            mapped read-only. Given alone, the vars of its pair above.
+        type: path
+      vars:
+        description:
+          - The variable store template (raw C(.fd)) with Secure Boot keys
+            enrolled and Secure Boot on (Microsoft's keys, which sign
+            shim). Never written, each boot gets its own copy.
+        type: path
+  secure_boot_bootloader:
+    description:
+      - The signed shim and grub that start the image's kernel. The kernel
+        must be signed by a key the shim trusts (its vendor certificate);
+        RHCOS's kernel by Red Hat's, so RHCOS is booted with its own shim and
+        grub (RHCOS carries them in C(/usr/lib/bootupd/updates/EFI/redhat/));
+        a Debian-signed kernel with Debian's.
+      - Only with O(secure_boot).
+    type: dict
+    default: {}
+    suboptions:
+      source:
+        description:
+          - V(auto) - the image's own signed shim and grub when the image
+            carries both (C(/usr/lib/bootupd/updates/EFI/<vendor>/shimx64.efi)
+            and C(grubx64.efi), C(/usr/lib/efi/shim/*/EFI/<vendor>/) and
+            C(/usr/lib/efi/grub2/*/EFI/<vendor>/), C(/boot/efi/EFI/<vendor>/)),
+            else the controller's.
+          - V(image) - the image's, or fail.
+          - V(controller) - the controller's (O(secure_boot_bootloader.shim)
+            and O(secure_boot_bootloader.grub)).
+        type: str
+        choices: [auto, image, controller]
+        default: auto
+      shim:
+        description:
+          - The controller's signed shim. Unset, the first pair found of
+            C(/usr/lib/shim/shimx64.efi.signed) +
+            C(/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed) (Debian/Ubuntu,
+            packages C(shim-signed), C(grub-efi-amd64-signed)), and
+            C(/boot/efi/EFI/<vendor>/shimx64.efi) + C(grubx64.efi) for
+            C(redhat), C(fedora), C(centos) (packages C(shim-x64),
+            C(grub2-efi-x64)). Set both or neither.
+        type: path
+      grub:
+        description:
+          - The controller's signed grub (same vendor as the shim). Its
+            C(grub.cfg) is written in grub's embedded prefix directory
+            (C(/EFI/debian), C(/EFI/redhat)) and beside it.
+        type: path
 notes:
   - Needs C(qemu-system-x86_64) on the host the module runs on, and, for an
     image without C(busybox) (a real RHCOS), a statically linked
@@ -107,9 +223,21 @@ notes:
     are written to disk (a few hundred MB for RHCOS); the registry options'
     O(cache_dir) would also keep every layer blob, so leave it unset for
     big images.
-  - Secure Boot and module signature enforcement are not modelled; a
-    module that needs hardware the qemu machine lacks may fail to load
+  - Without O(secure_boot), qemu boots the kernel directly (no firmware),
+    so module signatures are not checked; a node with Secure Boot would
+    refuse what this test loads. Turn O(secure_boot) on for such fleets.
+  - A module that needs hardware the qemu machine lacks may fail to load
     here and load on a node (C(-ENODEV)); turn the gate off for it.
+  - Secure Boot under TCG takes about 8-10 s a boot for a lab image (firmware,
+    shim and grub add about 5 s to the direct boot). The firmware needs SMM;
+    KVM on a host without SMM support (most nested virtualization) cannot
+    run it, so the boot runs under TCG whatever O(accelerator) says, and
+    RV(accelerator_note) says so.
+  - The ESP is a FAT image with C(EFI/BOOT/BOOTX64.EFI) (shim),
+    C(EFI/BOOT/grubx64.efi), C(grub.cfg) in grub's prefix directory, the
+    image's kernel and the boot test's initramfs; the initramfs also loads
+    C(efivarfs) when it is a module, to read the firmware's C(SecureBoot)
+    variable.
 seealso:
   - module: ocp.kmod_layering.registry_image_info
 """
@@ -128,6 +256,32 @@ EXAMPLES = r"""
 - name: Show it
   ansible.builtin.debug:
     msg: "{{ boot_test.msg }}"
+
+- name: Boot-test it as a Secure Boot node would boot it, the fleet's certificate enrolled
+  ocp.kmod_layering.image_boot_test:
+    image: "{{ kmod_image }}"
+    modules: "{{ kmod_modules }}"
+    auth_file: "{{ kmod_registry_auth_file }}"
+    results_dir: ~/.cache/ocp.kmod_layering/boot-tests
+    secure_boot: true
+    secure_boot_certificates:
+      - "{{ kmod_signing_cert_file }}"
+  delegate_to: localhost
+  run_once: true
+  register: boot_test_sb
+
+- name: Fedora/RHEL controller, firmware and boot loader named
+  ocp.kmod_layering.image_boot_test:
+    image: "{{ kmod_image }}"
+    secure_boot: true
+    secure_boot_certificates: [/etc/pki/kmod/fleet-signing.der]
+    secure_boot_firmware:
+      code: /usr/share/edk2/ovmf/OVMF_CODE.secboot.fd
+      vars: /usr/share/edk2/ovmf/OVMF_VARS.secboot.fd
+    secure_boot_bootloader:
+      source: image
+    accelerator: auto
+  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -206,39 +360,107 @@ tools:
   description: Where busybox and modprobe came from (C(image:/usr/bin/kmod), C(host:/bin/busybox)).
   returned: when booted
   type: dict
+accelerator:
+  description: How qemu ran the machine, V(tcg) or V(kvm).
+  returned: when booted or cached
+  type: str
+accelerator_note:
+  description:
+    - Why KVM was not used though O(accelerator) asked for it (no C(/dev/kvm),
+      or KVM without SMM for O(secure_boot)); null otherwise.
+  returned: when booted or cached
+  type: str
+  sample: >-
+    KVM here has no SMM (System Management Mode), which the Secure Boot firmware needs
+    (nested virtualization usually lacks it): booted under TCG instead of KVM
+secure_boot:
+  description:
+    - What the booted kernel enforced, as its /init read it (the firmware's
+      C(SecureBoot) variable through efivarfs, C(/sys/kernel/security/lockdown),
+      C(/sys/module/module/parameters/sig_enforce), C(/proc/keys)), in the
+      terms of the node verdict; with O(secure_boot), also the firmware,
+      shim, grub and certificates used.
+    - Without O(secure_boot) qemu boots the kernel directly, so RV(secure_boot.state)
+      is V(unsupported) (no EFI).
+  returned: when booted or cached
+  type: dict
+  contains:
+    requested:
+      description: O(secure_boot).
+      type: bool
+    state:
+      description:
+        - V(enabled) or V(disabled) (the firmware's C(SecureBoot) variable),
+          V(unsupported) (not booted through EFI), V(unknown) (EFI, variable not readable).
+      type: str
+    lockdown:
+      description: The kernel's lockdown mode, V(none), V(integrity) or V(confidentiality); null when not reported.
+      type: str
+    sig_enforce:
+      description: The kernel's C(module.sig_enforce); null when not reported.
+      type: bool
+    enforcing:
+      description: Whether the kernel refuses badly signed modules (Secure Boot on, lockdown other than none, or sig_enforce).
+      type: bool
+    setup_mode:
+      description: The firmware's C(SetupMode) variable (0 when a platform key is enrolled); null when not read.
+      type: int
+    trusted_keys:
+      description: 'The asymmetric keys the kernel holds (C(/proc/keys)), C(<subject CN>: <subject key id>).'
+      type: list
+      elements: str
+      sample: ["Debian Secure Boot CA: 6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1", "fleet signing: a6e4308dacbaad242cee2debed456e45fd44da1a"]
+    keyrings:
+      description: The kernel's system key rings and how many keys each holds (C(.machine) holds the enrolled MOKs).
+      type: dict
+      sample: {".builtin_trusted_keys": 1, ".machine": 2, ".platform": 2}
+    kernel_messages:
+      description: The kernel's messages about Secure Boot, lockdown and the certificates it loaded.
+      type: list
+      elements: str
+    refused:
+      description:
+        - Modules the kernel refused for their signature, by name - C(reason)
+          (V(unsigned), V(untrusted key), V(unsupported crypto), V(signature)),
+          C(kernel) (the kernel's words, e.g. C(Loading of unsigned module is rejected),
+          C(Loading of module with unavailable key is rejected)) and C(modprobe)
+          (modprobe's, e.g. C(... Key was rejected by service)).
+      type: dict
+      sample: {"kmodlab_core": {"reason": "unsigned", "kernel": ["Loading of unsigned module is rejected"],
+               "modprobe": ["modprobe: ERROR: could not insert 'kmodlab_core': Key was rejected by service"]}}
+    certificates:
+      description:
+        - O(secure_boot_certificates) as enrolled - C(path), C(sha256) (fingerprint of the DER), C(subject) (CN),
+          C(key_description) (C(<CN>) colon C(<subject key id>), as the kernel names the key) and C(trusted)
+          (whether the booted kernel holds the key; null when not known).
+      type: list
+      elements: dict
+    firmware:
+      description: The firmware used, C(code) and C(vars) (the template copied for the boot).
+      type: dict
+      returned: with O(secure_boot)
+    shim:
+      description: The shim used, C(image:<path>) (the image's own) or C(controller:<path>).
+      type: str
+      returned: with O(secure_boot)
+    grub:
+      description: The grub used, C(image:<path>) or C(controller:<path>).
+      type: str
+      returned: with O(secure_boot)
+    grub_prefix:
+      description: The ESP directory grub read its C(grub.cfg) from (its embedded prefix).
+      type: str
+      returned: with O(secure_boot)
+      sample: /EFI/debian
 """
 
-import json
-import shutil
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _qemu_boot, _image_boot_test, _files, _rootfs
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _image_boot_test
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import (
     REGISTRY_REQUIRED_TOGETHER,
     registry_argument_spec,
-    registry_client,
 )
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import RegistryError, parse_pullspec
-
-KEPT = ("ok", "kernel", "requested", "loaded", "params", "duration", "tools")
-
-
-def fetch_rootfs(client, image, root):
-    """Manifest digest, layer count and files written of ``image`` unpacked into ``root``."""
-    ref = parse_pullspec(image)
-    manifest = client.get_manifest(ref, arch="amd64")
-    config = client.get_config(manifest.ref, manifest)
-    arch = config.get("architecture")
-    if arch and arch != "amd64":
-        raise RegistryError("%s is a %s image; the boot test boots x86_64 (amd64) images only" % (image, arch))
-    written = 0
-    for layer in manifest.layers:
-        with client.open_blob(manifest.ref, layer["digest"]) as blob:
-            written += _rootfs.apply_layer(blob, root, keep=_image_boot_test.keep_for_boot_test)
-    return manifest.digest, len(manifest.layers), written
 
 
 def main():
@@ -251,66 +473,23 @@ def main():
         memory_mb=dict(type="int", default=1024),
         results_dir=dict(type="path"),
         console_lines=dict(type="int", default=60),
+        accelerator=dict(type="str", choices=["tcg", "kvm", "auto"], default="tcg"),
+        secure_boot=dict(type="bool", default=False),
+        secure_boot_certificates=dict(type="list", elements="path", default=[]),
+        secure_boot_firmware=dict(type="dict", default={}, options=dict(
+            code=dict(type="path"),
+            vars=dict(type="path"),
+        )),
+        secure_boot_bootloader=dict(type="dict", default={}, options=dict(
+            source=dict(type="str", choices=["auto", "image", "controller"], default="auto"),
+            shim=dict(type="path"),
+            grub=dict(type="path"),
+        )),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_together=REGISTRY_REQUIRED_TOGETHER,
                            supports_check_mode=True)
-    params = module.params
-    image = params["image"]
-    result = dict(changed=False, ok=False, booted=False, cached=False, image=image, bytes_fetched=0)
-    if params["arch"] not in ("x86_64", "amd64"):
-        module.fail_json(msg="The boot test boots x86_64 images only (qemu TCG on the controller); %s is %s. "
-                             "Turn it off for this architecture (kmod_boot_test: false)." % (image, params["arch"]),
-                         **result)
-    if "@sha256:" not in image:
-        module.fail_json(msg="image %s is not pinned by digest (repo@sha256:...)" % image, **result)
-    modules = _image_boot_test.module_names(params["modules"])
-    digest = image.rsplit("@", 1)[1]
-    cache_path = _image_boot_test.cache_file(params["results_dir"], digest, modules) if params["results_dir"] else None
-    cached = _image_boot_test.read_cached(cache_path) if cache_path else None
-    if cached is not None:
-        result.update(dict((k, cached.get(k)) for k in KEPT), cached=True, digest=digest,
-                      msg=_image_boot_test.verdict(cached, image)[1] + " (cached verdict)")
-        module.exit_json(**result)
-    if module.check_mode:
-        result.update(msg="check mode: %s not booted (no cached verdict)" % image)
-        module.exit_json(**result)
-
-    workdir = tempfile.mkdtemp(prefix="kmod-boot-test-")
-    client = None
-    try:
-        client = registry_client(params, user_agent="ocp.kmod_layering.image_boot_test")
-        root = workdir + "/rootfs"
-        result["digest"], result["layers"], result["files_unpacked"] = fetch_rootfs(client, image, root)
-        result["bytes_fetched"] = client.bytes_fetched
-        boot = _qemu_boot.boot(root, timeout=params["boot_timeout"], memory_mb=params["memory_mb"],
-                               workdir=workdir, modules=modules)
-    except (RegistryError, _rootfs.LayerError) as exc:
-        result["bytes_fetched"] = client.bytes_fetched if client else 0
-        module.fail_json(msg="Boot test of %s: cannot fetch the image: %s" % (image, to_native(exc)), **result)
-    except _qemu_boot.BootError as exc:
-        module.fail_json(msg="Boot test of %s: cannot boot the image: %s" % (image, to_native(exc)), **result)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg="Boot test of %s: %s" % (image, to_native(exc)), **result)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    summary = boot.to_dict()
-    ok, msg = _image_boot_test.verdict(summary, image)
-    result.update(dict((k, summary.get(k)) for k in KEPT), booted=True, ok=ok, msg=msg,
-                  failures=summary["failures"], panic=summary["panic"],
-                  console_tail=_image_boot_test.console_tail(boot.console, params["console_lines"]))
-    if params["results_dir"]:
-        try:
-            log_path = cache_path[:-len(".json")] + ".console.log"
-            _files.write_atomic(log_path, boot.console)
-            result["console_log"] = log_path
-            if ok:
-                record = dict((k, summary.get(k)) for k in KEPT)
-                record.update(version=_image_boot_test.CACHE_VERSION, image=image, digest=digest)
-                _files.write_atomic(cache_path, json.dumps(record, sort_keys=True))
-        except (IOError, OSError) as exc:
-            module.warn("Could not keep the boot test verdict in %s: %s" % (params["results_dir"], to_native(exc)))
-    if not ok:
+    failed, result = _image_boot_test.run(module.params, check_mode=module.check_mode, warn=module.warn)
+    if failed:
         module.fail_json(**result)
     module.exit_json(**result)
 
