@@ -21,7 +21,7 @@
   failure report.
 
 The boot itself is ``_qemu_boot.boot`` (the lab's nodes boot their own way,
-``tests/kmodlab/nodeboot.py``); the Secure Boot parts are ``_secure_boot``.
+``tests/kmodlab/nodeboot.py``); the Secure Boot parts are ``_uefi_boot``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,7 +37,7 @@ import tempfile
 
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files, _qemu_boot, _rootfs, _secure_boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files, _qemu_boot, _rootfs, _uefi_boot
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import RegistryError, parse_pullspec
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import registry_client
 
@@ -57,7 +57,7 @@ def keep_for_boot_test(path, secure_boot=False):
     """
     if path.startswith(_MODULE_TREES) or path.startswith(_CONFIG_DIRS) or path in _TOOLS:
         return True
-    if secure_boot and _secure_boot.keep_image_file(path):
+    if secure_boot and _uefi_boot.keep_image_file(path):
         return True
     directory, _sep, name = path.rpartition("/")
     return directory in _LIB_DIRS and bool(_SHARED_LIB_RE.match(name))
@@ -211,12 +211,12 @@ KEPT = ("ok", "kernel", "requested", "loaded", "params", "duration", "tools", "s
 
 def secure_boot_setup(params):
     """The ``SecureBootSetup`` of the module's parameters, None without
-    ``secure_boot``. Raises ``_secure_boot.SecureBootError``."""
+    ``secure_boot``. Raises ``_uefi_boot.SecureBootError``."""
     if not params.get("secure_boot"):
         return None
     firmware = params.get("secure_boot_firmware") or {}
     loader = params.get("secure_boot_bootloader") or {}
-    return _secure_boot.SecureBootSetup(
+    return _uefi_boot.SecureBootSetup(
         certificates=params.get("secure_boot_certificates") or [],
         firmware_code=firmware.get("code"), firmware_vars=firmware.get("vars"),
         shim=loader.get("shim"), grub=loader.get("grub"), bootloader=loader.get("source") or "auto")
@@ -239,7 +239,7 @@ def run(params, check_mode=False, warn=None, boot=None):
     try:
         setup = secure_boot_setup(params)
         secure_key = setup.cache_key() if setup is not None else None
-    except (_secure_boot.SecureBootError, IOError, OSError) as exc:
+    except (_uefi_boot.SecureBootError, IOError, OSError) as exc:
         result["msg"] = "Boot test of %s with Secure Boot: %s" % (image, to_native(exc))
         return True, result
     modules = module_names(params["modules"])

@@ -18,7 +18,7 @@ firmware's ``SecureBoot`` variable, ``/sys/kernel/security/lockdown``,
 ``sig_enforce``, the key rings of ``/proc/keys`` and the kernel's own words
 when it refuses a module (``Loading of unsigned module is rejected``).
 
-With a ``_secure_boot.SecureBootSetup`` (``boot(secure_boot=...)``) the
+With a ``_uefi_boot.SecureBootSetup`` (``boot(secure_boot=...)``) the
 machine is q35 with OVMF's Secure Boot firmware and boots shim -> grub -> the
 image's kernel from an ESP image instead of ``-kernel``/``-initrd``.
 
@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _secure_boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _uefi_boot
 
 MARK = "KMOD_LAYERING:"
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -701,7 +701,7 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
     initramfs.add_file("kmod-layering/support.list",
                        data="".join(name + "\n" for name in getattr(image, "support", ())).encode())
     script = (INIT_SCRIPT.replace("$MODPROBE_CMD", modprobe_cmd).replace("$MODPROBE_TOOL", modprobe_tool)
-              .replace("$EFI_GLOBAL_GUID", _secure_boot.EFI_GLOBAL_GUID))
+              .replace("$EFI_GLOBAL_GUID", _uefi_boot.EFI_GLOBAL_GUID))
     initramfs.add_file("init", data=script.encode(), mode=0o755)
     with open(out_path, "wb") as out:
         initramfs.write(out)
@@ -926,14 +926,14 @@ def _plain(line):
 
 def chain_failure(console):
     """The firmware/shim/grub line of ``console`` that means the boot stopped
-    before the kernel (``_secure_boot.CHAIN_FAILURE_PATTERNS``), while /init
+    before the kernel (``_uefi_boot.CHAIN_FAILURE_PATTERNS``), while /init
     has not begun; else None."""
     text = console.replace("\r", "")
     if MARK + "BEGIN" in text:
         return None
     for raw in text.split("\n"):
         line = _plain(raw)
-        for pattern in _secure_boot.CHAIN_FAILURE_PATTERNS:
+        for pattern in _uefi_boot.CHAIN_FAILURE_PATTERNS:
             if pattern.strip() and pattern.strip() in line:
                 return line
     return None
@@ -976,7 +976,7 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
          kvm_probe=None):
     """Boot the image's kernel with an initramfs made from the image; see the
     module docstring. ``modules``: names to modprobe too, after the image's
-    modules-load.d list. ``secure_boot``: a ``_secure_boot.SecureBootSetup``
+    modules-load.d list. ``secure_boot``: a ``_uefi_boot.SecureBootSetup``
     (shim -> grub -> kernel under OVMF's Secure Boot firmware).
     ``accelerator``: tcg, kvm or auto (KVM when qemu can run it here, with
     SMM for Secure Boot; else TCG, with ``accelerator_note`` saying why).
@@ -992,8 +992,8 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
     result.secure_boot_expected = secure_boot is not None
     if shutil.which(qemu) is None:
         raise BootError("%s not found" % qemu)
-    probe = kvm_probe or (lambda smm: _secure_boot.probe_kvm(qemu, smm))
-    result.accelerator, result.accelerator_note = _secure_boot.choose_accelerator(
+    probe = kvm_probe or (lambda smm: _uefi_boot.probe_kvm(qemu, smm))
+    result.accelerator, result.accelerator_note = _uefi_boot.choose_accelerator(
         accelerator, secure_boot is not None, probe)
     own_dir = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="kmod-boot-")
@@ -1007,7 +1007,7 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
         else:
             try:
                 machine_args = secure_boot.prepare(workdir, rootfs, kernel, initrd, cmdline)
-            except _secure_boot.SecureBootError as exc:
+            except _uefi_boot.SecureBootError as exc:
                 raise BootError("Secure Boot: %s" % exc)
         console_path = os.path.join(workdir, "console.log")
         chain_console = console_path if secure_boot is not None else None

@@ -12,10 +12,9 @@ Owner Keys (``virt-fw-vars --add-mok``: shim puts them in the kernel's
 ``.machine`` key ring), then shim -> grub -> the image's own kernel and the
 boot test's initramfs from a FAT image (the ESP).
 
-- ``Certificate``: a PEM or DER certificate, its DER, fingerprint (sha256 of
-  the DER, as ``kmod_build.signing.cert_sha256``) and, when the
-  ``cryptography`` library is there, subject CN and key description
-  (``"<CN>: <skid>"``, as ``/proc/keys`` shows the key).
+- ``Certificate``: a PEM or DER certificate, its DER, and its fingerprint,
+  subject and key description as ``_signing`` reads them (those of
+  ``kmod_build.signing``).
 - ``firmware_pair``, ``controller_bootloader``, ``image_bootloader``:
   where the firmware, shim and grub are (defaults for Debian/Ubuntu and
   Fedora/RHEL controllers; the image's own signed shim and grub first).
@@ -44,6 +43,8 @@ import re
 import shutil
 import subprocess
 import sys
+
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _signing
 
 # shim's vendor GUID, owner of the MokList entries.
 SHIM_LOCK_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"
@@ -112,46 +113,26 @@ def sha256_file(path):
 
 
 class Certificate:
-    """One X.509 certificate to enrol as a MOK."""
+    """One X.509 certificate to enrol as a MOK: its DER and the signing facts
+    ``_signing.certificate_facts`` gives it (the same fingerprint and key
+    description as ``kmod_build.signing``)."""
 
     def __init__(self, path, der):
         self.path = path
         self.der = der
-        self.sha256 = hashlib.sha256(der).hexdigest()
-        self.subject, self.skid = _describe(der)
-
-    @property
-    def key_description(self):
-        """``"<subject CN>: <skid>"``: how the kernel names the key (/proc/keys)."""
-        if self.subject is None or self.skid is None:
-            return None
-        return "%s: %s" % (self.subject, self.skid)
+        try:
+            facts = _signing.certificate_facts(der)
+        except _signing.SigningError:
+            facts = {"cert_sha256": hashlib.sha256(der).hexdigest(), "subject": None, "skid": None,
+                     "key_description": None}
+        self.sha256 = facts["cert_sha256"]
+        self.subject = facts["subject"]
+        self.skid = facts["skid"] or None
+        self.key_description = facts["key_description"] if self.skid else None
 
     def to_dict(self):
         return {"path": self.path, "sha256": self.sha256, "subject": self.subject,
                 "key_description": self.key_description}
-
-
-def _describe(der):
-    """(subject CN, subject key identifier hex) of a DER certificate, or
-    (None, None) without the ``cryptography`` library."""
-    try:
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        return None, None
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return None, None
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = names[0].value if names else cert.subject.rfc4514_string()
-    try:
-        skid = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        skid = binascii.hexlify(skid).decode("ascii")
-    except x509.ExtensionNotFound:
-        skid = None
-    return subject, skid
 
 
 def read_certificates(path):

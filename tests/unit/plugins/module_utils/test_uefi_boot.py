@@ -1,4 +1,4 @@
-"""_secure_boot and the Secure Boot parts of _qemu_boot / _image_boot_test:
+"""_uefi_boot and the Secure Boot parts of _qemu_boot / _image_boot_test:
 certificates, where the firmware / shim / grub are, the ESP layout and its
 mtools commands, the vars preparation command, the accelerator choice, the
 console's new markers, the refusal verdict and the cache key. (The real
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _image_boot_test, _qemu_boot, _secure_boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _image_boot_test, _qemu_boot, _uefi_boot
 
 KVER = "6.1.0-55-cloud-amd64"
 DEBIAN_GRUB = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
@@ -47,9 +47,9 @@ def test_pem_and_der_certificates_give_der_fingerprint_and_key_description(tmp_p
                    for der in (first, second))
     (tmp_path / "fleet.pem").write_bytes(b"# two certificates\n" + pem)
     (tmp_path / "fleet.der").write_bytes(first)
-    certs = _secure_boot.read_certificates(str(tmp_path / "fleet.pem"))
+    certs = _uefi_boot.read_certificates(str(tmp_path / "fleet.pem"))
     assert [c.der for c in certs] == [first, second]
-    (der,) = _secure_boot.read_certificates(str(tmp_path / "fleet.der"))
+    (der,) = _uefi_boot.read_certificates(str(tmp_path / "fleet.der"))
     assert der.sha256 == hashlib.sha256(first).hexdigest() == certs[0].sha256
     assert der.subject == "fleet signing" and der.skid == first_skid
     assert der.key_description == "fleet signing: " + first_skid
@@ -59,10 +59,10 @@ def test_pem_and_der_certificates_give_der_fingerprint_and_key_description(tmp_p
 
 def test_a_file_that_is_no_certificate_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(_secure_boot.SecureBootError, match="neither a PEM nor a DER certificate"):
-        _secure_boot.read_certificates(str(tmp_path / "key.pem"))
-    with pytest.raises(_secure_boot.SecureBootError, match="cannot read the certificate"):
-        _secure_boot.read_certificates(str(tmp_path / "missing.pem"))
+    with pytest.raises(_uefi_boot.SecureBootError, match="neither a PEM nor a DER certificate"):
+        _uefi_boot.read_certificates(str(tmp_path / "key.pem"))
+    with pytest.raises(_uefi_boot.SecureBootError, match="cannot read the certificate"):
+        _uefi_boot.read_certificates(str(tmp_path / "missing.pem"))
 
 
 # ---------------------------------------------------------------- where the parts are
@@ -77,33 +77,33 @@ def touch(path: Path, data: bytes = b"x") -> Path:
 def test_firmware_pairs_code_with_its_vars(tmp_path: Path) -> None:
     pairs = ((str(tmp_path / "a/CODE.fd"), str(tmp_path / "a/VARS.fd")),
              (str(tmp_path / "b/CODE.secboot.fd"), str(tmp_path / "b/VARS.secboot.fd")))
-    with pytest.raises(_secure_boot.SecureBootError, match="no OVMF Secure Boot firmware.*edk2-ovmf"):
-        _secure_boot.firmware_pair(pairs=pairs)
+    with pytest.raises(_uefi_boot.SecureBootError, match="no OVMF Secure Boot firmware.*edk2-ovmf"):
+        _uefi_boot.firmware_pair(pairs=pairs)
     for path in pairs[1]:
         touch(Path(path))
-    assert _secure_boot.firmware_pair(pairs=pairs) == pairs[1]
-    assert _secure_boot.firmware_pair(code=pairs[1][0], pairs=pairs) == pairs[1]
-    with pytest.raises(_secure_boot.SecureBootError, match="set both code and vars"):
-        _secure_boot.firmware_pair(code=str(tmp_path / "other.fd"), pairs=pairs)
-    with pytest.raises(_secure_boot.SecureBootError, match="does not exist"):
-        _secure_boot.firmware_pair(code=pairs[0][0], variables=pairs[1][1], pairs=pairs)
+    assert _uefi_boot.firmware_pair(pairs=pairs) == pairs[1]
+    assert _uefi_boot.firmware_pair(code=pairs[1][0], pairs=pairs) == pairs[1]
+    with pytest.raises(_uefi_boot.SecureBootError, match="set both code and vars"):
+        _uefi_boot.firmware_pair(code=str(tmp_path / "other.fd"), pairs=pairs)
+    with pytest.raises(_uefi_boot.SecureBootError, match="does not exist"):
+        _uefi_boot.firmware_pair(code=pairs[0][0], variables=pairs[1][1], pairs=pairs)
 
 
 def test_the_images_own_shim_and_grub_come_first_and_pair_by_vendor(tmp_path: Path) -> None:
     root = tmp_path / "rhcos"
-    assert _secure_boot.image_bootloader(str(root)) is None
+    assert _uefi_boot.image_bootloader(str(root)) is None
     efi = root / "usr/lib/bootupd/updates/EFI"
     touch(efi / "BOOT/BOOTX64.EFI")
     touch(efi / "BOOT/fbx64.efi")
     touch(efi / "redhat/shimx64.efi")
-    assert _secure_boot.image_bootloader(str(root)) is None  # no grub beside it
+    assert _uefi_boot.image_bootloader(str(root)) is None  # no grub beside it
     touch(efi / "redhat/grubx64.efi")
-    assert _secure_boot.image_bootloader(str(root)) == (
+    assert _uefi_boot.image_bootloader(str(root)) == (
         "usr/lib/bootupd/updates/EFI/redhat/shimx64.efi", "usr/lib/bootupd/updates/EFI/redhat/grubx64.efi")
     newer = tmp_path / "fcos"
     touch(newer / "usr/lib/efi/shim/15.8-3/EFI/fedora/shimx64.efi")
     touch(newer / "usr/lib/efi/grub2/2.12-1/EFI/fedora/grubx64.efi")
-    assert _secure_boot.image_bootloader(str(newer)) == (
+    assert _uefi_boot.image_bootloader(str(newer)) == (
         "usr/lib/efi/shim/15.8-3/EFI/fedora/shimx64.efi", "usr/lib/efi/grub2/2.12-1/EFI/fedora/grubx64.efi")
 
 
@@ -123,18 +123,18 @@ def test_the_boot_test_keeps_the_images_efi_binaries_only_for_secure_boot(path: 
 
 def test_grub_prefix_is_grubs_embedded_one_else_its_vendor_directory() -> None:
     module = b"\x03\x00\x00\x00\x18\x00\x00\x00/EFI/redhat\x00\x00\x00\x00"
-    assert _secure_boot.grub_prefix("/x/grubx64.efi", data=b"MZ..." + module + b"...") == "/EFI/redhat"
-    assert _secure_boot.grub_prefix("/boot/efi/EFI/fedora/grubx64.efi", data=b"MZ") == "/EFI/fedora"
-    assert _secure_boot.grub_prefix("/srv/grubx64.efi", data=b"MZ") == "/EFI/BOOT"
+    assert _uefi_boot.grub_prefix("/x/grubx64.efi", data=b"MZ..." + module + b"...") == "/EFI/redhat"
+    assert _uefi_boot.grub_prefix("/boot/efi/EFI/fedora/grubx64.efi", data=b"MZ") == "/EFI/fedora"
+    assert _uefi_boot.grub_prefix("/srv/grubx64.efi", data=b"MZ") == "/EFI/BOOT"
     if os.path.isfile(DEBIAN_GRUB):
-        assert _secure_boot.grub_prefix(DEBIAN_GRUB) == "/EFI/debian"
+        assert _uefi_boot.grub_prefix(DEBIAN_GRUB) == "/EFI/debian"
 
 
 # ---------------------------------------------------------------- ESP, vars, machine
 
 
 def test_esp_layout_puts_grub_cfg_in_grubs_prefix_and_beside_it() -> None:
-    layout = _secure_boot.esp_layout("/s/shim", "/s/grub", "/EFI/debian", "/r/vmlinuz", "/w/initrd",
+    layout = _uefi_boot.esp_layout("/s/shim", "/s/grub", "/EFI/debian", "/r/vmlinuz", "/w/initrd",
                                      "console=ttyS0 rdinit=/init")
     paths = [dest for dest, _src in layout]
     assert paths == ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/BOOT/grub.cfg", "EFI/debian/grub.cfg",
@@ -144,25 +144,25 @@ def test_esp_layout_puts_grub_cfg_in_grubs_prefix_and_beside_it() -> None:
     assert "linux /kmod-layering/vmlinuz console=ttyS0 rdinit=/init\n" in cfg
     assert "initrd /kmod-layering/initramfs.img\nboot\n" in cfg
     # grub in EFI/BOOT itself: one grub.cfg
-    assert [d for d, _s in _secure_boot.esp_layout("a", "b", "/EFI/BOOT", "k", "i", "")].count("EFI/BOOT/grub.cfg") == 1
+    assert [d for d, _s in _uefi_boot.esp_layout("a", "b", "/EFI/BOOT", "k", "i", "")].count("EFI/BOOT/grub.cfg") == 1
 
 
 def test_esp_commands_make_a_fat_image_with_every_directory_then_copy() -> None:
-    layout = _secure_boot.esp_layout("/s/shim", "/s/grub", "/EFI/redhat", "/r/vmlinuz", "/w/initrd", "")
+    layout = _uefi_boot.esp_layout("/s/shim", "/s/grub", "/EFI/redhat", "/r/vmlinuz", "/w/initrd", "")
     staged = {"EFI/BOOT/grub.cfg": "/w/a.cfg", "EFI/redhat/grub.cfg": "/w/b.cfg"}
-    commands = _secure_boot.esp_commands("/w/esp.img", layout, staged, 65536)
+    commands = _uefi_boot.esp_commands("/w/esp.img", layout, staged, 65536)
     assert commands[0] == ["mkfs.fat", "-C", "-F", "32", "-n", "KMODESP", "/w/esp.img", "65536"]
     assert commands[1] == ["mmd", "-i", "/w/esp.img", "::/EFI", "::/EFI/BOOT", "::/EFI/redhat", "::/kmod-layering"]
     assert ["mcopy", "-i", "/w/esp.img", "-o", "/s/shim", "::/EFI/BOOT/BOOTX64.EFI"] in commands
     assert ["mcopy", "-i", "/w/esp.img", "-o", "/w/b.cfg", "::/EFI/redhat/grub.cfg"] in commands
     assert len(commands) == 2 + len(layout)
-    assert _secure_boot.esp_size_kib([10 << 20]) == 64 * 1024
-    assert _secure_boot.esp_size_kib([100 << 20]) == (110 << 20) // 1024 + 16 * 1024
+    assert _uefi_boot.esp_size_kib([10 << 20]) == 64 * 1024
+    assert _uefi_boot.esp_size_kib([100 << 20]) == (110 << 20) // 1024 + 16 * 1024
 
 
 def test_vars_command_enrols_each_certificate_as_a_mok_in_a_copy() -> None:
-    assert _secure_boot.vars_command("virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd", []) is None
-    assert _secure_boot.vars_command("/venv/bin/virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd",
+    assert _uefi_boot.vars_command("virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd", []) is None
+    assert _uefi_boot.vars_command("/venv/bin/virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd",
                                      ["/w/mok-0.der", "/w/mok-1.der"]) == [
         "/venv/bin/virt-fw-vars", "-i", "/usr/share/OVMF/VARS.fd", "-o", "/w/vars.fd",
         "--add-mok", "605dab50-e046-4300-abb6-3dd810dd8b23", "/w/mok-0.der",
@@ -170,7 +170,7 @@ def test_vars_command_enrols_each_certificate_as_a_mok_in_a_copy() -> None:
 
 
 def test_qemu_args_are_q35_with_smm_secure_pflash_and_the_esp() -> None:
-    args = _secure_boot.qemu_args("/fw/CODE.fd", "/w/vars.fd", "/w/esp.img")
+    args = _uefi_boot.qemu_args("/fw/CODE.fd", "/w/vars.fd", "/w/esp.img")
     assert args[:4] == ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
     assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd" in args
     assert "if=pflash,format=raw,unit=1,file=/w/vars.fd" in args
@@ -192,17 +192,17 @@ def test_kvm_without_smm_falls_back_to_tcg_and_says_why(tmp_path: Path) -> None:
     device = touch(tmp_path / "kvm")
     no_smm = FakeRun(1, b"qemu-system-x86_64: warning: host doesn't support requested feature\n"
                         b"qemu-system-x86_64: System Management Mode not supported by this hypervisor.\n")
-    usable, reason = _secure_boot.probe_kvm("qemu", True, runner=no_smm, kvm_device=str(device))
+    usable, reason = _uefi_boot.probe_kvm("qemu", True, runner=no_smm, kvm_device=str(device))
     assert usable is False and reason.startswith("KVM here has no SMM (System Management Mode)")
     assert no_smm.calls[0][:5] == ["qemu", "-accel", "kvm", "-machine", "q35,smm=on"]
-    assert _secure_boot.probe_kvm("qemu", False, runner=FakeRun(0), kvm_device=str(device)) == (True, None)
-    assert _secure_boot.probe_kvm("qemu", False, runner=FakeRun(0), kvm_device=str(tmp_path / "no")) == (
+    assert _uefi_boot.probe_kvm("qemu", False, runner=FakeRun(0), kvm_device=str(device)) == (True, None)
+    assert _uefi_boot.probe_kvm("qemu", False, runner=FakeRun(0), kvm_device=str(tmp_path / "no")) == (
         False, "no %s on this host" % (tmp_path / "no"))
     asked = []
-    assert _secure_boot.choose_accelerator("tcg", True, lambda smm: asked.append(smm)) == ("tcg", None)
+    assert _uefi_boot.choose_accelerator("tcg", True, lambda smm: asked.append(smm)) == ("tcg", None)
     assert asked == []
-    assert _secure_boot.choose_accelerator("auto", False, lambda smm: (True, None)) == ("kvm", None)
-    accel, note = _secure_boot.choose_accelerator("kvm", True, lambda smm: (False, "KVM here has no SMM"))
+    assert _uefi_boot.choose_accelerator("auto", False, lambda smm: (True, None)) == ("kvm", None)
+    accel, note = _uefi_boot.choose_accelerator("kvm", True, lambda smm: (False, "KVM here has no SMM"))
     assert accel == "tcg" and note == "KVM here has no SMM: booted under TCG instead of KVM"
 
 
@@ -211,7 +211,7 @@ def test_setup_writes_the_esp_and_the_vars_and_keys_the_cache_on_what_it_uses(tm
     shim, grub = touch(tmp_path / "c/shimx64.efi", b"shim"), touch(tmp_path / "c/grubx64.efi", b"grub")
     der, _skid = make_cert("fleet signing")
     touch(tmp_path / "fleet.der", der)
-    setup = _secure_boot.SecureBootSetup([str(tmp_path / "fleet.der")], str(code), str(variables), str(shim),
+    setup = _uefi_boot.SecureBootSetup([str(tmp_path / "fleet.der")], str(code), str(variables), str(shim),
                                          str(grub), virt_fw_vars="/venv/bin/virt-fw-vars")
     run = FakeRun()
     work = tmp_path / "work"
@@ -232,7 +232,7 @@ def test_setup_writes_the_esp_and_the_vars_and_keys_the_cache_on_what_it_uses(tm
     setup.prepare(str(work), str(tmp_path / "rootfs"), kernel, initrd, "", runner=FakeRun())
     assert setup.to_dict()["shim"] == "image:/usr/lib/bootupd/updates/EFI/redhat/shimx64.efi"
     assert setup.to_dict()["grub_prefix"] == "/EFI/redhat"
-    plain = _secure_boot.SecureBootSetup([], str(code), str(variables), str(shim), str(grub), bootloader="controller")
+    plain = _uefi_boot.SecureBootSetup([], str(code), str(variables), str(shim), str(grub), bootloader="controller")
     plain.prepare(str(work), str(tmp_path / "rootfs"), kernel, initrd, "", runner=FakeRun())
     assert plain.shim_source.startswith("controller:") and (work / "vars.fd").read_bytes() == b"vars"
     assert plain.cache_key() != key
