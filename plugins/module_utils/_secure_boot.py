@@ -591,8 +591,8 @@ def module_refusal(name, fact, modinfo=None):
     return None
 
 
-def secure_boot_verdict(verdict, fact, modinfo=None, check_taint=True):
-    # type: (Dict[str, Any], Dict[str, Any], Optional[Dict[str, Dict[str, Any]]], bool) -> Dict[str, Any]
+def secure_boot_verdict(verdict, fact, modinfo=None, check_taint=True, why_unknown=None):
+    # type: (Dict[str, Any], Dict[str, Any], Optional[Dict[str, Dict[str, Any]]], bool, Optional[str]) -> Dict[str, Any]
     """Adds ``secure_boot`` (the fact) and ``warnings`` to a node's verdict
     (``_inspect.node_verdict``), in place, and returns it.
 
@@ -600,13 +600,18 @@ def secure_boot_verdict(verdict, fact, modinfo=None, check_taint=True):
       the kernel's refusal when the fact tells it (:func:`module_refusal`);
     - a node that does not enforce signatures whose kernel an unsigned
       module tainted (bit 13, 'E'): a warning, not a failure;
-    - a node whose Secure Boot state could not be read: a warning.
+    - a node whose Secure Boot state could not be read: a warning (saying
+      ``why_unknown``, e.g. the commands' errors).
     """
     node = verdict["node"]
     verdict["secure_boot"] = fact
+    # Whether the modules' signers are known (modinfo read): a signer None
+    # then means unsigned.
+    verdict["signatures_read"] = modinfo is not None
     warnings = verdict.setdefault("warnings", [])
     if not fact_known(fact):
-        warnings.append("node %s: cannot read its Secure Boot state" % node)
+        warnings.append("node %s: cannot read its Secure Boot state%s" % (
+            node, (": " + why_unknown) if why_unknown else ""))
         return verdict
     for name in verdict.get("missing_modules") or []:
         refusal = module_refusal(name, fact, modinfo)
@@ -632,4 +637,20 @@ def signers_text(fact):
     parts = []
     for name, info in sorted(((fact or {}).get("modules") or {}).items()):
         parts.append("%s: %s" % (name, info.get("signer") or "unsigned"))
+    return "; ".join(parts)
+
+
+def table_note(verdict):
+    # type: (Dict[str, Any]) -> str
+    """What the DETAIL column of verify's table adds for a node with a
+    Secure Boot fact: ``Secure Boot on (lockdown integrity); signed:
+    mydrv by Fleet CA`` and, for a warning, ``warning: unsigned-module taint``."""
+    fact = verdict.get("secure_boot")
+    if fact is None:
+        return ""
+    parts = [summary(fact)]
+    if fact.get("modules"):
+        parts.append("signers: " + (signers_text(fact) if verdict.get("signatures_read") else "unknown"))
+    if not fact.get("enforcing") and fact.get("unsigned_module_taint"):
+        parts.append("warning: kernel tainted by an unsigned module (E)")
     return "; ".join(parts)
