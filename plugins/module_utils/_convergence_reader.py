@@ -190,6 +190,7 @@ def check_all(params, check_mode, registry):
         "recipe": _build.recipe_digest(params["recipe_files"]),
         "repository": params["repository"],
         "expected_modules": params["expected_modules"] or [],
+        "signing_cert_sha256": params.get("signing_cert_sha256") or None,
     }
     results = {}
     # kubernetes.core sets up a client through the kubernetes library's

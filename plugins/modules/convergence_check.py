@@ -194,6 +194,16 @@ options:
         RV(report) as expected and not inspected.
     type: list
     elements: dict
+  signing_cert_sha256:
+    description:
+      - The sha256 fingerprint (64 lowercase hex digits) of the certificate
+        this run signs the modules with (C(kmod_build.signing.cert_sha256)
+        to be); unset when the modules are not signed.
+      - A cluster whose MachineConfig records another one (annotation
+        C(kmod-layering.io/signing-cert-sha256)), or records one when this
+        run signs nothing, is not converged.
+    type: str
+    version_added: 0.2.0
   cluster_name:
     description: Name of the cluster in messages and in RV(report) (the inventory host).
     type: str
@@ -449,6 +459,7 @@ def argument_spec():
         repository=dict(type="str", required=True),
         release=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
+        signing_cert_sha256=dict(type="str"),
         cluster_name=dict(type="str"),
         report_file=dict(type="path"),
         request_timeout=dict(type="int", default=30),

@@ -123,6 +123,21 @@ def test_machineconfig_without_recorded_inputs_is_not_converged():
     assert "driver_toolkit_image" in result["reasons"][0]
 
 
+def test_a_changed_signing_certificate_is_not_converged():
+    state = cluster()
+    annotations = ours(state)["metadata"]["annotations"]
+    annotations[_machineconfig.ANNOTATION_SIGNING_CERT] = "a" * 64
+    assert evaluate(state, wanted(signing_cert_sha256="a" * 64))["converged"]
+    result = evaluate(state, wanted(signing_cert_sha256="b" * 64))
+    assert not result["converged"]
+    assert result["reasons"] == ["pool worker: MachineConfig %s: the signing certificate changed (sha256 %s "
+                                 "recorded, %s now)" % (OURS, "a" * 16, "b" * 16)]
+    # Signed before, unsigned now (or this run's fingerprint not passed): not converged either.
+    assert "this run's signing facts name no certificate" in evaluate(state)["reasons"][0]
+    # Unsigned before, signed now.
+    assert "this run signs them" in evaluate(cluster(), wanted(signing_cert_sha256="b" * 64))["reasons"][0]
+
+
 def test_missing_machineconfig_is_not_converged():
     result = evaluate(cluster(machineconfigs=[]))
     assert result["reasons"] == ["pool worker: MachineConfig %s does not exist" % OURS]
