@@ -397,6 +397,9 @@ class NodeInspector(object):
             if verdict is not None:
                 verdicts.append(verdict)
         warnings = list(selection.warnings)
+        # The nodes' own warnings (Secure Boot: an unsigned-module taint, a
+        # state that cannot be read) are Ansible warnings too.
+        warnings.extend(w for v in verdicts for w in v.get("warnings") or [])
         if self.pods_left:
             warnings.append("debug pods could not be deleted: %s" % ", ".join(self.pods_left))
         result = dict(
