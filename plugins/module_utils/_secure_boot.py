@@ -542,11 +542,12 @@ def pool_signature_gate(pool, signing, node_facts, accept_untrusted=False, clust
         elif ok is None:
             unknown.append((node, reason))
     problems = []
+    heads = []
     if refused:
         node, reason = refused[0]
         more = " (and %d more of the pool's %d nodes)" % (len(refused) - 1, len(items)) if len(refused) > 1 else ""
-        problems.append("%s: node %s%s would refuse the modules: %s. %s" % (
-            where, node, more, reason, _fix(signing, not signing)))
+        heads.append("%s: node %s%s would refuse the modules: %s" % (where, node, more, reason))
+        problems.append("%s. %s" % (heads[-1], _fix(signing, not signing)))
     warnings = []
     if unknown:
         node, reason = unknown[0]
@@ -554,8 +555,7 @@ def pool_signature_gate(pool, signing, node_facts, accept_untrusted=False, clust
         warnings.append("%s: cannot tell whether node %s%s accepts the modules' signatures: %s; the Secure Boot "
                         "gate lets the rollout through for it" % (where, node, more, reason))
     if accept_untrusted and problems:
-        warnings = ["%s (kmod_secure_boot_accept_untrusted: the risk is accepted)" % p.split(". ", 1)[0]
-                    for p in problems] + warnings
+        warnings = ["%s (kmod_secure_boot_accept_untrusted: the risk is accepted)" % h for h in heads] + warnings
         problems = []
     return problems, warnings
 
