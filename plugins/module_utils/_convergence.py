@@ -17,6 +17,9 @@ the cluster's objects alone, plus the module sources and recipe of this run:
 - the build key recomputed from the recorded images with this run's sources
   and recipe equals the recorded one (so the build role would pick the same
   image), and the image is in this run's repository;
+- the modules are signed with this run's signing certificate (the
+  fingerprint recorded in ``kmod-layering.io/signing-cert-sha256``), or
+  both unsigned;
 - every pool renders our MachineConfig with that image and is done on it
   (``evaluate_pool``, the waiter's own rule);
 - every node is Done on that rendered config (the verify role's
@@ -94,6 +97,24 @@ def build_key_problem(inputs, modules, recipe, signing=None):
     return None
 
 
+def signing_changed(machineconfig, wanted_cert):
+    """None when our MachineConfig records the signing certificate this run
+    signs with (``wanted_cert``: its sha256 fingerprint, None when unsigned),
+    else why not. A new certificate means a new image (the nodes must trust
+    it), even with the same sources."""
+    annotations = ((machineconfig or {}).get("metadata") or {}).get("annotations") or {}
+    recorded = annotations.get(_machineconfig.ANNOTATION_SIGNING_CERT) or None
+    wanted_cert = wanted_cert or None
+    if recorded == wanted_cert:
+        return None
+    if wanted_cert is None:
+        return "its modules are signed (certificate sha256 %s) and this run's signing facts name no certificate" % (
+            recorded[:16])
+    if recorded is None:
+        return "its modules are not signed, this run signs them (certificate sha256 %s)" % wanted_cert[:16]
+    return "the signing certificate changed (sha256 %s recorded, %s now)" % (recorded[:16], wanted_cert[:16])
+
+
 def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wanted):
     """Whether the cluster runs what this run would roll out.
 
@@ -101,7 +122,9 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
     our MachineConfigs (at least); ``rendered_configs``: rendered MachineConfigs
     by name (those the pools point at); ``wanted``: ``{pools, name_prefix,
     modules (kmod_sources template entries), recipe (recipe_digest),
-    repository, release, signing (facts or None), expected_modules}``.
+    repository, release, signing (this run's signing facts, None when
+    unsigned: part of the build key; its fingerprint is compared with our
+    annotation first, ``signing_changed``, for the reason), expected_modules}``.
 
     Returns ``{converged, reasons, image, machineconfigs {pool: name},
     build_keys {pool: key}, pools [PoolRollout.as_dict()], verdicts [per node,
@@ -135,6 +158,7 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
         inputs = recorded_inputs(ours)
         keys[pool_name] = inputs["build_key"]
         problem = (release_matches(inputs, cluster_version, wanted.get("release"))
+                   or signing_changed(ours, (wanted.get("signing") or {}).get("cert_sha256"))
                    or build_key_problem(inputs, wanted["modules"], wanted["recipe"], wanted.get("signing")))
         if problem:
             reasons.append("pool %s: MachineConfig %s: %s" % (pool_name, name, problem))

@@ -27,6 +27,8 @@ import json
 import re
 import shlex
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _secure_boot
+
 DEFAULT_NAMESPACE = "openshift-kmod-layering-debug"
 # `oc debug node` falls back to this when the cluster has no openshift/tools
 # ImageStreamTag.
@@ -662,7 +664,8 @@ def cluster_report(cluster, verdicts, expected_image=None, expected_modules=None
             "failed": len(failed),
         },
         "reasons": [r for v in failed for r in v["reasons"]],
-        "warnings": list(warnings or []),
+        # The report's own (a pool without nodes), then the nodes' (Secure Boot).
+        "warnings": list(warnings or []) + [w for v in verdicts for w in v.get("warnings") or []],
         "nodes": verdicts,
     }
 
@@ -712,6 +715,8 @@ def table_lines(report):
         else:
             prefix = "node %s" % node["node"]
             detail = "; ".join(r.replace(prefix + ": ", "").replace(prefix + " ", "") for r in node["reasons"])
+        if "secure_boot" in node:
+            detail = "; ".join(part for part in (detail, _secure_boot.table_note(node)) if part)
         lines.append(_row([report["cluster"], node.get("pool") or "", node["node"], node["verdict"], digest,
                            modules_cell, detail]))
     return lines

@@ -17,10 +17,11 @@ renders without any.
   name, labels, pruned fields, types of the CRD schema) plus the CRD's
   openAPIV3Schema through ``jsonschema`` when it is importable;
 - ``pool_problem(...)``, ``cluster_version_problem(...)``,
-  ``effective_check(...)``: the gates before a write (the pool exists, is
-  not paused and not degraded; the cluster is not mid-upgrade; our
-  osImageURL would be the one the pool renders, by the MCO's rule in
-  ``_mco.effective_os_image_url``);
+  ``effective_check(...)``, ``signature_check(...)``: the gates before a
+  write (the pool exists, is not paused and not degraded; the cluster is not
+  mid-upgrade; our osImageURL would be the one the pool renders, by the
+  MCO's rule in ``_mco.effective_os_image_url``; the pool's nodes would
+  load the modules' signatures, ``_secure_boot.pool_signature_gate``);
 - ``history_of``, ``with_history``, ``rollback_plan``: the previous images
   our MachineConfig ran (annotation ``kmod-layering.io/history``) and what a
   rollback writes (the previous image, or no MachineConfig at all).
@@ -34,7 +35,7 @@ import copy
 import json
 import re
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _mco, _secure_boot
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._machineconfig_schema import (
     API_VERSION,
     CRD_NAME,
@@ -76,6 +77,10 @@ ANNOTATION_RELEASE = LABEL_PREFIX + "release"
 ANNOTATION_RELEASE_IMAGE = LABEL_PREFIX + "release-image"
 ANNOTATION_DRIVER_TOOLKIT_IMAGE = LABEL_PREFIX + "driver-toolkit-image"
 ANNOTATION_RHCOS_IMAGE = LABEL_PREFIX + "rhcos-image"
+# The sha256 fingerprint (lowercase hex of the DER) of the certificate the
+# image's modules are signed with (issue J); absent when they are unsigned.
+# A rerun with another certificate is not converged (``_convergence``).
+ANNOTATION_SIGNING_CERT = LABEL_PREFIX + "signing-cert-sha256"
 # JSON list, oldest first, of what our MachineConfig held before each change
 # of its osImageURL (osImageURL and our annotations): rollback returns to the
 # last entry; no entry means our MachineConfig did not exist before.
@@ -92,6 +97,7 @@ _HISTORY_KEYS = {
     "release-image": ANNOTATION_RELEASE_IMAGE,
     "driver-toolkit-image": ANNOTATION_DRIVER_TOOLKIT_IMAGE,
     "rhcos-image": ANNOTATION_RHCOS_IMAGE,
+    "signing-cert-sha256": ANNOTATION_SIGNING_CERT,
 }
 
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
@@ -166,8 +172,11 @@ def image_problem(image):
 
 def build_machineconfig(pool, os_image_url, name_prefix=None, build_key=None, modules=None,
                         kernel_version=None, release=None, release_image=None, driver_toolkit_image=None,
-                        rhcos_image=None):
+                        rhcos_image=None, signing_cert_sha256=None):
     """Our MachineConfig for ``pool`` (a dict, as the API takes it).
+
+    ``signing_cert_sha256``: the fingerprint of the modules' signing
+    certificate (``signing.cert_sha256`` of the build), or None (unsigned).
 
     Raises ``MachineConfigError`` on bad input (bad pool or prefix, image not
     pinned by digest).
@@ -196,7 +205,8 @@ def build_machineconfig(pool, os_image_url, name_prefix=None, build_key=None, mo
         annotations[ANNOTATION_RELEASE] = str(release)
     for annotation, value in ((ANNOTATION_RELEASE_IMAGE, release_image),
                               (ANNOTATION_DRIVER_TOOLKIT_IMAGE, driver_toolkit_image),
-                              (ANNOTATION_RHCOS_IMAGE, rhcos_image)):
+                              (ANNOTATION_RHCOS_IMAGE, rhcos_image),
+                              (ANNOTATION_SIGNING_CERT, signing_cert_sha256)):
         if value:
             annotations[annotation] = str(value)
     metadata = {"name": name, "labels": labels}
@@ -461,6 +471,48 @@ def effective_check(pool, machineconfigs, desired, cluster):
     return None, others
 
 
+_SHA256_HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def signing_problem(signing):
+    """Why ``signing`` (the build's signing facts, None or {} when unsigned)
+    is unusable, or None."""
+    if not signing:
+        return None
+    if not isinstance(signing, dict):
+        return "signing must be the build's signing facts (a dict) or null, got %r" % (signing,)
+    if not _SHA256_HEX_RE.match(str(signing.get("cert_sha256") or "")):
+        return ("signing.cert_sha256 must be the certificate's sha256 fingerprint, 64 lowercase hex digits, got %r"
+                % (signing.get("cert_sha256"),))
+    if not _secure_boot.signing_key_description(signing):
+        return "signing needs key_description (or subject and skid): the key's description in the nodes' /proc/keys"
+    return None
+
+
+def signature_check(pool_name, signing, node_entries, cluster, accept_untrusted=False):
+    """The Secure Boot gate of a pool: ``(problem, warnings, summary)``.
+
+    ``node_entries``: ``node_inspect``'s ``nodes`` (``name``, ``pool``,
+    ``secure_boot``) with ``secure_boot: true``; those of ``pool_name``
+    count (an entry without ``pool`` counts for every pool). A node without
+    a ``secure_boot`` fact (not probed, check mode) cannot tell. ``problem``
+    is None or the message naming the cluster, the pool, a node and the
+    fix; ``summary``: ``{nodes, enforcing, refusing, unknown}`` node names.
+    """
+    entries = [e for e in node_entries or [] if e.get("pool") in (None, pool_name)]
+    facts = [(e.get("name") or "?", e.get("secure_boot")) for e in entries]
+    problems, warnings = _secure_boot.pool_signature_gate(pool_name, signing or None, facts, accept_untrusted,
+                                                          cluster=cluster)
+    verdicts = [(name, _secure_boot.node_accepts(signing or None, fact)[0]) for name, fact in facts]
+    summary = {
+        "nodes": [name for name, _fact in facts],
+        "enforcing": [name for name, fact in facts if (fact or {}).get("enforcing")],
+        "refusing": [name for name, ok in verdicts if ok is False],
+        "unknown": [name for name, ok in verdicts if ok is None],
+    }
+    return (problems[0] if problems else None), warnings, summary
+
+
 def comparable(machineconfig):
     """The fields we own of a MachineConfig read from the API (for a readable diff)."""
     if not machineconfig:
@@ -558,7 +610,8 @@ def rollback_plan(existing, pool, name_prefix=None):
                                    kernel_version=entry.get("kernel-version"), release=entry.get("release"),
                                    release_image=entry.get("release-image"),
                                    driver_toolkit_image=entry.get("driver-toolkit-image"),
-                                   rhcos_image=entry.get("rhcos-image"))
+                                   rhcos_image=entry.get("rhcos-image"),
+                                   signing_cert_sha256=entry.get("signing-cert-sha256"))
     annotations = restored["metadata"].setdefault("annotations", {})
     if current:
         annotations[ANNOTATION_ROLLED_BACK_FROM] = current

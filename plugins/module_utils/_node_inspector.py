@@ -26,11 +26,15 @@ try:
 except ImportError:  # pragma: no cover - Python 2 is not supported anyway
     import Queue as queue  # noqa: N813
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _inspect, _mco
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _inspect, _mco, _secure_boot
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import ClusterError, Failed
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s_watch import ResourceWatcher
 
 MAX_WATCH_SECONDS = 120
+# Exit codes whose output still tells: grep 1 (nothing read) or 2 (a file
+# missing), mokutil 255 (no EFI variables: a BIOS boot), modinfo 1 (a module
+# not found, the others printed).
+USABLE_EXIT_CODES = {"parameters": (1, 2), "sb_files": (1, 2), "sb_state": (255,), "modinfo": (1,)}
 MAX_FAILURES = 6
 
 
@@ -300,16 +304,28 @@ class NodeInspector(object):
 
     def plan(self, selected):
         params = self.params
-        verify = bool(params["expected_image"] or params["expected_modules"])
+        secure_boot = bool(params.get("secure_boot"))
+        verify = bool(params["expected_image"] or params["expected_modules"] or secure_boot)
         commands = []
-        if verify:
+        names = [_inspect.normalize_module(m.get("name")) for m in params["expected_modules"] or []]
+        if params["expected_image"] or params["expected_modules"]:
             commands.append(("rpm_ostree", _inspect.CMD_RPM_OSTREE))
             if params["expected_modules"]:
                 commands.append(("modules", _inspect.CMD_PROC_MODULES))
-                if params["check_parameters"]:
-                    argv = _inspect.parameters_command(params["expected_modules"])
-                    if argv:
-                        commands.append(("parameters", argv))
+        parameters = None
+        if params["expected_modules"] and params["check_parameters"]:
+            parameters = _inspect.parameters_command(params["expected_modules"])
+        if secure_boot:
+            # The kernel's Secure Boot files and the parameter files in one
+            # grep: a debug pod per (node, command) is the cost that counts.
+            commands.append(("sb_state", list(_secure_boot.CMD_SB_STATE)))
+            commands.append(("parameters" if parameters else "sb_files",
+                             _secure_boot.grep_command(names, parameters[4:] if parameters else None)))
+            modinfo = _secure_boot.modinfo_command(names)
+            if modinfo:
+                commands.append(("modinfo", modinfo))
+        elif parameters:
+            commands.append(("parameters", parameters))
         for index, command in enumerate(params["commands"]):
             commands.append(("command_%d" % index, command))
         for node, _pool in selected:
@@ -326,10 +342,11 @@ class NodeInspector(object):
             return entry, None
         outputs = {}
         errors = {}
+        rcs = {}
         for job in jobs:
             result = job.as_dict()
-            # grep exits 1 (nothing read) or 2 (a file missing): the output still tells.
-            usable = result["rc"] == 0 or (job.key == "parameters" and result["rc"] in (1, 2))
+            rcs[job.key] = result["rc"]
+            usable = result["rc"] == 0 or result["rc"] in USABLE_EXIT_CODES.get(job.key, ())
             if usable and not job.error:
                 outputs[job.key] = job.stdout
             else:
@@ -348,6 +365,20 @@ class NodeInspector(object):
                 entry["rpm_ostree"] = None
         if "modules" in outputs:
             entry["modules"] = _inspect.parse_modules(outputs["modules"])
+        if self.params.get("secure_boot"):
+            files = outputs.get("sb_files", outputs.get("parameters"))
+            fact = _secure_boot.secure_boot_fact(
+                outputs.get("sb_state"), rcs.get("sb_state") if "sb_state" in outputs else None, files,
+                outputs.get("modinfo"), [_inspect.normalize_module(m.get("name"))
+                                         for m in self.params["expected_modules"] or []],
+                entry.get("modules"))
+            modinfo = _secure_boot.parse_modinfo(outputs["modinfo"]) if "modinfo" in outputs else None
+            what = {"sb_state": "mokutil --sb-state", "sb_files": "grep of the kernel's files",
+                    "parameters": "grep of the kernel's files"}
+            unread = "; ".join("%s: %s" % (what[key], errors[key]) for key in ("sb_state", "sb_files", "parameters")
+                               if key in errors)
+            _secure_boot.secure_boot_verdict(verdict, fact, modinfo, why_unknown=unread or None)
+            entry["secure_boot"] = fact
         return entry, verdict
 
     def run(self):
@@ -368,6 +399,9 @@ class NodeInspector(object):
             if verdict is not None:
                 verdicts.append(verdict)
         warnings = list(selection.warnings)
+        # The nodes' own warnings (Secure Boot: an unsigned-module taint, a
+        # state that cannot be read) are Ansible warnings too.
+        warnings.extend(w for v in verdicts for w in v.get("warnings") or [])
         if self.pods_left:
             warnings.append("debug pods could not be deleted: %s" % ", ".join(self.pods_left))
         result = dict(

@@ -353,7 +353,7 @@ reasons:
   returned: without O(clusters)
   type: list
   elements: str
-  sample: ["pool worker: MachineConfig 99-kmod-layering-worker: the module sources or the build recipe changed"]
+  sample: ["pool worker: MachineConfig 99-kmod-layering-worker: the module sources, the build recipe or the signing certificate changed"]
 registry_checked:
   description: Whether the registry was asked for the image (only when everything else said converged).
   returned: without O(clusters)

@@ -34,6 +34,19 @@ description:
     MachineConfig that would win is named. With O(cluster_version), a
     cluster being upgraded (C(Progressing=True)) is refused too, unless
     O(allow_upgrading_cluster).
+  - With O(node_secure_boot) (the nodes' Secure Boot facts, as
+    M(ocp.kmod_layering.node_inspect) returns them with C(secure_boot=true)),
+    the Secure Boot gate runs too, after the others; a pool with a node
+    that enforces module signatures (Secure Boot, a kernel lockdown or
+    C(module.sig_enforce)) is refused when the modules are unsigned
+    (O(signing) null) or signed by a certificate whose key is not among the
+    node's keys (C(/proc/keys)), naming the pool, a node and the fix (enrol
+    the certificate as a MOK, sign with a key the nodes trust, or
+    O(accept_untrusted_signatures)). Every asymmetric key a node lists
+    counts as trusted (C(/proc/keys) does not say which key ring holds
+    it); the image boot test with Secure Boot catches a key in a ring the
+    kernel does not use for modules. A node whose state could not be read
+    is a warning, not a refusal.
   - Keeps the history of our MachineConfig. When it already exists with
     another C(osImageURL), its image and annotations are appended to the
     JSON list in the annotation C(kmod-layering.io/history) (at most 5
@@ -126,6 +139,32 @@ options:
   rhcos_image:
     description: RHCOS image (by digest) the layered image is based on, recorded in the annotation C(kmod-layering.io/rhcos-image).
     type: str
+    version_added: 0.2.0
+  signing:
+    description:
+      - The signing facts of the build (C(kmod_build.signing)), null or empty when the modules are not
+        signed. C(cert_sha256) (the certificate's sha256 fingerprint, 64 lowercase hex digits) is
+        recorded in the annotation C(kmod-layering.io/signing-cert-sha256); C(key_description)
+        (C(<subject CN>) colon C(<skid>) as the kernel describes the key, else C(subject) and C(skid)) is
+        what the Secure Boot gate looks for in the nodes' keys. The other keys (C(subject), C(serial), C(hash)) are read by nothing here.
+    type: dict
+    version_added: 0.2.0
+  node_secure_boot:
+    description:
+      - The nodes' Secure Boot facts for the Secure Boot gate (with O(gates)), the RV(ocp.kmod_layering.node_inspect#module:nodes)
+        of M(ocp.kmod_layering.node_inspect) run with C(secure_boot=true) on the pools; each entry's
+        C(name), C(pool) (entries of other pools are ignored, one without a pool counts) and
+        C(secure_boot) are read. An entry without C(secure_boot) (check mode) cannot tell.
+      - Unset, the Secure Boot gate does not run.
+    type: list
+    elements: dict
+    version_added: 0.2.0
+  accept_untrusted_signatures:
+    description:
+      - Let the Secure Boot gate pass (with a warning) a pool whose nodes would refuse the modules, the
+        risk accepted (C(kmod_secure_boot_accept_untrusted)); those nodes boot without the modules.
+    type: bool
+    default: false
     version_added: 0.2.0
   cluster:
     description: Name of the cluster (inventory host), used in messages.
@@ -256,7 +295,7 @@ history:
   description:
     - The C(kmod-layering.io/history) entries of the MachineConfig rendered (oldest first), each with
       C(osImageURL) and the C(build-key), C(modules), C(kernel-version), C(release), C(release-image),
-      C(driver-toolkit-image), C(rhcos-image) it had.
+      C(driver-toolkit-image), C(rhcos-image), C(signing-cert-sha256) it had.
   returned: always
   type: list
   elements: dict
@@ -298,6 +337,31 @@ up_to_date:
   description: Whether that existing MachineConfig has our labels, annotations and spec already.
   returned: always
   type: bool
+secure_boot_gate:
+  description: What the Secure Boot gate found (O(node_secure_boot) given, gates on, a rollout).
+  returned: always
+  type: dict
+  contains:
+    checked:
+      description: Whether it ran.
+      type: bool
+    nodes:
+      description: The pool's nodes it looked at.
+      type: list
+      elements: str
+    enforcing:
+      description: Those that enforce module signatures.
+      type: list
+      elements: str
+    refusing:
+      description: Those that would refuse the modules (a refusal, unless O(accept_untrusted_signatures)).
+      type: list
+      elements: str
+    unknown:
+      description: Those whose state could not be read (a warning).
+      type: list
+      elements: str
+  sample: {checked: true, nodes: [worker-0, worker-1], enforcing: [worker-0, worker-1], refusing: [], unknown: []}
 other_os_image_setters:
   description:
     - Other non-generated MachineConfigs the pool selects that set an osImageURL
@@ -359,6 +423,9 @@ def main():
             release_image=dict(type="str"),
             driver_toolkit_image=dict(type="str"),
             rhcos_image=dict(type="str"),
+            signing=dict(type="dict"),
+            node_secure_boot=dict(type="list", elements="dict"),
+            accept_untrusted_signatures=dict(type="bool", default=False),
             cluster=dict(type="str"),
             gates=dict(type="bool"),
             pools=dict(type="list", elements="dict"),
@@ -378,6 +445,9 @@ def main():
     rollback = params["operation"] == "rollback"
     if rollback and params["dest"]:
         module.fail_json(msg="dest is not supported with operation=rollback")
+    problem = _machineconfig.signing_problem(params["signing"])
+    if problem:
+        module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], problem))
     try:
         name = _machineconfig.machineconfig_name(params["name_prefix"], params["pool"])
         existing = [mc for mc in params["machineconfigs"] or [] if (mc.get("metadata") or {}).get("name") == name]
@@ -391,7 +461,8 @@ def main():
                 params["pool"], params["os_image_url"], name_prefix=params["name_prefix"],
                 build_key=params["build_key"], modules=params["modules"], kernel_version=params["kernel_version"],
                 release=params["release"], release_image=params["release_image"],
-                driver_toolkit_image=params["driver_toolkit_image"], rhcos_image=params["rhcos_image"]),
+                driver_toolkit_image=params["driver_toolkit_image"], rhcos_image=params["rhcos_image"],
+                signing_cert_sha256=(params["signing"] or {}).get("cert_sha256")),
                 existing[0] if existing else None)
     except _machineconfig.MachineConfigError as exc:
         module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], to_native(exc)))
@@ -407,6 +478,7 @@ def main():
             module.deprecate("Gates that switch on because pools is given: set gates: true (or false) explicitly.",
                              version="2.0.0", collection_name="ocp.kmod_layering")
     others = []
+    secure_boot = {"checked": False, "nodes": [], "enforcing": [], "refusing": [], "unknown": []}
     if gates:
         problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"],
                                               check_degraded=not rollback)
@@ -423,6 +495,15 @@ def main():
             if others:
                 module.warn("Cluster %s, pool %s: MachineConfig %s overrides the osImageURL that %s set%s."
                             % (cluster, params["pool"], name, ", ".join(others), "" if len(others) > 1 else "s"))
+        if params["node_secure_boot"] is not None and not rollback:
+            problem, warnings, secure_boot = _machineconfig.signature_check(
+                params["pool"], params["signing"], params["node_secure_boot"], cluster,
+                params["accept_untrusted_signatures"])
+            secure_boot["checked"] = True
+            if problem:
+                module.fail_json(msg=problem, name=name, machineconfig=machineconfig, secure_boot_gate=secure_boot)
+            for warning in warnings:
+                module.warn(warning)
 
     if yaml is None:
         module.fail_json(msg="PyYAML is required to render the MachineConfig as YAML")
@@ -438,6 +519,7 @@ def main():
         up_to_date=bool(existing) and bool(machineconfig) and _subset(_machineconfig.comparable(machineconfig),
                                                                       existing[0]),
         other_os_image_setters=others,
+        secure_boot_gate=secure_boot,
         history=_machineconfig.history_of(machineconfig),
     )
     if plan is not None:

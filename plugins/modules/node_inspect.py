@@ -46,6 +46,20 @@ description:
     is C(Live) in C(/proc/modules), and its parameters show the values of
     its C(options). The module does not fail on a failed verdict; the caller
     decides (see the C(ocp.kmod_layering.verify) role).
+  - With O(secure_boot) it also reads each node's Secure Boot state and the
+    keys its kernel trusts, in two or three more pods per node,
+    C(mokutil --sb-state); one C(grep -H -s .) of
+    C(/sys/kernel/security/lockdown),
+    C(/sys/module/module/parameters/sig_enforce), C(/proc/sys/kernel/tainted),
+    C(/proc/keys) and C(/sys/module/<m>/taint) of O(expected_modules) (the
+    parameter files of O(check_parameters) join the same grep); and, with
+    O(expected_modules), C(modinfo <m>...) for each module's signer. Every
+    node entry and verdict then carries C(secure_boot) (RV(nodes[].secure_boot)).
+    A node that enforces signatures and misses a module fails naming the
+    kernel's refusal when the node tells it (unsigned, or signed by a key it
+    does not list); a node that does not enforce them whose kernel an
+    unsigned module tainted (taint C(E)) is a warning in RV(report.warnings),
+    not a failure; so is a node whose Secure Boot state cannot be read.
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
@@ -107,6 +121,17 @@ options:
         (default true; modules that do not load at boot are reported, not required).
     type: list
     elements: dict
+  secure_boot:
+    description:
+      - Also read each node's Secure Boot state, kernel lockdown, signature
+        enforcement, taint and trusted keys, and (with O(expected_modules))
+        the signer of each module (see the description).
+      - Alone (without O(expected_image) and O(expected_modules)) it reads
+        the Secure Boot state only, as the rollout role's gate does before
+        any write; RV(report) is then returned too.
+    type: bool
+    default: false
+    version_added: 0.2.0
   check_parameters:
     description:
       - Read C(/sys/module/<module>/parameters/<parameter>) for the options
@@ -200,6 +225,16 @@ EXAMPLES = r"""
     that: verified.report.verdict == 'pass'
     fail_msg: "{{ verified.report.reasons }}"
 
+- name: Secure Boot state, trusted keys and the signer of each module of every worker
+  ocp.kmod_layering.node_inspect:
+    pools: [worker]
+    expected_image: "{{ kmod_image }}"
+    expected_modules: "{{ kmod_modules }}"
+    secure_boot: true
+  register: verified
+  # verified.nodes[0].secure_boot: {state: enabled, lockdown: integrity, enforcing: true, ...,
+  #   modules: {mydrv: {signer: Fleet Module Signing, sig_hashalgo: sha256, ...}}}
+
 - name: Kernel version of two nodes, with a mirrored debug image
   ocp.kmod_layering.node_inspect:
     nodes: [worker-0.example.com, worker-1.example.com]
@@ -260,7 +295,10 @@ nodes:
           description: The command, as run after C(chroot /host).
           type: str
         key:
-          description: V(rpm_ostree), V(modules), V(parameters) for the verification commands, else V(command_<i>).
+          description:
+            - V(rpm_ostree), V(modules), V(parameters) for the verification commands; with O(secure_boot)
+              V(sb_state) (mokutil), V(parameters) or, without parameter files, V(sb_files) (the grep of the
+              kernel's files), V(modinfo); else V(command_<i>).
           type: str
         pod:
           description: Name of the debug pod (deleted since).
@@ -299,10 +337,48 @@ nodes:
         - Parsed C(/proc/modules) (with O(expected_modules)), by module name.
         - Each has C(size), C(refcount), C(deps) (the modules using it), C(state) (C(Live), C(Loading), C(Unloading)) and C(taint).
       type: dict
+    secure_boot:
+      description:
+        - The node's Secure Boot fact (with O(secure_boot)), also in RV(report.nodes[].secure_boot).
+        - The rollout role's gate reads it (M(ocp.kmod_layering.machineconfig_plan) O(ocp.kmod_layering.machineconfig_plan#module:node_secure_boot)).
+      returned: with O(secure_boot), not in check mode
+      type: dict
+      contains:
+        state:
+          description:
+            - What C(mokutil --sb-state) says, V(enabled), V(disabled) (also when shim's validation is off),
+              V(unsupported) (no EFI variables, a BIOS boot) or V(unknown) (it could not run).
+          type: str
+        lockdown:
+          description: The kernel's lockdown mode, V(none), V(integrity), V(confidentiality), or null when not read.
+          type: str
+        sig_enforce:
+          description: C(/sys/module/module/parameters/sig_enforce), or null when not read.
+          type: bool
+        enforcing:
+          description: The kernel refuses modules it cannot verify (Secure Boot enabled, a lockdown, or sig_enforce).
+          type: bool
+        tainted:
+          description: C(/proc/sys/kernel/tainted), the kernel's taint mask, or null.
+          type: int
+        unsigned_module_taint:
+          description: Bit 13 (C(E)) of the mask, an unsigned module was loaded.
+          type: bool
+        trusted_keys:
+          description:
+            - "The descriptions (C(<CN>: <skid>)) of the asymmetric keys in C(/proc/keys), the keys the
+              kernel may check module signatures against; null when C(/proc/keys) was not read."
+          type: list
+          elements: str
+        modules:
+          description:
+            - Per module of O(expected_modules), C(signer), C(sig_key), C(sig_hashalgo) (from C(modinfo),
+              null when unsigned or not read) and C(taint) (C(/sys/module/<m>/taint), e.g. C(OE)).
+          type: dict
 report:
   description:
-    - The cluster's verification report, with O(expected_image) or O(expected_modules).
-  returned: when O(expected_image) or O(expected_modules) is set
+    - The cluster's verification report, with O(expected_image), O(expected_modules) or O(secure_boot).
+  returned: when O(expected_image), O(expected_modules) or O(secure_boot) is set
   type: dict
   contains:
     cluster:
@@ -330,7 +406,9 @@ report:
       elements: str
       sample: ["node worker-1: module mydrv is not loaded (not in /proc/modules)"]
     warnings:
-      description: For example a pool without nodes.
+      description:
+        - For example a pool without nodes; then every node's warnings (with O(secure_boot) an
+          unsigned-module taint on a node without Secure Boot, a Secure Boot state that cannot be read).
       type: list
       elements: str
     nodes:
@@ -367,6 +445,18 @@ report:
           description: Required modules not in C(/proc/modules).
           type: list
           elements: str
+        secure_boot:
+          description: The node's Secure Boot fact, as in RV(nodes[].secure_boot) (with O(secure_boot)).
+          type: dict
+        signatures_read:
+          description: Whether C(modinfo) was read, so a module's null C(signer) means unsigned (with O(secure_boot)).
+          type: bool
+        warnings:
+          description:
+            - What is worth knowing but does not fail the node (with O(secure_boot)), for example a kernel
+              tainted by an unsigned module on a node without Secure Boot; also in RV(report.warnings).
+          type: list
+          elements: str
     table:
       description:
         - The report as rows of a fixed-width table (fixed column widths, so
@@ -399,6 +489,7 @@ def argument_spec():
         expected_modules=dict(type="list", elements="dict"),
         expected_kernel=dict(type="str"),
         check_parameters=dict(type="bool", default=True),
+        secure_boot=dict(type="bool", default=False),
         namespace=dict(type="str", default=_inspect.DEFAULT_NAMESPACE),
         create_namespace=dict(type="bool", default=True),
         image=dict(type="str", default=""),
@@ -418,8 +509,10 @@ def validate(module):
         module.fail_json(msg="timeout must be a positive number of seconds")
     if params["parallel"] <= 0:
         module.fail_json(msg="parallel must be at least 1")
-    if not (params["commands"] or params["expected_image"] or params["expected_modules"]):
-        module.fail_json(msg="nothing to run: give commands, expected_image or expected_modules")
+    if not (params["commands"] or params["expected_image"] or params["expected_modules"] or params["secure_boot"]):
+        module.fail_json(msg="nothing to run: give commands, expected_image, expected_modules or secure_boot")
+    if params["method"] == "mco_state" and params["secure_boot"]:
+        module.fail_json(msg="secure_boot needs debug pods on the nodes: method=pods")
     problem = _inspect.expected_modules_problem(params["expected_modules"])
     if problem:
         module.fail_json(msg=problem)

@@ -234,7 +234,7 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     assert check.returncode == 0, check.stdout[-8000:] + check.stderr[-2000:]
     for cluster in fleet.clusters:
         assert re.search(rf"Cluster {cluster['name']}: full run \(pool worker: MachineConfig \S+: "
-                         r"the module sources or the build recipe changed", check.stdout), check.stdout[-5000:]
+                         r"the module sources, the build recipe or the signing certificate changed", check.stdout), check.stdout[-5000:]
         assert f"{cluster['name']} converged=False" in check.stdout
     assert our_writes(fleet) == {c["name"]: 0 for c in fleet.clusters}
 

@@ -40,6 +40,8 @@ CRD = CHECKOUT / "tests" / "kmodlab" / "crds" / "0000_80_machine-config_01_machi
 MC_API = "machineconfiguration.openshift.io/v1"
 ROLE = "machineconfiguration.openshift.io/role"
 OUR_MC = "99-kmod-layering-worker"
+# The Secure Boot gate's debug pods run there (kmod_verify_namespace).
+DEBUG_NAMESPACE = "openshift-kmod-layering-debug"
 RECORD_TASK = "Record the rollout of cluster"
 
 
@@ -190,6 +192,16 @@ class Cluster:
     def product_writes(self) -> list[dict[str, Any]]:
         return [r for r in self.product_records() if r["method"] in ("POST", "PUT", "PATCH", "DELETE")]
 
+    def writes_but_debug_pods(self) -> list[dict[str, Any]]:
+        """The product's writes other than the Secure Boot gate's debug pods
+        (kmod_secure_boot_gate auto: before the first write) and their
+        namespace, after checking every pod created was deleted."""
+        debug = [r for r in self.product_writes() if r["path"].startswith(f"/api/v1/namespaces/{DEBUG_NAMESPACE}/")]
+        created = [r for r in debug if r["method"] == "POST"]
+        assert len(created) == len([r for r in debug if r["method"] == "DELETE"]), debug
+        return [r for r in self.product_writes() if r not in debug
+                and r["path"] not in ("/api/v1/namespaces", f"/api/v1/namespaces/{DEBUG_NAMESPACE}")]
+
     def booted(self, nodes: list[str]) -> dict[str, str]:
         """The image each node booted, as the lab's node agents record it."""
         return {name: self.get(f"/api/v1/nodes/{name}")["metadata"]["annotations"].get("kmodlab.io/booted-image")
@@ -232,6 +244,7 @@ def rolled_out(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     c.log.reset()
     c.first = playbook("rollout.yml", c.inventory(c.image))
     c.first_writes = c.product_writes()
+    c.first_writes_but_debug_pods = c.writes_but_debug_pods()
     try:
         yield c
     finally:
@@ -264,8 +277,11 @@ def test_rollout_puts_the_pool_on_a_new_rendered_config_with_the_image(rolled_ou
     assert len(nodes) == c.cluster["pools"]["worker"]
     assert c.booted(nodes) == {name: c.image for name in nodes}
 
-    # The product wrote exactly one object: our MachineConfig.
-    assert [(r["method"], r["path"]) for r in c.first_writes] == [("POST", f"/apis/{MC_API}/machineconfigs")]
+    # The product wrote exactly one object: our MachineConfig (and, before
+    # it, the Secure Boot gate's debug pods, each deleted).
+    assert [(r["method"], r["path"]) for r in c.first_writes_but_debug_pods] == [
+        ("POST", f"/apis/{MC_API}/machineconfigs")]
+    assert len([r for r in c.first_writes if r["method"] == "POST" and "/pods" in r["path"]]) == 2 * len(nodes)
 
 
 def test_the_machineconfig_in_the_api_validates_against_the_crd(rolled_out):
@@ -438,7 +454,7 @@ def test_allow_paused_pool_applies_and_does_not_wait(rolled_out):
         assert [p["phase"] for p in rollout["pools"]] == ["paused"]
         (wait,) = run.tasks(c.name, "Wait until every node of the pools runs the image")
         assert any("is paused; not waited for" in w for w in wait.get("warnings", [])), wait
-        assert [(r["method"], r["query"].get("dryRun")) for r in c.product_writes()] == [("PATCH", None)]
+        assert [(r["method"], r["query"].get("dryRun")) for r in c.writes_but_debug_pods()] == [("PATCH", None)]
         assert c.machineconfig(OUR_MC)["spec"]["osImageURL"] == c.other_image
         nodes = [n["name"] for n in rollout["pools"][0]["nodes"]]
         assert c.booted(nodes) == {name: c.image for name in nodes}  # held by the pause

@@ -85,7 +85,7 @@ def test_changed_module_sources_are_not_converged():
     changed = [dict(MODULES[0], fingerprint="sha256:" + "6" * 64)]
     result = evaluate(cluster(), wanted(modules=changed))
     assert not result["converged"]
-    assert "module sources or the build recipe changed" in result["reasons"][0]
+    assert "the module sources, the build recipe or the signing certificate changed" in result["reasons"][0]
 
 
 def test_changed_recipe_is_not_converged():
@@ -121,6 +121,27 @@ def test_machineconfig_without_recorded_inputs_is_not_converged():
     result = evaluate(state)
     assert not result["converged"]
     assert "driver_toolkit_image" in result["reasons"][0]
+
+
+def test_a_changed_signing_certificate_is_not_converged():
+    signed_a = {"cert_sha256": "a" * 64, "hash": "sha256"}
+    signed_b = {"cert_sha256": "b" * 64, "hash": "sha256"}
+    state = cluster()
+    annotations = ours(state)["metadata"]["annotations"]
+    annotations[_machineconfig.ANNOTATION_SIGNING_CERT] = "a" * 64
+    annotations[_machineconfig.ANNOTATION_BUILD_KEY] = _build.build_key(KERNEL, DTK, RHCOS, MODULES, RECIPE, signed_a)
+    assert evaluate(state, wanted(signing=signed_a))["converged"]
+    result = evaluate(state, wanted(signing=signed_b))
+    assert not result["converged"]
+    assert result["reasons"] == ["pool worker: MachineConfig %s: the signing certificate changed (sha256 %s "
+                                 "recorded, %s now)" % (OURS, "a" * 16, "b" * 16)]
+    # The same certificate with another hash: another build key.
+    assert "signing certificate changed (build key" in evaluate(
+        state, wanted(signing=dict(signed_a, hash="sha512")))["reasons"][0]
+    # Signed before, unsigned now: not converged either.
+    assert "this run's signing facts name no certificate" in evaluate(state)["reasons"][0]
+    # Unsigned before, signed now.
+    assert "this run signs them" in evaluate(cluster(), wanted(signing=signed_b))["reasons"][0]
 
 
 def test_missing_machineconfig_is_not_converged():

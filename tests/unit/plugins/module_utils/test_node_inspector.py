@@ -65,6 +65,8 @@ def api(serve_http):
     recorded.lists[PODS] = []
     recorded.objects[TOOLS] = {"kind": "ImageStreamTag", "image": {"dockerImageReference": TOOLS_IMAGE}}
     recorded.booted = {}  # node -> image it booted (default IMAGE)
+    # command substring -> (exit code, output), or a function of the node giving them
+    recorded.outputs = {}
     recorded.version = 500
 
     def run_pod(path, pod):
@@ -73,10 +75,15 @@ def api(serve_http):
         command = " ".join(pod["spec"]["containers"][0]["command"])
         node = pod["spec"]["nodeName"]
         output = rpm_ostree_status(recorded.booted.get(node, IMAGE)) if "rpm-ostree" in command else PROC_MODULES
+        exit_code = 0
+        for needle, answer in recorded.outputs.items():
+            if needle in command:
+                exit_code, output = answer(node) if callable(answer) else answer
         recorded.texts["%s/%s/log" % (PODS, pod["metadata"]["name"])] = output
         finished = json.loads(json.dumps(pod))
-        finished["status"] = {"phase": "Succeeded", "containerStatuses": [
-            {"name": _inspect.CONTAINER_NAME, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
+        finished["status"] = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [
+            {"name": _inspect.CONTAINER_NAME, "state": {"terminated": {
+                "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}}}]}
         recorded.version += 1
         recorded.watch(PODS, event("ADDED", pod, recorded.version), event("MODIFIED", finished, recorded.version + 1))
         recorded.version += 1
@@ -185,3 +192,100 @@ def test_a_node_on_another_kernel_than_the_images_fails_both_ways(api, serve_htt
     assert final["verdict"] == "pass", final["reasons"]
     assert final["nodes"][2]["kernel"] == "5.14.0-284.73.1.el9_2.x86_64"
     assert final["nodes"][0]["os_image"] == nodes[0]["status"]["nodeInfo"]["osImage"]
+
+
+# --- Secure Boot (issue J) -------------------------------------------------------
+
+SB_KEYS = (
+    "/proc/keys:0b4ddd26 I------     1 perm 1f030000     0     0 asymmetri Red Hat Enterprise Linux kernel signing "
+    "key: 4d38fd864ebe18c5f0b72e3852e2014c3a676fc8: X509.rsa 3a676fc8 []\n"
+    "/proc/keys:2a7b3c91 I------     1 perm 1f010000     0     0 asymmetri Fleet Module Signing: "
+    "9f2c41d07b3e5a6c8d1e2f3a4b5c6d7e8f901a2b: X509.rsa 8f901a2b []\n")
+
+
+def sb_files(lockdown, tainted, taint):
+    return ("/sys/kernel/security/lockdown:%s\n/sys/module/module/parameters/sig_enforce:N\n"
+            "/proc/sys/kernel/tainted:%s\n%s/sys/module/kmodlab_core/taint:%s\n"
+            "/sys/module/kmodlab_dep/taint:%s\n" % (lockdown, tainted, SB_KEYS, taint, taint))
+
+
+def modinfo(signer):
+    out = ""
+    for name in ("kmodlab_core", "kmodlab_dep"):
+        out += "filename:       /lib/modules/5.14.0-427.26.1.el9_4.x86_64/extra/%s.ko.xz\nname:           %s\n" % (
+            name, name)
+        if signer:
+            out += "sig_id:         PKCS#7\nsigner:         %s\nsig_key:        1A:2B\nsig_hashalgo:   sha256\n" % signer
+    return out
+
+
+def test_secure_boot_facts_of_every_node_in_three_more_pods_each_and_the_table_shows_them(api):
+    recorded, address = api
+    nodes = [n["metadata"]["name"] for n in recorded.lists["/api/v1/nodes"]]
+    workers = [n for n in nodes if "master" not in n]
+    secure = workers[0]
+    recorded.outputs = {
+        "mokutil": lambda node: (0, "SecureBoot enabled\n") if node == secure else (0, "SecureBoot disabled\n"),
+        "/proc/keys": lambda node: (0, sb_files("none [integrity] confidentiality", 4096, "O")) if node == secure
+        else (0, sb_files("[none] integrity confidentiality", 12288, "OE")),
+        "modinfo": lambda node: (0, modinfo("Fleet Module Signing" if node == secure else None)),
+    }
+    result = inspect(address, secure_boot=True)
+    report = result["report"]
+    assert report["verdict"] == "pass", report["reasons"]
+    # rpm-ostree, /proc/modules, mokutil, the one grep, modinfo: five pods per node.
+    pods = [c for c in recorded.created if c["kind"] == "Pod"]
+    assert len(pods) == 5 * len(result["nodes"])
+    commands = {" ".join(p["spec"]["containers"][0]["command"]) for p in pods}
+    assert "chroot /host mokutil --sb-state" in commands
+    assert "chroot /host modinfo kmodlab_core kmodlab_dep" in commands
+    assert ("chroot /host grep -H -s . /sys/kernel/security/lockdown /sys/module/module/parameters/sig_enforce "
+            "/proc/sys/kernel/tainted /proc/keys /sys/module/kmodlab_core/taint /sys/module/kmodlab_dep/taint"
+            in commands)
+    by_node = dict((n["name"], n) for n in result["nodes"])
+    fact = by_node[secure]["secure_boot"]
+    assert (fact["state"], fact["lockdown"], fact["enforcing"], fact["unsigned_module_taint"]) == (
+        "enabled", "integrity", True, False)
+    assert "Fleet Module Signing: 9f2c41d07b3e5a6c8d1e2f3a4b5c6d7e8f901a2b" in fact["trusted_keys"]
+    assert fact["modules"]["kmodlab_core"] == {"signer": "Fleet Module Signing", "sig_key": "1A:2B",
+                                               "sig_hashalgo": "sha256", "taint": "O"}
+    verdicts = dict((v["node"], v) for v in report["nodes"])
+    assert verdicts[secure]["secure_boot"] == fact and verdicts[secure]["warnings"] == []
+    # The nodes without Secure Boot, tainted by the unsigned modules: warnings, not failures.
+    others = [n for n in by_node if n != secure]
+    assert all(by_node[n]["secure_boot"]["state"] == "disabled" for n in others)
+    assert len(report["warnings"]) == len(others)
+    assert all("tainted by an unsigned module (taint OE" in w for w in report["warnings"])
+    rows = dict((v["node"], line) for v, line in zip(report["nodes"], report["table"]))
+    assert "Secure Boot on (lockdown integrity); signers: kmodlab_core: Fleet Module Signing" in rows[secure]
+    row = rows[others[0]]
+    assert "Secure Boot off; signers: kmodlab_core: unsigned; kmodlab_dep: unsigned; warning" in row
+
+
+def test_a_secure_boot_node_that_refused_an_unsigned_module_fails_naming_the_refusal(api):
+    recorded, address = api
+    recorded.outputs = {
+        "/proc/modules": (0, "xfs 2019328 2 - Live 0xffffffffc0c2f000\n"),
+        "mokutil": (0, "SecureBoot enabled\n"),
+        "/proc/keys": (2, sb_files("none [integrity] confidentiality", 0, "")),
+        "modinfo": (0, modinfo(None)),
+    }
+    report = inspect(address, secure_boot=True)["report"]
+    assert report["verdict"] == "fail"
+    assert any(r.endswith("module kmodlab_core is not loaded (not in /proc/modules): the kernel refuses unsigned "
+                          "modules here (Secure Boot enabled, lockdown integrity): modprobe kmodlab_core: "
+                          "Operation not permitted") for r in report["reasons"])
+
+
+def test_secure_boot_alone_probes_the_state_in_two_pods_and_an_unanswered_state_is_a_warning(api):
+    recorded, address = api
+    # A node whose tools cannot answer (the lab before it knew these commands).
+    recorded.outputs = {"mokutil": (127, "sh: mokutil: not found\n"), "/proc/keys": (1, "")}
+    result = inspect(address, secure_boot=True, expected_image=None, expected_modules=None)
+    pods = [c for c in recorded.created if c["kind"] == "Pod"]
+    assert len(pods) == 2 * len(result["nodes"])
+    report = result["report"]
+    assert report["verdict"] == "pass" and len(report["warnings"]) == len(result["nodes"])
+    assert report["warnings"][0].endswith(
+        "cannot read its Secure Boot state: mokutil --sb-state: exit code 127")
+    assert all(n["secure_boot"]["state"] == "unknown" for n in result["nodes"])
