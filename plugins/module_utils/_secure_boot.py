@@ -477,7 +477,6 @@ def node_accepts(signing, fact):
     """
     if not fact_known(fact):
         return None, "its Secure Boot state could not be read"
-    assert fact is not None
     if not fact.get("enforcing"):
         return True, "it does not enforce module signatures (%s)" % summary(fact)
     enforced = why_enforcing(fact)

@@ -715,8 +715,8 @@ class Bench:
                             "-addext", "extendedKeyUsage=codeSigning", "-addext", "subjectKeyIdentifier=hash"],
                            check=True, capture_output=True)
             runs: dict[str, Any] = {}
-            for name, signing in (("unsigned", {}), ("signed", {"kmod_signing_key_file": str(key),
-                                                               "kmod_signing_cert_file": str(cert)})):
+            signed = {"kmod_signing_key_file": str(key), "kmod_signing_cert_file": str(cert)}
+            for name, signing in (("unsigned", {}), ("signed", signed)):
                 extra = {**self.args.extra_vars, "kmod_boot_test": False, "kmod_build_extra_args": "--no-cache",
                          "kmod_image_repository": f"{self.lab.registry_host}/{self.repository(0)}-{name}", **signing}
                 run = playbook(["-i", str(inventory), str(CHECKOUT / "playbooks" / "build.yml"),

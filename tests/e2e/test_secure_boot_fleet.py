@@ -9,10 +9,10 @@ words), the API server's request log (writes), our MachineConfig as the API
 serves it. Keys: the lab's fleet and "other" keys (kmodlab.pki), and an
 untrusted one made here.
 
-1. Signed with a key the node does not trust: the gate refuses before any
-   write (request log: 0 writes by the collection), naming the pool, the node
-   and the fix.
-2. The same with the risk accepted: the node reboots into the image, the
+(The gate refusing such modules before any write is
+tests/integration/test_secure_boot_gate.py's, on fast nodes.)
+
+2. Signed with a key the node does not trust, the risk accepted: the node reboots into the image, the
    kernel refuses the modules ("Key was rejected by service"), and verify
    fails naming the kernel's refusal.
 3. Signed with the fleet key: the image is boot-tested with Secure Boot, the
@@ -122,17 +122,6 @@ def signing(lab: LabState, name: str) -> dict[str, str]:
     keys = lab.signing[name]
     return {"kmod_signing_key_file": keys["kmod_signing_key_file"],
             "kmod_signing_cert_file": keys["kmod_signing_cert_file"]}
-
-
-def test_1_a_key_the_node_does_not_trust_is_refused_before_any_write(fleet: Fleet, untrusted: dict[str, str]) -> None:
-    before = writes(fleet.lab, fleet.entry)
-    run = playbook("site.yml", fleet.inventory(kmod_boot_test=False, **untrusted))
-    assert run.returncode != 0
-    text = run.stdout
-    assert "pool worker" in text and "worker-0" in text, text[-4000:]
-    assert "kmod-layering untrusted signing" in text and "mokutil --import" in text, text[-4000:]
-    assert writes(fleet.lab, fleet.entry) == before
-    assert fleet.boots() == []
 
 
 def test_2_with_the_risk_accepted_the_node_boots_without_the_modules_and_verify_names_the_kernels_refusal(

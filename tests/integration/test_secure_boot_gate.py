@@ -5,19 +5,19 @@
   a rerun that writes nothing probes nothing; kmod_secure_boot_gate: never
   probes nothing either; the signing certificate's fingerprint is recorded
   in our MachineConfig's annotations;
-- the refusal (needs the lab to answer the Secure Boot commands, branch
-  sb-lab: nodes started with Secure Boot, the fleet certificate enrolled as
-  a MOK): unsigned modules, and modules signed by a certificate the nodes do
+- the refusal (lab nodes started with Secure Boot, the lab's fleet
+  certificate enrolled as a MOK; they answer the probe from what they
+  booted): unsigned modules, and modules signed by a certificate the nodes do
   not trust, are refused before any write (the request log: 0 writes but
   the probe's debug pods), naming the pool, a node and the fix; with
   kmod_secure_boot_accept_untrusted the rollout goes through.
 
-What the lab does not answer yet is skipped, saying so (LAB_ANSWERS_SECURE_BOOT,
-LAB_HAS_SECURE_BOOT_NODES)."""
+The signing facts of the lab's certificates are read by the product's own
+``_signing`` (the build role's input, not the oracle: what the nodes trust
+comes from the lab's /proc/keys)."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import ssl
@@ -30,7 +30,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from kmodlab import apiserver, cluster, layered, node, state
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _signing
+from kmodlab import apiserver, cluster, layered, state
 from kmodlab.apiserver import LAB_CONTROLLER_AGENTS
 
 TOP = Path(__file__).resolve().parents[2]
@@ -42,13 +43,6 @@ LAB_AGENTS = LAB_CONTROLLER_AGENTS + ("Python-urllib/",)
 GATE_TASK = "Check that the nodes of each pool would load the modules' signatures"
 PROBE_TASK = "Read the Secure Boot state and trusted keys of the nodes of pools"
 
-# The lab's node agents answer `mokutil --sb-state` (branch sb-lab), and can
-# start nodes with Secure Boot (start_clusters(..., secure_boot=True): the
-# fleet certificate of kmodlab.pki enrolled as a MOK).
-LAB_ANSWERS_SECURE_BOOT = "mokutil" in inspect.getsource(node.debug_command_output)
-LAB_HAS_SECURE_BOOT_NODES = "secure_boot" in inspect.signature(cluster.start_clusters).parameters
-NEEDS_SB_LAB = pytest.mark.skipif(not (LAB_ANSWERS_SECURE_BOOT and LAB_HAS_SECURE_BOOT_NODES),
-                                  reason="the lab does not start Secure Boot nodes yet (branch sb-lab)")
 
 pytestmark = pytest.mark.lab
 
@@ -190,9 +184,8 @@ def test_the_first_write_is_probed_in_two_pods_per_node_and_the_fingerprint_reco
     (item,) = gate["results"]
     assert item["secure_boot_gate"]["checked"] is True
     assert sorted(item["secure_boot_gate"]["nodes"]) == sorted(workers)
-    if not LAB_ANSWERS_SECURE_BOOT:
-        # The lab's nodes do not answer mokutil yet: the gate cannot tell, and warns.
-        assert sorted(item["secure_boot_gate"]["unknown"]) == sorted(workers)
+    # Nodes without Secure Boot: nothing to refuse, nothing unknown.
+    assert item["secure_boot_gate"]["unknown"] == [] and item["secure_boot_gate"]["refusing"] == []
     ours = env.machineconfig()
     assert ours["metadata"]["annotations"][SIGNING_ANNOTATION] == FLEET_SIGNING["cert_sha256"]
     assert ours["spec"]["osImageURL"] == env.v1
@@ -218,27 +211,22 @@ def test_a_rerun_that_writes_nothing_probes_nothing_and_never_probes_nothing(env
     assert history[-1]["signing-cert-sha256"] == FLEET_SIGNING["cert_sha256"]
 
 
-# --- the refusal (needs the sb-lab branch) -------------------------------------------------------
+# --- the refusal (Secure Boot nodes) -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def sb_env(lab: state.LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if not (LAB_ANSWERS_SECURE_BOOT and LAB_HAS_SECURE_BOOT_NODES):
-        pytest.skip("the lab does not start Secure Boot nodes yet (branch sb-lab)")
     yield from _start(lab, tmp_path_factory.mktemp("sb-gate-secure"), secure_boot=True)
 
 
 def _fleet_signing(lab: state.LabState, which: str) -> dict[str, Any]:
     """The signing facts of the lab PKI's fleet (or other) certificate, as the build role makes them."""
-    from kmodlab import pki  # the sb-lab branch's signing PKI
-
-    return pki.signing_facts(lab.layout, which)  # type: ignore[attr-defined]
+    return _signing.certificate_facts(Path(lab.signing[which]["kmod_signing_cert_file"]).read_bytes())
 
 
-@NEEDS_SB_LAB
 @pytest.mark.parametrize("signing", ["unsigned", "other"])
-def test_modules_the_nodes_would_refuse_are_stopped_before_any_write(sb_env: Lab, lab: state.LabState,
-                                                                    signing: str) -> None:
+def test_modules_the_nodes_would_refuse_are_stopped_before_any_write(
+        sb_env: Lab, lab: state.LabState, signing: str) -> None:
     facts = None if signing == "unsigned" else _fleet_signing(lab, "other")
     before = sb_env.machineconfig()
     sb_env.log.reset()
@@ -258,7 +246,6 @@ def test_modules_the_nodes_would_refuse_are_stopped_before_any_write(sb_env: Lab
     assert sb_env.machineconfig() == before
 
 
-@NEEDS_SB_LAB
 def test_the_fleet_key_passes_and_accepting_the_risk_lets_unsigned_modules_through(sb_env: Lab,
                                                                                    lab: state.LabState) -> None:
     run = sb_env.rollout(sb_env.v1, kmod_build={"build_key": "d" * 64, "signing": _fleet_signing(lab, "fleet")},

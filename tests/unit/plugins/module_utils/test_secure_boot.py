@@ -33,7 +33,7 @@ OTHER_SIGNING = dict(SIGNING, cert_sha256="7d" * 32, subject="Other Signing", sk
 
 # /proc/keys of a RHEL 9 kernel booted with Secure Boot and a MOK enrolled
 # (uid/gid 0, the keyrings' own lines included).
-PROC_KEYS = [
+PROC_KEYS = (
     "0392b8fb I------     1 perm 1f0b0000     0     0 keyring   .builtin_trusted_keys: 3",
     "0b4ddd26 I------     1 perm 1f030000     0     0 asymmetri Red Hat Enterprise Linux kernel signing key: "
     "4d38fd864ebe18c5f0b72e3852e2014c3a676fc8: X509.rsa 3a676fc8 []",
@@ -47,7 +47,7 @@ PROC_KEYS = [
     "3f81e1b2 I--Q---     2 perm 3f030000     0     0 keyring   _ses: 1",
     "27e33c05 I------     1 perm 1f030000     0     0 keyring   .blacklist: 12",
     "2b8a1c3d I------     1 perm 1f010000     0     0 blacklist bin:0d9cf2f9f5a8f2e05dfe4bd1a6b0d26fe0a53c09a3f8e0c3f2c4d6e1a5b7c9d0",
-]
+)
 
 
 def grep_output(lockdown="none [integrity] confidentiality", sig_enforce="N", tainted="0", keys=PROC_KEYS,

@@ -42,7 +42,7 @@ def make_cert(cn: str) -> tuple[bytes, str]:
 
 def test_pem_and_der_certificates_give_der_fingerprint_and_key_description(tmp_path: Path) -> None:
     first, first_skid = make_cert("fleet signing")
-    second, _ = make_cert("next fleet signing")
+    second, _second_skid = make_cert("next fleet signing")
     pem = b"".join(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
                    for der in (first, second))
     (tmp_path / "fleet.pem").write_bytes(b"# two certificates\n" + pem)
@@ -135,7 +135,7 @@ def test_grub_prefix_is_grubs_embedded_one_else_its_vendor_directory() -> None:
 
 def test_esp_layout_puts_grub_cfg_in_grubs_prefix_and_beside_it() -> None:
     layout = _uefi_boot.esp_layout("/s/shim", "/s/grub", "/EFI/debian", "/r/vmlinuz", "/w/initrd",
-                                     "console=ttyS0 rdinit=/init")
+                                   "console=ttyS0 rdinit=/init")
     paths = [dest for dest, _src in layout]
     assert paths == ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/BOOT/grub.cfg", "EFI/debian/grub.cfg",
                      "kmod-layering/vmlinuz", "kmod-layering/initramfs.img"]
@@ -163,7 +163,7 @@ def test_esp_commands_make_a_fat_image_with_every_directory_then_copy() -> None:
 def test_vars_command_enrols_each_certificate_as_a_mok_in_a_copy() -> None:
     assert _uefi_boot.vars_command("virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd", []) is None
     assert _uefi_boot.vars_command("/venv/bin/virt-fw-vars", "/usr/share/OVMF/VARS.fd", "/w/vars.fd",
-                                     ["/w/mok-0.der", "/w/mok-1.der"]) == [
+                                   ["/w/mok-0.der", "/w/mok-1.der"]) == [
         "/venv/bin/virt-fw-vars", "-i", "/usr/share/OVMF/VARS.fd", "-o", "/w/vars.fd",
         "--add-mok", "605dab50-e046-4300-abb6-3dd810dd8b23", "/w/mok-0.der",
         "--add-mok", "605dab50-e046-4300-abb6-3dd810dd8b23", "/w/mok-1.der"]
@@ -199,7 +199,7 @@ def test_kvm_without_smm_falls_back_to_tcg_and_says_why(tmp_path: Path) -> None:
     assert _uefi_boot.probe_kvm("qemu", False, runner=FakeRun(0), kvm_device=str(tmp_path / "no")) == (
         False, "no %s on this host" % (tmp_path / "no"))
     asked = []
-    assert _uefi_boot.choose_accelerator("tcg", True, lambda smm: asked.append(smm)) == ("tcg", None)
+    assert _uefi_boot.choose_accelerator("tcg", True, asked.append) == ("tcg", None)
     assert asked == []
     assert _uefi_boot.choose_accelerator("auto", False, lambda smm: (True, None)) == ("kvm", None)
     accel, note = _uefi_boot.choose_accelerator("kvm", True, lambda smm: (False, "KVM here has no SMM"))
@@ -212,7 +212,7 @@ def test_setup_writes_the_esp_and_the_vars_and_keys_the_cache_on_what_it_uses(tm
     der, _skid = make_cert("fleet signing")
     touch(tmp_path / "fleet.der", der)
     setup = _uefi_boot.SecureBootSetup([str(tmp_path / "fleet.der")], str(code), str(variables), str(shim),
-                                         str(grub), virt_fw_vars="/venv/bin/virt-fw-vars")
+                                       str(grub), virt_fw_vars="/venv/bin/virt-fw-vars")
     run = FakeRun()
     work = tmp_path / "work"
     work.mkdir()
@@ -253,6 +253,9 @@ def test_the_verdict_cache_key_holds_the_secure_boot_settings(tmp_path: Path) ->
 # ---------------------------------------------------------------- the console
 
 
+# /proc/keys' description of Debian's CA, long enough to need a name of its own here.
+DEBIAN_CA_KEY = "Debian Secure Boot CA: 6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1: X509.rsa bb419ea1 []"
+
 SB_CONSOLE = f"""\x1b[2J\x1b[01;01HBdsDxe: starting Boot0001 "UEFI Non-Block Boot Device" from PciRoot(0x0)/Pci(0x1,0x0)
 Welcome to GRUB!
 KMOD_LAYERING:GRUB loading the kernel
@@ -264,7 +267,7 @@ KMOD_LAYERING:EFIVAR SecureBoot  6 0 0 0 1
 KMOD_LAYERING:EFIVAR SetupMode  6 0 0 0 0
 KMOD_LAYERING:LOCKDOWN none [integrity] confidentiality
 KMOD_LAYERING:SIGENFORCE Y
-KMOD_LAYERING:KEY 04b8c1ea I------     1 perm 1f010000     0     0 asymmetri Debian Secure Boot CA: 6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1: X509.rsa bb419ea1 []
+KMOD_LAYERING:KEY 04b8c1ea I------     1 perm 1f010000     0     0 asymmetri {DEBIAN_CA_KEY}
 KMOD_LAYERING:KEY 178573dd I------     2 perm 1f0b0000     0     0 keyring   .machine: 2
 KMOD_LAYERING:KEY 174feb2c I------     1 perm 082f0000     0     0 keyring   .fs-verity: empty
 KMOD_LAYERING:KEY 21774b1f I------     1 perm 1f010000     0     0 asymmetri fleet signing: a6e4308dacbaad242cee2debed456e45fd44da1a: X509.rsa fd44da1a []

@@ -31,10 +31,10 @@ def _pool(name="worker"):
             "spec": {"machineConfigSelector": {"matchLabels": {ROLE: name}}, "paused": False}}
 
 
-def fact(state="enabled", lockdown="integrity", keys=KEYS):
+def fact(state="enabled", lockdown="integrity", keys=tuple(KEYS)):
     return {"state": state, "lockdown": lockdown, "sig_enforce": False,
             "enforcing": state == "enabled" or lockdown not in (None, "none"), "tainted": 4096,
-            "unsigned_module_taint": False, "trusted_keys": keys, "modules": {}}
+            "unsigned_module_taint": False, "trusted_keys": list(keys), "modules": {}}
 
 
 def nodes(*facts, pool="worker"):
