@@ -48,7 +48,7 @@ pytestmark = pytest.mark.lab
 
 FLEET_SIGNING = {
     # What the build role's kmod_build.signing carries for the fleet key; the
-    # sb-lab PKI's fleet certificate replaces it in the refusal tests.
+    # lab PKI's certificates (lab.signing) replace it in the refusal tests.
     "cert_sha256": "5e" * 32, "subject": "kmodlab fleet module signing", "serial": "01:02",
     "skid": "00" * 20, "key_description": "kmodlab fleet module signing: " + "00" * 20, "hash": "sha256",
 }
