@@ -12,7 +12,6 @@ clusters are left as they were."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from kmodlab import apiserver, cluster, layered, node, state
+from kmodlab import apiserver, cluster, layered, state
 
 TOP = Path(__file__).resolve().parents[2]
 NAMESPACE = "openshift-kmod-layering-debug"
@@ -34,7 +33,6 @@ USER_AGENT = "ocp.kmod_layering.node_inspect"
 OPTIONS = "greeting=hi level=2"
 # The lab answers `cat /sys/module/...` parameter reads only if its node agent
 # knows them; assert parameters when it does.
-LAB_READS_PARAMETERS = "/sys/module" in inspect.getsource(node.debug_command_output)
 
 ROLLOUT = """\
 - name: Roll the layered image out to the worker pool
@@ -84,7 +82,7 @@ class Lab:
         fleet = {
             "kmod_image_repository": f"{self.lab.registry['host']}/kmodlab/layered",
             "kmod_report_dir": str(report_dir),
-            "kmod_verify_check_parameters": LAB_READS_PARAMETERS,
+            "kmod_verify_check_parameters": True,
             "kmod_modules": modules
             or [
                 {"name": "kmodlab_core", "source": {"path": str(kmods / "kmodlab_core")}, "options": OPTIONS},
@@ -167,8 +165,7 @@ def test_every_worker_verified_reports_written_and_no_debug_pod_left(verify_lab:
             "kmodlab_core": (True, "Live"),
             "kmodlab_dep": (True, "Live"),
         }
-        if LAB_READS_PARAMETERS:
-            assert verdict["modules"]["kmodlab_core"]["parameters"]["greeting"]["actual"] == "hi"
+        assert verdict["modules"]["kmodlab_core"]["parameters"]["greeting"]["actual"] == "hi"
         # Secure Boot per node (kmod_verify_secure_boot): the fact, each module's signer.
         secure_boot = verdict["secure_boot"]
         assert set(secure_boot["modules"]) == {"kmodlab_core", "kmodlab_dep"}
@@ -311,7 +308,6 @@ def test_commands_failures_and_timeouts_are_reported_and_every_pod_deleted(verif
 
 
 @pytest.mark.lab
-@pytest.mark.skipif(not LAB_READS_PARAMETERS, reason="the lab's node agent does not answer /sys/module parameter reads")
 def test_a_parameter_other_than_the_options_fails_naming_node_module_and_values(verify_lab: Lab, tmp_path: Path) -> None:
     env = verify_lab
     modules = [{"name": "kmodlab_core", "options": "greeting=hello level=2"}, {"name": "kmodlab_dep"}]
