@@ -33,6 +33,8 @@ import time
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._mco import MCO_API_GROUP
+# Failed: the verdict the I/O classes raise (imported from here by them).
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._runner import Failed, exit_with, fail_with
 
 try:
     import kubernetes.client as k8s_client
@@ -157,15 +159,6 @@ class ClusterError(Exception):
 
 class WatchFailed(Exception):
     """A watch that keeps failing (its message names the cluster and the path)."""
-
-
-class Failed(Exception):
-    """A verdict that fails the module: ``msg`` and the result fields to return."""
-
-    def __init__(self, msg, **result):
-        super(Failed, self).__init__(msg)
-        self.msg = msg
-        self.result = result
 
 
 class ClusterClient(object):
@@ -323,7 +316,8 @@ def new_api_client(**auth):
 
 def run_module(module, user_agent, run, name=None, **client_options):
     """Run ``run(client, counter)`` for a module of the cluster action group
-    and exit with its result dict (``warnings`` given as module warnings).
+    and exit with its result dict (``warnings`` given as module warnings,
+    ``_runner.exit_with``).
 
     ``client`` is a :class:`ClusterClient` on the connection options of
     ``module`` (an ``AnsibleK8SModule``); ``run`` returns the result, or
@@ -342,7 +336,7 @@ def run_module(module, user_agent, run, name=None, **client_options):
         cluster = client.name
         result = run(client, counter)
     except Failed as exc:
-        module.fail_json(msg=exc.msg, **exc.result)
+        fail_with(module, exc)
     except ClusterError as exc:
         module.fail_json(msg=str(exc), status=exc.status)
     except WatchFailed as exc:
@@ -351,6 +345,4 @@ def run_module(module, user_agent, run, name=None, **client_options):
         module.fail_from_exception(exc)
     except API_ERRORS + CONNECTION_ERRORS as exc:  # pylint: disable=catching-non-exception
         module.fail_json(msg=describe_error(cluster, exc), status=status_code(exc))
-    for warning in result.pop("warnings", None) or []:
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with(module, result)

@@ -371,6 +371,14 @@ def _name(obj):
     return ((obj or {}).get("metadata") or {}).get("name") or ""
 
 
+def find_named(objects, name):
+    """The first of ``objects`` (API objects, None for none) named ``name``, or None."""
+    for obj in objects or []:
+        if _name(obj) == name:
+            return obj
+    return None
+
+
 def pool_degraded(pool):
     """Why the pool is degraded, or None: a true Degraded / NodeDegraded /
     RenderDegraded condition (its message) or degraded machines."""
@@ -395,16 +403,16 @@ def pool_problem(pool_name, pools, cluster, allow_paused=False, check_degraded=T
     ``pools``: the cluster's MachineConfigPool dicts. ``check_degraded``:
     refuse a degraded pool (a rollback skips it: it is the way out).
     """
-    pool = [p for p in pools or [] if _name(p) == pool_name]
-    if not pool:
+    pool = find_named(pools, pool_name)
+    if pool is None:
         return ("MachineConfigPool %s not found on cluster %s (pools there: %s). Fix kmod_pools for this cluster."
                 % (pool_name, cluster, ", ".join(sorted(_name(p) for p in pools or [])) or "none"))
-    if ((pool[0].get("spec") or {}).get("paused")) and not allow_paused:
+    if ((pool.get("spec") or {}).get("paused")) and not allow_paused:
         return ("MachineConfigPool %s on cluster %s is paused (spec.paused: true): the new image would not roll out. "
                 "Unpause it (oc patch machineconfigpool %s --type merge -p '{\"spec\":{\"paused\":false}}'), or set "
                 "kmod_allow_paused_pool: true to apply the MachineConfig anyway and not wait for it."
                 % (pool_name, cluster, pool_name))
-    degraded = pool_degraded(pool[0]) if check_degraded else None
+    degraded = pool_degraded(pool) if check_degraded else None
     if degraded:
         return ("MachineConfigPool %s on cluster %s is degraded (%s): a new image would roll out on top of a failure "
                 "and hide its cause. Find the cause (oc describe machineconfigpool %s; oc get nodes -o wide) and fix "

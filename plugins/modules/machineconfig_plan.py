@@ -376,37 +376,10 @@ dest:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files, _machineconfig
-
-try:
-    import yaml
-except ImportError:
-    yaml = None
-
-
-def to_yaml(machineconfig, cluster, pool):
-    header = "# MachineConfig of ocp.kmod_layering for pool %s of cluster %s: rolls out the layered OS image.\n" % (
-        pool, cluster)
-    return header + yaml.safe_dump(machineconfig, default_flow_style=False, sort_keys=False)
-
-
-def _subset(wanted, actual):
-    """Every key/value of ``wanted`` is in ``actual`` (recursively for dicts)."""
-    if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(k in actual and _subset(v, actual[k]) for k, v in wanted.items())
-    return wanted == actual
-
-
-def write_dest(module, path, content):
-    """Write ``content`` to ``path`` if it differs; returns (changed, diff)."""
-    mode = module.params["mode"]
-    try:
-        return _files.write_if_changed(path, content, int(mode, 8) if isinstance(mode, str) else int(mode),
-                                       check_mode=module.check_mode)
-    except (IOError, OSError, ValueError) as exc:
-        module.fail_json(msg="Cannot write dest %s: %s" % (path, to_native(exc)))
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _machineconfig
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._machineconfig_plan import plan
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._runner import finish
 
 
 def main():
@@ -440,96 +413,7 @@ def main():
                      ("gates", True, ["pools"])],
         supports_check_mode=True,
     )
-    params = module.params
-    cluster = params["cluster"] or "(cluster not named)"
-    rollback = params["operation"] == "rollback"
-    if rollback and params["dest"]:
-        module.fail_json(msg="dest is not supported with operation=rollback")
-    problem = _machineconfig.signing_problem(params["signing"])
-    if problem:
-        module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], problem))
-    try:
-        name = _machineconfig.machineconfig_name(params["name_prefix"], params["pool"])
-        existing = [mc for mc in params["machineconfigs"] or [] if (mc.get("metadata") or {}).get("name") == name]
-        plan = None
-        if rollback:
-            plan = _machineconfig.rollback_plan(existing[0] if existing else None, params["pool"],
-                                                name_prefix=params["name_prefix"])
-            machineconfig = plan.pop("machineconfig")
-        else:
-            machineconfig = _machineconfig.with_history(_machineconfig.build_machineconfig(
-                params["pool"], params["os_image_url"], name_prefix=params["name_prefix"],
-                build_key=params["build_key"], modules=params["modules"], kernel_version=params["kernel_version"],
-                release=params["release"], release_image=params["release_image"],
-                driver_toolkit_image=params["driver_toolkit_image"], rhcos_image=params["rhcos_image"],
-                signing_cert_sha256=(params["signing"] or {}).get("cert_sha256")),
-                existing[0] if existing else None)
-    except _machineconfig.MachineConfigError as exc:
-        module.fail_json(msg="Cluster %s, pool %s: %s" % (cluster, params["pool"], to_native(exc)))
-    errors = _machineconfig.validate_machineconfig(machineconfig, pool=params["pool"]) if machineconfig else []
-    if errors:
-        module.fail_json(msg="Cluster %s: MachineConfig %s does not validate: %s" % (cluster, name, "; ".join(errors)),
-                         machineconfig=machineconfig)
-
-    gates = params["gates"]
-    if gates is None:
-        gates = params["pools"] is not None
-        if gates:
-            module.deprecate("Gates that switch on because pools is given: set gates: true (or false) explicitly.",
-                             version="2.0.0", collection_name="ocp.kmod_layering")
-    others = []
-    secure_boot = {"checked": False, "nodes": [], "enforcing": [], "refusing": [], "unknown": []}
-    if gates:
-        problem = _machineconfig.pool_problem(params["pool"], params["pools"], cluster, params["allow_paused_pool"],
-                                              check_degraded=not rollback)
-        if not problem and not rollback:
-            problem = _machineconfig.cluster_version_problem(params["cluster_version"], cluster,
-                                                             params["allow_upgrading_cluster"])
-        if problem:
-            module.fail_json(msg=problem, name=name, machineconfig=machineconfig)
-        if params["machineconfigs"] is not None and machineconfig:
-            pool = [p for p in params["pools"] if (p.get("metadata") or {}).get("name") == params["pool"]][0]
-            problem, others = _machineconfig.effective_check(pool, params["machineconfigs"], machineconfig, cluster)
-            if problem:
-                module.fail_json(msg=problem, name=name, machineconfig=machineconfig, other_os_image_setters=others)
-            if others:
-                module.warn("Cluster %s, pool %s: MachineConfig %s overrides the osImageURL that %s set%s."
-                            % (cluster, params["pool"], name, ", ".join(others), "" if len(others) > 1 else "s"))
-        if params["node_secure_boot"] is not None and not rollback:
-            problem, warnings, secure_boot = _machineconfig.signature_check(
-                params["pool"], params["signing"], params["node_secure_boot"], cluster,
-                params["accept_untrusted_signatures"])
-            secure_boot["checked"] = True
-            if problem:
-                module.fail_json(msg=problem, name=name, machineconfig=machineconfig, secure_boot_gate=secure_boot)
-            for warning in warnings:
-                module.warn(warning)
-
-    if yaml is None:
-        module.fail_json(msg="PyYAML is required to render the MachineConfig as YAML")
-    text = to_yaml(machineconfig, cluster, params["pool"]) if machineconfig else ""
-    result = dict(
-        changed=False,
-        name=name,
-        machineconfig=machineconfig,
-        yaml=text,
-        schema_validated=_machineconfig.jsonschema_available(),
-        gates=gates,
-        exists=bool(existing),
-        up_to_date=bool(existing) and bool(machineconfig) and _subset(_machineconfig.comparable(machineconfig),
-                                                                      existing[0]),
-        other_os_image_setters=others,
-        secure_boot_gate=secure_boot,
-        history=_machineconfig.history_of(machineconfig),
-    )
-    if plan is not None:
-        result["rollback"] = plan
-    if params["dest"]:
-        changed, diff = write_dest(module, params["dest"], text)
-        result.update(changed=changed, dest=params["dest"])
-        if module._diff:
-            result["diff"] = diff
-    module.exit_json(**result)
+    finish(module, lambda: plan(module.params, check_mode=module.check_mode, diff=module._diff))
 
 
 if __name__ == "__main__":
