@@ -10,7 +10,6 @@ session's shared clusters are left as they were."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any, Callable, Iterator
 
