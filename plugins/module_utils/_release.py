@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._arch import GO_ARCHES
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
     RegistryError,
     check_platform,
@@ -32,7 +33,7 @@ except ImportError:  # pragma: no cover
 
 DEFAULT_RELEASE_REGISTRY = "quay.io"
 DEFAULT_RELEASE_REPOSITORY = "openshift-release-dev/ocp-release"
-RELEASE_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
+RELEASE_ARCHES = tuple(GO_ARCHES)  # the release names, x86_64 first
 IMAGE_REFERENCES_PATH = "release-manifests/image-references"
 RELEASE_METADATA_PATH = "release-manifests/release-metadata"
 
