@@ -13,7 +13,7 @@ short_description: Check the controller can build images for other CPU architect
 version_added: 0.3.0
 description:
   - For each architecture of O(arches) other than the controller's, checks
-    that C(podman build --platform linux/<arch>) can run its C(RUN) steps: a
+    that C(podman build --platform linux/<arch>) can run its C(RUN) steps, that is a
     qemu user-mode emulator registered with the kernel's C(binfmt_misc)
     (C(<binfmt_dir>/qemu-<arch>) present, C(enabled), with the C(F) flag so
     it works inside the build's chroot), as Debian's C(qemu-user-static)

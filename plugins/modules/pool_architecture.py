@@ -27,9 +27,9 @@ description:
     another architecture.
   - A pool without nodes takes O(arch), or V(x86_64) when O(arch=auto), with
     a warning (its architecture cannot be read, and a pool scaled to zero is
-    common: failing would stop the fleet for a pool that runs nothing).
+    common, and failing would stop the fleet for a pool that runs nothing).
   - Pure computation on the controller over objects read before (for
-    example with C(kubernetes.core.k8s_info)); no cluster is contacted.
+    example with C(kubernetes.core.k8s_info)). No cluster is contacted.
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
 extends_documentation_fragment:
