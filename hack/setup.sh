@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the lab and the tests need on a fresh Debian machine:
-# Debian packages from bindep.txt (apt-get), a pinned Python venv in .venv,
+# Debian packages from bindep.txt (apt-get; first, without recommends, the
+# aarch64 emulation and arm64 dpkg architecture), a pinned Python venv in .venv,
 # and the .build/collections tree that makes this checkout importable as
 # ansible_collections.ocp.kmod_layering. Safe to rerun; fast when done.
 set -euo pipefail
@@ -14,6 +15,42 @@ fi
 if ! cmp -s tests/requirements.txt .venv/.requirements.txt; then
   .venv/bin/pip install --disable-pip-version-check -q -r tests/requirements.txt
   cp tests/requirements.txt .venv/.requirements.txt
+fi
+
+# Builds and boots for aarch64 on this (x86_64) machine: user-mode emulation
+# registered through binfmt_misc (podman build --platform linux/arm64) and
+# qemu-system-aarch64 (the arm64 lab nodes, the aarch64 boot test). Debian
+# packages only, without their recommends (binfmt-support's would pull in
+# unrelated interpreters); arm64 .debs (the lab's aarch64 release) come from
+# the same Debian archive once dpkg knows the architecture.
+if [ "$(dpkg --print-architecture 2>/dev/null)" = amd64 ]; then
+  need=""
+  for pkg in qemu-user-static binfmt-support qemu-system-arm; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
+  done
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    need="$need (arm64 .debs)"
+  fi
+  if [ -n "$need" ]; then
+    echo "setup: aarch64 emulation:$need"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends qemu-user-static binfmt-support qemu-system-arm
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || echo "setup: cannot mount binfmt_misc (aarch64 builds will fail)" >&2
+  fi
+  handler=/proc/sys/fs/binfmt_misc/qemu-aarch64
+  if [ -e /proc/sys/fs/binfmt_misc/status ] && ! grep -q '^flags: .*F' "$handler" 2>/dev/null; then
+    # F (fix binary): the kernel opens the interpreter now, so it works inside
+    # build chroots that lack /usr/libexec/qemu-binfmt.
+    [ -e "$handler" ] && echo -1 > "$handler"
+    update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
+    grep -q '^flags: .*F' "$handler" 2>/dev/null \
+      || echo "setup: qemu-aarch64 binfmt handler not registered with the F flag" >&2
+  fi
 fi
 
 # Debian packages: bindep lists what is missing for our profiles.

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from . import paths, pki, registry
-from .releases import DEFAULT_RELEASES, RELEASES
-from .state import LabState
+from .releases import DEFAULT_RELEASES, all_ids
+from .state import LabState, release_id
 
 EXIT_DOWN = 3
 
@@ -44,13 +44,14 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 
 def parse_versions(text: str | None) -> list[str]:
-    """`4.12.77,4.16.30` -> versions; `` / `none` -> no releases; None -> defaults."""
+    """`4.12.77,4.16.30` -> release ids (`4.16.30-aarch64`, `4.16.30-multi`
+    too); `` / `none` -> no releases; None -> defaults."""
     if text is None:
         return [r.version for r in DEFAULT_RELEASES]
     if text.strip().lower() in ("", "none"):
         return []
     versions = [v.strip() for v in text.split(",") if v.strip()]
-    known = {r.version for r in RELEASES}
+    known = set(all_ids())
     unknown = [v for v in versions if v not in known]
     if unknown:
         raise SystemExit(f"unknown lab release(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -97,13 +98,16 @@ def up(
     operator_seconds: float | None = None,
     secure_boot: bool | Sequence[str] = False,
     secure_boot_certs: Sequence[str] | None = None,
+    arm64_workers: int = 0,
+    arm64_in_worker: int = 0,
 ) -> LabState:
     """Bring the lab in `root` (default: the state dir) up; return its state.
     New clusters get `cluster_releases` round-robin (default: `releases`,
     else every published one); `operator_seconds`: how long each cluster
     operator takes in an upgrade (kmodlab.cvo); `secure_boot` /
     `secure_boot_certs`: their Secure Boot nodes and MOKs
-    (cluster.start_clusters)."""
+    (cluster.start_clusters); `arm64_workers` / `arm64_in_worker`: the
+    arm64 nodes of the new clusters on `-multi` releases."""
     releases = list(releases) + [v for v in cluster_releases if v not in releases]
     root = Path(root) if root is not None else paths.state_dir()
     say = log or (lambda message: None)
@@ -122,15 +126,7 @@ def up(
         say(f"registries up on {state.registry.host} (htpasswd), {state.registry.token_host} (token) "
             f"in {time.monotonic() - started:.1f}s")
 
-        published = {r.get("version") for r in state.releases}
-        missing = [v for v in releases if v not in published]
-        if missing:
-            started = time.monotonic()
-            images = _lab_module("images")
-            new = images.publish_releases(state, missing)
-            state.releases = [r for r in state.releases if r.get("version") not in missing] + list(new)
-            state.save()
-            say(f"published release(s) {', '.join(missing)} in {time.monotonic() - started:.1f}s")
+        _publish_missing(state, releases, say)
 
         alive = [c for c in state.clusters if _cluster_alive(c)]
         if len(alive) != len(state.clusters):
@@ -162,11 +158,65 @@ def up(
                 node_mode=node_mode,
                 secure_boot=secure_boot,
                 secure_boot_certs=secure_boot_certs,
+                arm64_workers=arm64_workers,
+                arm64_in_worker=arm64_in_worker,
                 **({"operator_seconds": operator_seconds} if operator_seconds is not None else {}),
             )
             state.save()
             say(f"started {wanted} cluster(s) in {time.monotonic() - started:.1f}s")
         return state
+
+
+def _publish_missing(state: LabState, releases: Sequence[str], say: Any) -> None:
+    published = {release_id(r) for r in state.releases}
+    missing = [v for v in releases if v not in published]
+    if missing:
+        started = time.monotonic()
+        images = _lab_module("images")
+        new = images.publish_releases(state, missing)
+        state.releases = [r for r in state.releases if release_id(r) not in missing] + list(new)
+        state.save()
+        say(f"published release(s) {', '.join(missing)} in {time.monotonic() - started:.1f}s")
+
+
+def add_clusters(
+    root: Path | None,
+    release: str,
+    count: int = 1,
+    *,
+    log: Any = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Publish `release` (an id, e.g. `4.16.30-aarch64`, `4.16.30-multi`) if
+    needed and start `count` more clusters on it, whatever runs already
+    (`options`: cluster.start_clusters' keywords, e.g. workers, node_mode,
+    arm64_workers); the lab's registries must be up. Returns their entries."""
+    root = Path(root) if root is not None else paths.state_dir()
+    say = log or (lambda message: None)
+    with _exclusive(root):
+        state = LabState.load(root)
+        if not state.registry.host:
+            raise registry.LabError("the lab is not up: run `up` first")
+        _publish_missing(state, [release], say)
+        cluster = _lab_module("cluster")
+        started = cluster.start_clusters(state, count=count, releases=[release], **options)
+        state.save()
+        return started
+
+
+def remove_clusters(root: Path | None, names: Sequence[str], releases: Sequence[str] = ()) -> None:
+    """Stop the named clusters and drop them from lab.json and the inventory;
+    also forget the given releases (ids) in lab.json (their images stay in
+    the registry, a later publish is a cheap copy)."""
+    root = Path(root) if root is not None else paths.state_dir()
+    with _exclusive(root):
+        state = LabState.load(root)
+        cluster = _lab_module("cluster")
+        for name in names:
+            cluster.stop_cluster(state, name)
+        in_use = {c.get("release_id") or c.get("release") for c in state.clusters}
+        state.releases = [r for r in state.releases if release_id(r) not in set(releases) - in_use]
+        state.save()
 
 
 def down(root: Path | None = None, *, log: Any = None) -> None:
@@ -230,7 +280,7 @@ def status(root: Path | None = None) -> tuple[bool, str]:
         lines.append(f"  CA {state.ca_file}")
     lines.append(f"releases: {len(state.releases)}")
     for release in state.releases:
-        lines.append(f"  {release.get('version')}  kernel {release.get('kernel')}  {release.get('pullspec')}")
+        lines.append(f"  {release_id(release)}  kernel {release.get('kernel')}  {release.get('pullspec')}")
     lines.append(f"clusters: {len(state.clusters)}")
     for cluster in state.clusters:
         alive = "running" if _cluster_alive(cluster) else "NOT running"
@@ -405,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     up_parser.add_argument(
         "--releases",
         default=None,
-        help="comma-separated lab release versions to publish; 'none' for none "
+        help="comma-separated lab release ids to publish (x86_64: the version; also <version>-aarch64, "
+        f"<version>-multi: {', '.join(all_ids())}); 'none' for none "
         f"(default: {','.join(r.version for r in DEFAULT_RELEASES)})",
     )
     up_parser.add_argument("--clusters", type=int, default=0, help="number of lab clusters (default 0)")
@@ -432,6 +483,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--secure-boot-enroll", default="fleet", metavar="CERTS",
         help="certificates the Secure Boot nodes enrol as MOKs: comma-separated 'fleet', 'other' or "
         "certificate files; 'none' for none (default fleet)",
+    )
+    up_parser.add_argument(
+        "--arm64-workers", type=int, default=0,
+        help="new clusters on a -multi release: arm64 compute nodes in the custom pool worker-arm64 (default 0)",
+    )
+    up_parser.add_argument(
+        "--arm64-in-worker", type=int, default=0,
+        help="new clusters on a -multi release: arm64 nodes in the worker pool itself, which then mixes "
+        "architectures (default 0)",
     )
     commands.add_parser("down", help="stop everything, remove registry storage")
     commands.add_parser("status", help="summary (clusters: version, upgrade, pools); exit 0 if up, 3 if down or degraded")
@@ -473,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 secure_boot=parse_secure_boot(args.secure_boot),
                 secure_boot_certs=[] if args.secure_boot_enroll.strip().lower() == "none" else [
                     c.strip() for c in args.secure_boot_enroll.split(",") if c.strip()],
+                arm64_workers=args.arm64_workers,
+                arm64_in_worker=args.arm64_in_worker,
                 log=say,
             )
             say(f"lab up in {time.monotonic() - started:.1f}s; state {state.path}")

@@ -6,6 +6,18 @@ agents.
     stop_clusters(state)
     python -m kmodlab.cluster serve --config <cluster dir>/config.json
 
+Architectures (kmodlab.releases): a cluster on an x86_64 release has amd64
+nodes, on an `-aarch64` release arm64 nodes (`kubernetes.io/arch`,
+`status.nodeInfo.architecture`); on a `-multi` release it is a multi-arch
+cluster as the installer and the multi-arch docs make them: the control
+plane (master pool) and the `worker` pool x86_64, `arm64_workers` arm64
+compute nodes in their own custom pool `worker-arm64` (nodes labelled
+node-role.kubernetes.io/worker and .../worker-arm64, as for any custom
+pool), and optionally `arm64_in_worker` arm64 nodes in the plain `worker`
+pool (a pool that mixes architectures, as a multi-arch cluster has before
+an admin splits it). Every node pulls its own platform from the release's
+manifest lists.
+
 A cluster is seeded like a freshly installed OpenShift cluster: ClusterVersion
 `version` (desired = the release image by digest), ClusterOperators on that
 release (kmodlab.cvo.OPERATORS), the ControllerConfig `machine-config-controller`
@@ -41,7 +53,8 @@ from typing import Any, Sequence
 import yaml
 
 from . import paths, pki
-from .state import LabState
+from .releases import GOARCH
+from .state import LabState, release_id
 
 log = logging.getLogger("kmodlab.cluster")
 
@@ -92,6 +105,8 @@ def start_clusters(
     required_pool_seconds: float = 600.0,
     secure_boot: bool | Sequence[str] = False,
     secure_boot_certs: Sequence[str | Path] | None = None,
+    arm64_workers: int = 0,
+    arm64_in_worker: int = 0,
 ) -> list[dict[str, Any]]:
     """Start `count` more clusters (releases assigned round-robin), add them
     to `state.clusters`, write kubeconfigs and the inventory; returns the new
@@ -108,7 +123,9 @@ def start_clusters(
     worker (worker-i, infra-i), or a list of node names; they enrol
     `secure_boot_certs` as MOKs (certificate files, or `fleet` / `other`
     for the lab's signing certificates; default the fleet's; [] none),
-    see `kmodlab.secureboot`."""
+    see `kmodlab.secureboot`.
+    `arm64_workers` / `arm64_in_worker` (multi releases only): arm64 nodes
+    in the custom pool `worker-arm64` / in the `worker` pool."""
     if node_mode not in ("qemu", "fast"):
         raise ClusterError(f"node_mode must be qemu or fast, not {node_mode!r}")
     if not releases:
@@ -118,6 +135,9 @@ def start_clusters(
     for needed in (pki_paths.server_cert, pki_paths.server_key, layout.ca_file):
         if not needed.exists():
             raise ClusterError(f"{needed} is missing: bring the registries (and PKI) up first")
+    if (arm64_workers or arm64_in_worker) and not any(
+            state.release(r).get("arch") == "multi" for r in releases):
+        raise ClusterError(f"arm64 workers are for -multi releases (multi-arch clusters), not {list(releases)}")
     sb_nodes = secure_boot_nodes(secure_boot, workers, masters, infra)
     sb_certs = enrolled_certs(state, secure_boot_certs) if sb_nodes else []
     used = {c.get("name") for c in state.clusters}
@@ -132,6 +152,7 @@ def start_clusters(
             name, port = cluster_name(index), ports.apiserver(index)
             used.add(name)
             release = state.release(releases[number % len(releases)])
+            arch = release.get("arch") or "x86_64"
             directory = layout.clusters / name
             directory.mkdir(parents=True, exist_ok=True)
             token = secrets.token_urlsafe(32)
@@ -147,6 +168,9 @@ def start_clusters(
                 "auth_file": str(state.registry.auth_file or layout.auth_file),
                 "kubeconfig": str(directory / "kubeconfig"),
                 "release": release,
+                "arch": arch,
+                "arm64_workers": arm64_workers if arch == "multi" else 0,
+                "arm64_in_worker": arm64_in_worker if arch == "multi" else 0,
                 # Every lab release, so a ClusterVersion moved to another one re-renders.
                 "release_os_images": {
                     _digest_pullspec(r["pullspec"], r["digest"]): r["images"][r["os_tag"]]
@@ -163,7 +187,9 @@ def start_clusters(
                 "stats_file": str(directory / "stats.json"),
                 "boots_file": str(directory / "boots.json"),
                 # The lab's update service and release catalog (kmodlab.cvo).
-                "releases": [dict(r) for r in state.releases if r.get("digest")],
+                # (of the cluster's architecture, as the update service answers per arch)
+                "releases": [dict(r) for r in state.releases
+                             if r.get("digest") and (r.get("arch") or "x86_64") == arch],
                 "operator_seconds": operator_seconds,
                 "degraded_interval_seconds": degraded_interval_seconds,
                 "required_pool_seconds": required_pool_seconds,
@@ -193,14 +219,20 @@ def start_clusters(
                     start_new_session=True,
                 )
             _pids_file(layout, name).write_text(f"{process.pid}\n")
+            pool_sizes = {"master": masters, "worker": workers + config["arm64_in_worker"],
+                          **({"infra": infra} if infra else {}),
+                          **({"worker-arm64": config["arm64_workers"]} if config["arm64_workers"] else {})}
             entry = {
                 "name": name,
                 "api_url": f"https://{paths.HOST}:{port}",
                 "token": token,
                 "kubeconfig": config["kubeconfig"],
                 "release": release["version"],
+                "release_id": release_id(release),
+                "arch": arch,
+                "pool_arch": pool_architectures(arch, pool_sizes, config["arm64_in_worker"]),
                 "node_mode": node_mode,
-                "pools": {"master": masters, "worker": workers, **({"infra": infra} if infra else {})},
+                "pools": pool_sizes,
                 "pid": process.pid,
                 "log": str(log_path),
                 "boots_file": config["boots_file"],
@@ -209,7 +241,7 @@ def start_clusters(
             started.append((entry, process))
             state.clusters.append(entry)
         for entry, process in started:
-            _wait_ready(entry, process, str(layout.ca_file), masters + workers + infra)
+            _wait_ready(entry, process, str(layout.ca_file), sum(entry["pools"].values()))
     except BaseException:
         for entry, _process in started:
             _stop_one(state, entry)
@@ -218,6 +250,18 @@ def start_clusters(
         raise
     write_inventory(state)
     return [entry for entry, _process in started]
+
+
+def pool_architectures(arch: str, pools: dict[str, int], arm64_in_worker: int = 0) -> dict[str, list[str]]:
+    """pool -> the GOARCHes of its nodes (a mixed pool has two)."""
+    if arch != "multi":
+        return {pool: [GOARCH[arch]] for pool in pools}
+    result = {pool: ["amd64"] for pool in pools}
+    if "worker-arm64" in pools:
+        result["worker-arm64"] = ["arm64"]
+    if arm64_in_worker:
+        result["worker"] = ["amd64", "arm64"] if pools["worker"] > arm64_in_worker else ["arm64"]
+    return result
 
 
 def secure_boot_nodes(secure_boot: bool | Sequence[str], workers: int, masters: int, infra: int) -> list[str]:
@@ -280,12 +324,16 @@ def write_inventory(state: LabState) -> Path:
     The first cluster is the canary."""
     hosts = {}
     for cluster in state.clusters:
-        pools = ["worker"] + (["infra"] if (cluster.get("pools") or {}).get("infra") else [])
+        sizes = cluster.get("pools") or {}
+        pools = ["worker"] + [p for p in ("infra", "worker-arm64") if sizes.get(p)]
         hosts[cluster["name"]] = {
             "kmod_kubeconfig": cluster["kubeconfig"],
             "kmod_pools": pools,
-            # For tests and people; the playbooks read the ClusterVersion.
+            # For tests and people; the playbooks read the ClusterVersion (and the nodes' arch).
             "lab_release": cluster["release"],
+            "lab_release_id": cluster.get("release_id") or cluster["release"],
+            "lab_arch": cluster.get("arch") or "x86_64",
+            "lab_pool_arch": cluster.get("pool_arch") or {p: ["amd64"] for p in ["master", *pools]},
         }
     registry = state.registry or {}
     kmods = paths.CHECKOUT / "tests" / "fixtures" / "kmods"
@@ -435,13 +483,17 @@ def pool_object(
     }
 
 
-def node_object(name: str, roles: list[str], rendered: str, kernel: str, release: str) -> dict[str, Any]:
+def node_object(
+    name: str, roles: list[str], rendered: str, kernel: str, release: str, arch: str = "amd64"
+) -> dict[str, Any]:
+    """A Node as the kubelet registers it; `arch` is GOARCH (the kubelet's
+    kubernetes.io/arch label and nodeInfo.architecture are runtime.GOARCH)."""
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/arch": arch,
         "beta.kubernetes.io/os": "linux",
-        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/arch": arch,
         "node.openshift.io/os_id": "rhcos",
     }
     labels.update({f"node-role.kubernetes.io/{role}": "" for role in roles})
@@ -474,7 +526,7 @@ def node_object(name: str, roles: list[str], rendered: str, kernel: str, release
                 }
             ],
             "nodeInfo": {
-                "architecture": "amd64",
+                "architecture": arch,
                 "kernelVersion": kernel,
                 "operatingSystem": "linux",
                 "osImage": f"Red Hat Enterprise Linux CoreOS {major_minor}.94 (Plow)",
@@ -516,7 +568,8 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
                 "channel": "stable-" + ".".join(release["version"].split(".")[:2]),
             },
             "status": {
-                "desired": {"image": release_image, "version": release["version"]},
+                "desired": {"image": release_image, "version": release["version"],
+                            **({"architecture": "Multi"} if release.get("arch") == "multi" else {})},
                 "history": [
                     {
                         "state": "Completed",
@@ -571,15 +624,29 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
                 "infra",
             )
         )
+    if config.get("arm64_workers"):
+        pools.append(
+            (
+                "worker-arm64",
+                {"matchExpressions": [{"key": ROLE_LABEL, "operator": "In", "values": ["worker", "worker-arm64"]}]},
+                "worker-arm64",
+            )
+        )
     machineconfigs = base_machine_configs("master", release["version"]) + base_machine_configs(
         "worker", release["version"]
     )
     for mc in machineconfigs:
         server.seed(mc)
+    arch = config.get("arch") or "x86_64"
+    own = "amd64" if arch == "multi" else GOARCH[arch]
     node_roles = (
-        [(f"master-{i}", ["master"], "master") for i in range(config["masters"])]
-        + [(f"worker-{i}", ["worker"], "worker") for i in range(config["workers"])]
-        + [(f"infra-{i}", ["worker", "infra"], "infra") for i in range(config["infra"])]
+        [(f"master-{i}", ["master"], "master", own) for i in range(config["masters"])]
+        + [(f"worker-{i}", ["worker"], "worker", own) for i in range(config["workers"])]
+        + [(f"worker-{config['workers'] + i}", ["worker"], "worker", "arm64")
+           for i in range(config.get("arm64_in_worker") or 0)]
+        + [(f"infra-{i}", ["worker", "infra"], "infra", own) for i in range(config["infra"])]
+        + [(f"worker-arm64-{i}", ["worker", "worker-arm64"], "worker-arm64", "arm64")
+           for i in range(config.get("arm64_workers") or 0)]
     )
     agents: dict[str, dict[str, str]] = {}
     nodes = []
@@ -598,10 +665,15 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
         pool["spec"]["configuration"] = configuration
         pool = server.seed(pool)
         pool_objects.append((pool, rendered))
-    for node_name, roles, node_role in node_roles:
+    for node_name, roles, node_role, node_arch in node_roles:
         rendered = next(r for p, r in pool_objects if p["metadata"]["name"] == node_role)
-        nodes.append(server.seed(node_object(node_name, roles, rendered, release["kernel"], release["version"])))
-        agents[node_name] = {"image": os_image, "digest": os_digest, "kernel": release["kernel"], "config": rendered}
+        kernel, digest = release["kernel"], os_digest
+        if arch == "multi":  # what the node pulled from the lists: its platform's image
+            part = release["platforms"]["x86_64" if node_arch == "amd64" else "aarch64"]
+            kernel, digest = part["kernel"], part["images"][release["os_tag"]].split("@", 1)[1]
+        nodes.append(server.seed(node_object(node_name, roles, rendered, kernel, release["version"], node_arch)))
+        agents[node_name] = {"image": os_image, "digest": digest, "kernel": kernel, "config": rendered,
+                             "arch": node_arch}
     all_pools = [p for p, _r in pool_objects]
     for pool, _rendered in pool_objects:
         members = mco_rules.nodes_for_pool(pool, all_pools, nodes)
@@ -616,6 +688,10 @@ def seed(server: Any, config: dict[str, Any]) -> dict[str, dict[str, str]]:
 async def serve(config: dict[str, Any]) -> None:
     from . import apiserver, cvo, mco, node
 
+    # The API server runs on the control plane: x86_64 but for an aarch64 cluster
+    # (one cluster per process, so the module's version info is this cluster's).
+    arch = config.get("arch") or "x86_64"
+    apiserver.SERVER_VERSION["platform"] = f"linux/{'arm64' if arch == 'aarch64' else 'amd64'}"
     server = apiserver.LabAPIServer()
     await server.start(config["host"], config["port"], config["cert_file"], config["key_file"], config["token"])
     apiserver.write_kubeconfig(config["kubeconfig"], server.url, config["ca_file"], config["token"], config["name"])

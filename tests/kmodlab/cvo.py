@@ -128,6 +128,20 @@ def release_image(release: dict[str, Any]) -> str:
     return digest_pullspec(release["pullspec"], release["digest"])
 
 
+def payload_architecture(release: dict[str, Any]) -> str:
+    """The architecture the CVO reports for a payload (its "Payload loaded"
+    message): "Multi" for a multi payload (release-metadata
+    release.openshift.io/architecture: multi), else the cluster's GOARCH."""
+    arch = release.get("arch") or "x86_64"
+    return "Multi" if arch == "multi" else {"x86_64": "amd64", "aarch64": "arm64"}.get(arch, arch)
+
+
+def desired_architecture(release: dict[str, Any]) -> str:
+    """ClusterVersion status.desired.architecture (config/v1 ClusterVersionArchitecture):
+    "Multi" for a multi payload; empty (omitted) for a single-architecture one."""
+    return "Multi" if release.get("arch") == "multi" else ""
+
+
 class Catalog:
     """The lab releases a cluster knows of (lab.json `releases`): the lab's
     update service and its signature store at once."""
@@ -411,7 +425,8 @@ def merge_history(
     if verified:
         history[0]["verified"] = True
     del history[100:]  # MaxHistory
-    status["desired"] = {k: v for k, v in desired.items() if k in ("version", "image", "channels", "url") and v}
+    status["desired"] = {k: v for k, v in desired.items()
+                         if k in ("version", "image", "channels", "url", "architecture") and v}
 
 
 # ---------------------------------------------------------------- operator health
@@ -516,7 +531,8 @@ class ClusterVersionOperator(mco.Controller):
         self.load_status: dict[str, Any] = {
             "step": "PayloadLoaded",
             "failure": False,
-            "message": f'Payload loaded version="{version}" image="{image}" architecture="amd64"',
+            "message": f'Payload loaded version="{version}" image="{image}" '
+                       f'architecture="{payload_architecture(release)}"',
             "update": {"version": version, "image": image},
         }
         self.asked: dict[str, tuple[str, float]] = {}  # operator -> (version asked for, when)
@@ -591,7 +607,8 @@ class ClusterVersionOperator(mco.Controller):
         reconciling = completed or (
             bool(history) and history[0].get("state") == "Completed" and equal_digest(history[0].get("image", ""), release_image(self.payload))
         )
-        desired = {"version": target, "image": release_image(self.payload), "channels": [channel_of(target)]}
+        desired = {"version": target, "image": release_image(self.payload), "channels": [channel_of(target)],
+                   "architecture": desired_architecture(self.payload)}
         merge_history(status, desired, self.verified, stamp, completed, self.risks)
         status["observedGeneration"] = (cv.get("metadata") or {}).get("generation") or 1
         if completed:
@@ -640,7 +657,8 @@ class ClusterVersionOperator(mco.Controller):
         self.payload, self.verified, self.risks = release, verified, risks
         self.load_status = {
             "step": "PayloadLoaded", "failure": False,
-            "message": f'Payload loaded version="{release["version"]}" image="{update["image"]}" architecture="amd64"',
+            "message": f'Payload loaded version="{release["version"]}" image="{update["image"]}" '
+                       f'architecture="{payload_architecture(release)}"',
             "update": key,
         }
         log.info("cvo: accepted %s (%s)", release["version"], update["image"])

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from . import paths
-from .releases import LabRelease, by_version
+from .releases import DEBIAN_ARCH, GOARCH, LabRelease, MultiRelease, by_id
 
 if TYPE_CHECKING:
     from .state import LabState
@@ -73,6 +73,8 @@ DTK_BASE_PACKAGES: tuple[str, ...] = (
     "libssl3",
     "xz-utils",
 )
+# The DTK base of another architecture: what its headers need instead of x86's compiler package.
+DTK_BASE_ARCH_PACKAGES = {"aarch64": {"linux-compiler-gcc-12-x86": "gcc-12"}}  # arm64 headers depend on gcc-12 itself
 # RHCOS stand-in userland: kmod (depmod/modprobe/modinfo) with its libraries,
 # busybox-static for the usual tools and dash as /bin/sh (busybox's own shell
 # prefers its applets, so `depmod` in a RUN step would not be kmod's). No
@@ -108,6 +110,7 @@ OTHER_COMPONENTS = ("cluster-version-operator", "machine-config-operator", "cli"
 RHEL_BY_MINOR = {"4.12": "8.6", "4.13": "9.2", "4.14": "9.2", "4.15": "9.2", "4.16": "9.4", "4.17": "9.4", "4.18": "9.4"}
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYOUT_TAG = "latest"
@@ -223,6 +226,21 @@ class DebFile:
     sha256: str
 
 
+def dtk_base_packages(arch: str = "x86_64") -> list[str]:
+    swap = DTK_BASE_ARCH_PACKAGES.get(arch, {})
+    return [swap.get(name, name) for name in DTK_BASE_PACKAGES]
+
+
+def deb_names(names: Iterable[str], arch: str) -> list[str]:
+    """apt names for a foreign architecture's packages (`kmod:arm64`); the host's stay bare."""
+    return list(names) if arch == "x86_64" else [f"{name}:{DEBIAN_ARCH[arch]}" for name in names]
+
+
+def platform(arch: str) -> dict[str, str]:
+    """The OCI platform of an OpenShift architecture name."""
+    return {"architecture": GOARCH[arch], "os": "linux"}
+
+
 def resolve_debs(names: Iterable[str]) -> list[DebFile]:
     """The .deb files apt would download for `names` (from the host's apt lists)."""
     out = _run(["apt-get", "download", "--print-uris", *names], capture=True)
@@ -295,6 +313,13 @@ class Layout:
     def config(self) -> dict[str, Any]:
         return _json_object(self._blob(self.manifest["config"]["digest"]).read_bytes())
 
+    @property
+    def is_index(self) -> bool:
+        return self.manifest_descriptor.get("mediaType") == OCI_INDEX
+
+    def blob(self, digest: str) -> bytes:
+        return self._blob(digest).read_bytes()
+
     def layer_sizes(self) -> list[int]:
         return [int(layer["size"]) for layer in self.manifest["layers"]]
 
@@ -310,6 +335,38 @@ class Layout:
 
     def exists(self) -> bool:
         return (self.path / "index.json").is_file()
+
+
+def write_index_layout(dest: Path, parts: dict[str, Layout]) -> Layout:
+    """An OCI layout whose image is an image index (OCI image-spec
+    image-index.md) of the per-architecture images `parts` (arch -> layout),
+    each entry with its platform; deterministic, blobs hard-linked from the parts."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    blobs = tmp / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    entries = []
+    for arch, part in parts.items():
+        if part.is_index:
+            raise ImageError(f"{part.path}: an index cannot nest another index")
+        for blob in (part.path / "blobs" / "sha256").iterdir():
+            if not (blobs / blob.name).exists():
+                os.link(blob, blobs / blob.name)
+        desc = part.manifest_descriptor
+        entries.append({"mediaType": OCI_MANIFEST, "digest": desc["digest"], "size": desc["size"],
+                        "platform": platform(arch)})
+    index_bytes = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                             sort_keys=True).encode()
+    digest = sha256_hex(index_bytes)
+    (blobs / digest).write_bytes(index_bytes)
+    top = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_INDEX, "digest": f"sha256:{digest}",
+                                              "size": len(index_bytes),
+                                              "annotations": {"org.opencontainers.image.ref.name": LAYOUT_TAG}}]}
+    (tmp / "index.json").write_text(json.dumps(top))
+    (tmp / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return Layout(dest)
 
 
 def read_tar_file(tar: tarfile.TarFile, path: str) -> bytes | None:
@@ -342,6 +399,11 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _arch_what(what: str, arch: str) -> str:
+    """A BuildStats.seconds key: x86_64's as before, other architectures' suffixed."""
+    return what if arch == "x86_64" else f"{what}:{arch}"
+
+
 def _key_of(layout: Layout) -> str:
     """The (short) cache key a layout directory is named by."""
     return layout.path.name.rsplit("-", 1)[1]
@@ -371,7 +433,7 @@ def _tar_bytes(files: dict[str, bytes]) -> bytes:
 
 
 def write_oci_layout(
-    dest: Path, layers: list[dict[str, bytes]], *, labels: dict[str, str], history: list[str]
+    dest: Path, layers: list[dict[str, bytes]], *, labels: dict[str, str], history: list[str], arch: str = "x86_64"
 ) -> Layout:
     """Write an image made of the given file sets as an OCI layout (deterministic)."""
     tmp = dest.with_name(dest.name + ".tmp")
@@ -392,7 +454,7 @@ def write_oci_layout(
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH))
     config = {
         "created": created,
-        "architecture": "amd64",
+        "architecture": GOARCH[arch],
         "os": "linux",
         "config": {"Labels": labels},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -457,12 +519,18 @@ def image_references(release: LabRelease, components: dict[str, str]) -> dict[st
     }
 
 
-def release_metadata(release: LabRelease) -> dict[str, Any]:
+def release_metadata(release: LabRelease, multi: bool = False) -> dict[str, Any]:
+    """release-manifests/release-metadata; a multi payload's says so in its
+    metadata (`release.openshift.io/architecture: multi`, what `oc adm
+    release info` shows and the CVO reads to report architecture Multi)."""
+    metadata = {"url": f"https://access.redhat.com/errata/kmodlab-{release.version}"}
+    if multi:
+        metadata["release.openshift.io/architecture"] = "multi"
     return {
         "kind": "cincinnati-metadata-v0",
         "version": release.version,
         "previous": [],
-        "metadata": {"url": f"https://access.redhat.com/errata/kmodlab-{release.version}"},
+        "metadata": metadata,
     }
 
 
@@ -590,26 +658,28 @@ class Builder:
         self.oci_dir = root / "oci"
         self.work_dir = root / "work"
         self.tag_suffix = f"{os.getpid()}"
-        self._base_image: str | None = None
+        self._base_images: dict[str, str] = {}
         self._podman_images: list[str] = []
 
     # DTK --------------------------------------------------------------------------
 
-    def dtk_base_key(self) -> str:
-        return cache_key(
-            {
-                "what": "dtk-base",
-                "suite": SUITE,
-                "mirror": MIRROR,
-                "packages": list(DTK_BASE_PACKAGES),
-                "recipe": _recipe("dtk-base.Containerfile"),
-                "revision": RECIPE_REVISION,
-            }
-        )
+    def dtk_base_key(self, arch: str = "x86_64") -> str:
+        inputs: dict[str, Any] = {
+            "what": "dtk-base",
+            "suite": SUITE,
+            "mirror": MIRROR,
+            "packages": dtk_base_packages(arch),
+            "recipe": _recipe("dtk-base.Containerfile"),
+            "revision": RECIPE_REVISION,
+        }
+        if arch != "x86_64":  # (x86_64 keys stay what they were: caches are shared)
+            inputs["arch"] = arch
+        return cache_key(inputs)
 
-    def dtk_base_rootfs(self) -> Path:
-        """The shared DTK base rootfs tar (debootstrap: the slow part, done once)."""
-        key = self.dtk_base_key()
+    def dtk_base_rootfs(self, arch: str = "x86_64") -> Path:
+        """The shared DTK base rootfs tar of an architecture (debootstrap, for
+        another architecture under qemu-user emulation: the slow part, done once)."""
+        key = self.dtk_base_key(arch)
         tar_path = self.root / "rootfs" / f"dtk-base-{key[:16]}.tar"
         if tar_path.exists():
             return tar_path
@@ -623,8 +693,9 @@ class Builder:
             _run(
                 [
                     "debootstrap",
+                    *([] if arch == "x86_64" else [f"--arch={DEBIAN_ARCH[arch]}"]),
                     "--variant=minbase",
-                    f"--include={','.join(DTK_BASE_PACKAGES)}",
+                    f"--include={','.join(dtk_base_packages(arch))}",
                     f"--cache-dir={debootstrap_cache}",
                     SUITE,
                     str(target),
@@ -652,33 +723,35 @@ class Builder:
         tmp.rename(tar_path)
         _remove_tree(target)
         self.stats.debootstraps += 1
-        self.stats.timed("debootstrap", started)
+        self.stats.timed(_arch_what("debootstrap", arch), started)
         return tar_path
 
-    def dtk_base_image(self) -> str:
+    def dtk_base_image(self, arch: str = "x86_64") -> str:
         """The DTK base as a podman image (FROM scratch + ADD rootfs), for per-release builds."""
-        if self._base_image:
-            return self._base_image
-        rootfs = self.dtk_base_rootfs()
-        image = f"localhost/kmodlab-dtk-base:{self.dtk_base_key()[:16]}-{self.tag_suffix}"
-        context = self._context("dtk-base")
+        if arch in self._base_images:
+            return self._base_images[arch]
+        rootfs = self.dtk_base_rootfs(arch)
+        image = f"localhost/kmodlab-dtk-base:{self.dtk_base_key(arch)[:16]}-{self.tag_suffix}"
+        context = self._context(f"dtk-base-{arch}")
         os.link(rootfs, context / "rootfs.tar")
         shutil.copy(RECIPES / "dtk-base.Containerfile", context / "Containerfile")
-        self._podman_build(image, context, {}, {}, "dtk-base")
-        self._base_image = image
+        self._podman_build(image, context, {}, {}, _arch_what("dtk-base", arch), arch=arch)
+        self._base_images[arch] = image
         return image
 
     @staticmethod
     def dtk_packages(release: LabRelease) -> list[str]:
         abi, _flavour = split_kernel(release.kernel)
-        return [f"linux-headers-{release.kernel}", f"linux-headers-{abi}-common", "linux-kbuild-6.1"]
+        # The common headers are Architecture: all (no qualifier); kbuild's tools run in the DTK.
+        arch_specific = deb_names([f"linux-headers-{release.kernel}", "linux-kbuild-6.1"], release.arch)
+        return [arch_specific[0], f"linux-headers-{abi}-common", arch_specific[1]]
 
     def dtk_layout(self, release: LabRelease) -> Layout:
         """Where the release's DTK is (or will be) cached: named by its inputs' hash."""
         key = cache_key(
             {
                 "what": "driver-toolkit",
-                "base": self.dtk_base_key(),
+                "base": self.dtk_base_key(release.arch),
                 "kernel": release.kernel,
                 "packages": self.dtk_packages(release),
                 "labels": self.dtk_labels(release),
@@ -697,15 +770,16 @@ class Builder:
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
-        base = self.dtk_base_image()
-        context = self._context(f"dtk-{release.version}")
+        base = self.dtk_base_image(release.arch)
+        context = self._context(f"dtk-{release.release_id}")
         (context / "debs").mkdir()
         for deb in fetch_debs(packages, self.deb_dir):
             os.link(deb, context / "debs" / deb.name)
         (context / "driver-toolkit-release.json").write_text(release_json)
         shutil.copy(RECIPES / "dtk.Containerfile", context / "Containerfile")
         image = f"localhost/kmodlab-dtk:{_key_of(layout)}-{self.tag_suffix}"
-        self._podman_build(image, context, {"BASE_IMAGE": base, "KERNEL_VERSION": release.kernel}, labels, "dtk")
+        self._podman_build(image, context, {"BASE_IMAGE": base, "KERNEL_VERSION": release.kernel}, labels,
+                           _arch_what("dtk", release.arch), arch=release.arch)
         layout = self._export(image, layout.path, "dtk")
         self._check_dtk(layout, release)
         return layout
@@ -729,7 +803,15 @@ class Builder:
         ) + "\n"
 
     @staticmethod
-    def _check_dtk(layout: Layout, release: LabRelease) -> None:
+    def _check_arch(layout: Layout, release: LabRelease, what: str) -> None:
+        config = layout.config
+        if (config.get("architecture"), config.get("os")) != (release.goarch, "linux"):
+            raise ImageError(f"{what} for {release.release_id}: config says {config.get('os')}/"
+                             f"{config.get('architecture')}, not linux/{release.goarch}")
+
+    @classmethod
+    def _check_dtk(cls, layout: Layout, release: LabRelease) -> None:
+        cls._check_arch(layout, release, "DTK")
         data = layout.read_layer_file(-1, "etc/driver-toolkit-release.json")
         if data is None or json.loads(data)["KERNEL_VERSION"] != release.kernel:
             raise ImageError(f"DTK for {release.version}: last layer lacks the right driver-toolkit-release.json")
@@ -738,7 +820,7 @@ class Builder:
 
     @staticmethod
     def rhcos_packages(release: LabRelease) -> list[str]:
-        return [*RHCOS_USERLAND_PACKAGES, f"linux-image-{release.kernel}"]
+        return deb_names([*RHCOS_USERLAND_PACKAGES, f"linux-image-{release.kernel}"], release.arch)
 
     def rhcos_layout(self, release: LabRelease) -> Layout:
         """Where the release's RHCOS stand-in is (or will be) cached."""
@@ -768,23 +850,25 @@ class Builder:
             self.stats.cache_hits += 1
             return layout
         debs = fetch_debs(packages, self.deb_dir)
-        context = self._context(f"rhcos-{release.version}")
+        context = self._context(f"rhcos-{release.release_id}")
         started = time.monotonic()
         assemble_rhcos_rootfs(debs, release.kernel, context / "rootfs.tar", self.os_release(release))
-        self.stats.timed("rhcos-rootfs", started)
+        self.stats.timed(_arch_what("rhcos-rootfs", release.arch), started)
         shutil.copy(RECIPES / "rhcos.Containerfile", context / "Containerfile")
         image = f"localhost/kmodlab-rhcos:{_key_of(layout)}-{self.tag_suffix}"
         # The metalayer's labels go on the last image only.
         os_labels = {k: v for k, v in labels.items() if k != "io.openshift.metalayer"}
-        self._podman_build(image, context, {"KERNEL_VERSION": release.kernel}, os_labels, "rhcos")
+        self._podman_build(image, context, {"KERNEL_VERSION": release.kernel}, os_labels,
+                           _arch_what("rhcos", release.arch), arch=release.arch)
         if release.metalayer:
             kernel_deb = next(d for d in debs if d.name.startswith(f"linux-image-{release.kernel}_"))
             package_version = kernel_deb.name.split("_")[1]
-            meta = self._context(f"rhcos-meta-{release.version}")
+            meta = self._context(f"rhcos-meta-{release.release_id}")
             (meta / "meta.json").write_text(json.dumps(rhcos_meta_json(release, package_version), indent=2) + "\n")
             shutil.copy(RECIPES / "metalayer.Containerfile", meta / "Containerfile")
             meta_image = f"localhost/kmodlab-rhcos:{_key_of(layout)}-meta-{self.tag_suffix}"
-            self._podman_build(meta_image, meta, {"BASE_IMAGE": image}, labels, "rhcos-metalayer")
+            self._podman_build(meta_image, meta, {"BASE_IMAGE": image}, labels,
+                               _arch_what("rhcos-metalayer", release.arch), arch=release.arch)
             image = meta_image
         layout = self._export(image, layout.path, "rhcos")
         self._check_rhcos(layout, release)
@@ -819,8 +903,9 @@ class Builder:
             labels["io.openshift.metalayer"] = "true"
         return labels
 
-    @staticmethod
-    def _check_rhcos(layout: Layout, release: LabRelease) -> None:
+    @classmethod
+    def _check_rhcos(cls, layout: Layout, release: LabRelease) -> None:
+        cls._check_arch(layout, release, "RHCOS")
         vmlinuz = f"usr/lib/modules/{release.kernel}/vmlinuz"
         found = any(layout.read_layer_file(i, vmlinuz) for i in range(len(layout.manifest["layers"])))
         if not found:
@@ -834,8 +919,12 @@ class Builder:
         """The small image the release's base layer is made of; also stands in
         for the release's other components (it exists in the registry)."""
         files = self._release_base_files(release)
-        key = cache_key({"what": "release-base", "files": {k: v.decode() for k, v in files.items()}, "revision": RECIPE_REVISION})
-        layout = Layout(self.oci_dir / f"release-base-{release.version}-{key[:16]}")
+        inputs: dict[str, Any] = {"what": "release-base", "files": {k: v.decode() for k, v in files.items()},
+                                  "revision": RECIPE_REVISION}
+        if release.arch != "x86_64":
+            inputs["arch"] = release.arch
+        key = cache_key(inputs)
+        layout = Layout(self.oci_dir / f"release-base-{release.release_id}-{key[:16]}")
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
@@ -845,6 +934,7 @@ class Builder:
             [files],
             labels={"io.openshift.release.operator": "true", "version": f"v{release.version}"},
             history=["kmodlab: release base layer"],
+            arch=release.arch,
         )
         self.stats.release_writes += 1
         self.stats.timed("release", started)
@@ -857,22 +947,28 @@ class Builder:
             "usr/bin/cluster-version-operator": b"#!/bin/sh\necho 'kmodlab stand-in: no CVO here' >&2\nexit 1\n",
         }
 
-    def release_image(self, release: LabRelease, components: dict[str, str], base: Layout) -> Layout:
-        """The release image for a set of component pullspecs (which name the registry host)."""
+    def release_image(self, release: LabRelease, components: dict[str, str], base: Layout,
+                      multi: bool = False) -> Layout:
+        """The release image for a set of component pullspecs (which name the
+        registry host), its config of `release.arch`. `multi`: the image of
+        that architecture in a `-multi` payload (its components are manifest
+        lists, its release-metadata says architecture multi)."""
         refs = json.dumps(image_references(release, components), indent=2).encode() + b"\n"
-        metadata = json.dumps(release_metadata(release), indent=2).encode() + b"\n"
+        metadata = json.dumps(release_metadata(release, multi=multi), indent=2).encode() + b"\n"
         base_files = self._release_base_files(release)
         labels = {"io.openshift.release": release.version, "io.openshift.release.base-image-digest": base.digest}
-        key = cache_key(
-            {
-                "what": "release",
-                "image-references": refs.decode(),
-                "release-metadata": metadata.decode(),
-                "labels": labels,
-                "revision": RECIPE_REVISION,
-            }
-        )
-        layout = Layout(self.oci_dir / f"release-{release.version}-{key[:16]}")
+        inputs: dict[str, Any] = {
+            "what": "release",
+            "image-references": refs.decode(),
+            "release-metadata": metadata.decode(),
+            "labels": labels,
+            "revision": RECIPE_REVISION,
+        }
+        if release.arch != "x86_64":
+            inputs["arch"] = release.arch
+        key = cache_key(inputs)
+        name = release.release_id + ("-multi" if multi else "")
+        layout = Layout(self.oci_dir / f"release-{name}-{key[:16]}")
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
@@ -882,7 +978,22 @@ class Builder:
             [base_files, {"release-manifests/image-references": refs, "release-manifests/release-metadata": metadata}],
             labels=labels,
             history=["kmodlab: release base layer", "kmodlab: release-manifests"],
+            arch=release.arch,
         )
+        self.stats.release_writes += 1
+        self.stats.timed("release", started)
+        return layout
+
+    def index_layout(self, name: str, parts: dict[str, Layout]) -> Layout:
+        """The cached image index of per-architecture layouts (keyed by their digests)."""
+        key = cache_key({"what": "index", "parts": {arch: p.digest for arch, p in parts.items()},
+                         "revision": RECIPE_REVISION})
+        layout = Layout(self.oci_dir / f"index-{name}-{key[:16]}")
+        if layout.exists():
+            self.stats.cache_hits += 1
+            return layout
+        started = time.monotonic()
+        layout = write_index_layout(layout.path, parts)
         self.stats.release_writes += 1
         self.stats.timed("release", started)
         return layout
@@ -896,10 +1007,14 @@ class Builder:
         return context
 
     def _podman_build(
-        self, image: str, context: Path, build_args: dict[str, str], labels: dict[str, str], what: str
+        self, image: str, context: Path, build_args: dict[str, str], labels: dict[str, str], what: str,
+        arch: str = "x86_64",
     ) -> None:
         started = time.monotonic()
         argv = ["podman", "build", "--isolation", "chroot", "--layers", "--pull=never", "-t", image]
+        if arch != "x86_64":
+            # Another architecture: its RUN steps run under qemu-user (binfmt_misc, hack/setup.sh).
+            argv += ["--platform", f"linux/{GOARCH[arch]}"]
         for name, value in build_args.items():
             argv += ["--build-arg", f"{name}={value}"]
         for name, value in labels.items():
@@ -927,7 +1042,7 @@ class Builder:
         if self._podman_images:
             _podman_rmi(*reversed(self._podman_images))
         self._podman_images.clear()
-        self._base_image = None
+        self._base_images.clear()
         for context in self.work_dir.glob(f"*-{self.tag_suffix}"):
             shutil.rmtree(context, ignore_errors=True)
 
@@ -949,7 +1064,7 @@ class Registry:
         ref = f"docker://{self.host}/{repo_tag}"
         _run(
             [
-                "skopeo", "copy", "--quiet", "--preserve-digests",
+                "skopeo", "copy", "--quiet", "--preserve-digests", *(["--all"] if layout.is_index else []),
                 "--dest-authfile", self.auth_file, "--dest-cert-dir", self.cert_dir,
                 f"oci:{layout.path}:{LAYOUT_TAG}", ref,
             ]
@@ -969,17 +1084,24 @@ def _registry_from_state(state: LabState, cert_dir: Path) -> Registry:
 
 
 def publish_releases(state: LabState, versions: list[str]) -> list[dict[str, Any]]:
-    """Build (or take from the cache) and publish the given lab releases to
-    the lab registry (reads only state.ca_file and state.registry).
+    """Build (or take from the cache) and publish the given lab releases
+    (release ids: `4.16.30`, `4.16.30-aarch64`, `4.16.30-multi`, see
+    kmodlab.releases) to the lab registry (reads only state.ca_file and
+    state.registry).
 
-    Returns one lab.json `releases` entry per version. `last_stats` tells what
+    Returns one lab.json `releases` entry per id. `last_stats` tells what
     was built (0 builds on a warm cache).
     """
     global last_stats
     stats = BuildStats()
     last_stats = stats
     started_all = time.monotonic()
-    releases = [by_version(v) for v in versions]
+    wanted = [by_id(v) for v in versions]
+    singles: list[LabRelease] = []
+    for item in wanted:
+        for part in (item.parts if isinstance(item, MultiRelease) else (item,)):
+            if part not in singles:
+                singles.append(part)
     root = cache_root()
     entries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kmodlab-certs-") as cert_dir:
@@ -987,13 +1109,25 @@ def publish_releases(state: LabState, versions: list[str]) -> list[dict[str, Any
         with _cache_lock(root):
             builder = Builder(root, stats)
             try:
-                built = [(r, builder.dtk(r), builder.rhcos(r), builder.component_base(r)) for r in releases]
+                built = {r: (builder.dtk(r), builder.rhcos(r), builder.component_base(r)) for r in singles}
             finally:
                 builder.cleanup()
-            for release, dtk, rhcos, base in built:
-                entries.append(_publish_one(registry, builder, release, dtk, rhcos, base, stats))
+            for item in wanted:
+                if isinstance(item, MultiRelease):
+                    entries.append(_publish_multi(registry, builder, item, built, stats))
+                else:
+                    entries.append(_publish_one(registry, builder, item, *built[item], stats))
     stats.timed("total", started_all)
     return entries
+
+
+def _components(release: LabRelease, pushed: dict[str, str]) -> dict[str, str]:
+    """image-references' tags -> pullspecs: the DTK and OS image, and the
+    other tags (extensions and the rest) on the small base image."""
+    components = {"driver-toolkit": pushed["driver-toolkit"], release.os_tag: pushed[release.os_tag]}
+    for name in (*release.extra_tags, *OTHER_COMPONENTS):
+        components[name] = pushed["base"]
+    return components
 
 
 def _publish_one(
@@ -1003,20 +1137,17 @@ def _publish_one(
     components_repo = f"{registry.host}/{REPO_COMPONENTS}"
     pushed: dict[str, str] = {}
     for name, layout in (("driver-toolkit", dtk), (release.os_tag, rhcos), ("base", base)):
-        digest = registry.push(layout, f"{REPO_COMPONENTS}:{release.version}-{name}")
+        digest = registry.push(layout, f"{REPO_COMPONENTS}:{release.release_id}-{name}")
         pushed[name] = f"{components_repo}@{digest}"
         stats.copies += 1
-    components = {"driver-toolkit": pushed["driver-toolkit"], release.os_tag: pushed[release.os_tag]}
-    # Other tags exist (and must resolve) but are not the OS image: extensions
-    # and the rest point at the small base image.
-    for name in (*release.extra_tags, *OTHER_COMPONENTS):
-        components[name] = pushed["base"]
-    release_layout = builder.release_image(release, components, base)
-    pullspec = f"{registry.host}/{REPO_RELEASE}:{release.version}-{release.arch}"
-    digest = registry.push(release_layout, f"{REPO_RELEASE}:{release.version}-{release.arch}")
+    release_layout = builder.release_image(release, _components(release, pushed), base)
+    tag = f"{release.version}-{release.arch}"
+    pullspec = f"{registry.host}/{REPO_RELEASE}:{tag}"
+    digest = registry.push(release_layout, f"{REPO_RELEASE}:{tag}")
     stats.copies += 1
     stats.timed("publish", started)
     return {
+        "id": release.release_id,
         "version": release.version,
         "arch": release.arch,
         "pullspec": pullspec,
@@ -1027,13 +1158,68 @@ def _publish_one(
     }
 
 
+def _publish_multi(
+    registry: Registry, builder: Builder, multi: MultiRelease,
+    built: dict[LabRelease, tuple[Layout, Layout, Layout]], stats: BuildStats,
+) -> dict[str, Any]:
+    """A `-multi` payload: each component an image index of its
+    per-architecture images, pinned by the index's digest in the
+    image-references of every per-architecture release image; the release
+    image itself an index of those (as `oc adm release new
+    --keep-manifest-list` makes them)."""
+    started = time.monotonic()
+    components_repo = f"{registry.host}/{REPO_COMPONENTS}"
+    parts = multi.parts
+    first = parts[0]
+    pushed: dict[str, str] = {}
+    per_arch: dict[str, dict[str, str]] = {p.arch: {} for p in parts}
+    for slot, name in enumerate(("driver-toolkit", first.os_tag, "base")):
+        layouts = {p.arch: built[p][slot] for p in parts}
+        index = builder.index_layout(f"{multi.release_id}-{name}", layouts)
+        digest = registry.push(index, f"{REPO_COMPONENTS}:{multi.release_id}-{name}")
+        pushed[name] = f"{components_repo}@{digest}"
+        for arch, layout in layouts.items():
+            per_arch[arch][name] = f"{components_repo}@{layout.digest}"
+        stats.copies += 1
+    releases = {p.arch: builder.release_image(p, _components(p, pushed), built[p][2], multi=True) for p in parts}
+    index = builder.index_layout(f"release-{multi.release_id}", releases)
+    tag = f"{multi.version}-{multi.arch}"
+    digest = registry.push(index, f"{REPO_RELEASE}:{tag}")
+    stats.copies += 1
+    stats.timed("publish", started)
+    return {
+        "id": multi.release_id,
+        "version": multi.version,
+        "arch": multi.arch,
+        "pullspec": f"{registry.host}/{REPO_RELEASE}:{tag}",
+        "digest": digest,
+        "os_tag": first.os_tag,
+        # The control plane's (x86_64) kernel; each architecture's in `platforms`.
+        "kernel": first.kernel,
+        "images": {"driver-toolkit": pushed["driver-toolkit"], first.os_tag: pushed[first.os_tag]},
+        "platforms": {
+            p.arch: {
+                "goarch": p.goarch,
+                "digest": releases[p.arch].digest,
+                "kernel": p.kernel,
+                "images": {"driver-toolkit": per_arch[p.arch]["driver-toolkit"],
+                           p.os_tag: per_arch[p.arch][p.os_tag]},
+            }
+            for p in parts
+        },
+    }
+
+
 def cached_layouts(versions: Iterable[str]) -> dict[str, dict[str, Layout]]:
     """The cached DTK/RHCOS layouts of releases, where present (for sizes and
     tests); builds nothing."""
     builder = Builder(cache_root(), BuildStats())
     found: dict[str, dict[str, Layout]] = {}
     for version in versions:
-        release = by_version(version)
+        item = by_id(version)
+        if isinstance(item, MultiRelease):
+            continue
+        release = item
         layouts = {"driver-toolkit": builder.dtk_layout(release), "rhel-coreos": builder.rhcos_layout(release)}
         found[version] = {what: layout for what, layout in layouts.items() if layout.exists()}
     return found

@@ -38,6 +38,7 @@ import jinja2
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build
 
 from . import paths
+from .releases import GOARCH
 from .state import LabState
 
 TEMPLATE = paths.CHECKOUT / "roles" / "build" / "templates" / "Containerfile.j2"
@@ -353,12 +354,16 @@ def build(
     repository: str = "kmodlab/layered",
     tag: str | None = None,
     kernel_version_override: str | None = None,
+    arch: str | None = None,
 ) -> BuildResult:
     """Build and push a layered image for a lab release; see build_layered_image."""
     release = state.release(release_version)
-    kernel_version = kernel_version_override or release["kernel"]
-    dtk_image = release["images"]["driver-toolkit"]
-    rhcos_image = release["images"][release["os_tag"]]
+    arch = arch or ("x86_64" if release.get("arch") == "multi" else release.get("arch")) or "x86_64"
+    # A multi payload: the architecture's own DTK and RHCOS (by their manifest digests).
+    part = (release.get("platforms") or {}).get(arch, release) if release.get("arch") == "multi" else release
+    kernel_version = kernel_version_override or part["kernel"]
+    dtk_image = part["images"]["driver-toolkit"]
+    rhcos_image = part["images"][release["os_tag"]]
     for base in (dtk_image, rhcos_image):
         if "@sha256:" not in base:
             raise ValueError(f"release {release_version}: base image {base} is not pinned by digest")
@@ -384,6 +389,8 @@ def build(
     started = time.monotonic()
     build_argv = [
         "podman", "build", "--isolation", "chroot", "--layers", "--pull=missing",
+        # another architecture's build runs under qemu-user (hack/setup.sh registers it)
+        *([] if arch == "x86_64" else ["--platform", f"linux/{GOARCH[arch]}"]),
         *_auth_args(state), "-f", str(context / "Containerfile"), "-t", tag_ref, str(context),
     ]  # fmt: skip
     result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
@@ -413,6 +420,7 @@ def build_layered_image(
     repository: str = "kmodlab/layered",
     tag: str | None = None,
     kernel_version_override: str | None = None,
+    arch: str | None = None,
 ) -> str:
     """Build the release's RHCOS image + `modules`, push it; return repo@sha256:….
 
@@ -421,6 +429,8 @@ def build_layered_image(
     build key, so the same inputs give the same tag.
     `kernel_version_override` targets another kernel than the release's with
     the release's DTK (to show a mismatch is refused). Raises BuildError with
-    podman's output when the build fails.
+    podman's output when the build fails. `arch`: for a `-multi` release,
+    which architecture's image (default x86_64); other releases build for
+    their own (an aarch64 one under emulation).
     """
-    return build(state, release_version, modules, repository, tag, kernel_version_override).pullspec
+    return build(state, release_version, modules, repository, tag, kernel_version_override, arch).pullspec

@@ -28,6 +28,14 @@ module list yet: its `lsmod` shows the header only; its Secure Boot state
 is its configuration's and its kernel's keys are read from its OS image
 (kmodlab.fastboot.kernel_keyrings).
 
+Architectures: each node has one (`kubernetes.io/arch`, amd64 or arm64).
+It pulls its own platform's image from an image index / manifest list (the
+lab's own choice, written from the OCI image-index spec: the entry whose
+`platform` has its os and architecture, as containers/image chooses; none:
+the pull fails); an image whose config names another architecture is
+refused before any reboot: the node goes Degraded with the reason and stays
+on its config (a real node would deploy a kernel it cannot boot).
+
 Secure Boot nodes (`NodeFleet(secure_boot={node: SecureBootSetup})`) boot
 through UEFI Secure Boot with the setup's MOKs (qemu: really, through
 kmodlab.secureboot; fast: kmodlab.fastboot decides each module's
@@ -81,6 +89,27 @@ def keep_for_boot(path: str) -> bool:
     return not path.startswith(SKIPPED_PREFIXES)
 
 
+class ArchitectureMismatch(Exception):
+    """The image's config names another architecture than the node's."""
+
+
+def choose_platform(manifests: list[dict[str, Any]], arch: str, os_name: str = "linux") -> dict[str, Any]:
+    """The image-index entry for a node of `arch` (GOARCH): its platform's
+    os and architecture equal the node's; arm64's variant, if given, must be
+    v8 (the only one arm64 nodes run). The first match wins, as in the spec."""
+    for entry in manifests:
+        plat = entry.get("platform") or {}
+        if plat.get("os") != os_name or plat.get("architecture") != arch:
+            continue
+        if arch == "arm64" and plat.get("variant") not in (None, "", "v8"):
+            continue
+        return entry
+    found = ", ".join(f"{(e.get('platform') or {}).get('os')}/{(e.get('platform') or {}).get('architecture')}"
+                      for e in manifests) or "none"
+    raise _registry.RegistryError(
+        f'no image found in manifest list for architecture "{arch}", OS "{os_name}" (it has {found})')
+
+
 class ImageStore:
     """Pulled and unpacked OS images, by manifest digest."""
 
@@ -90,12 +119,24 @@ class ImageStore:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def materialize(self, pullspec: str, auth_config: str | None) -> tuple[str, str]:
-        """(rootfs dir, manifest digest) of `pullspec`; raises
-        `_registry.RegistryError` with the registry's words on failure."""
+    def materialize(self, pullspec: str, auth_config: str | None, arch: str = "amd64") -> tuple[str, str]:
+        """(rootfs dir, manifest digest) of `pullspec` for a node of `arch`
+        (from an index: that platform's manifest and digest); raises
+        `_registry.RegistryError` with the registry's words on failure,
+        `ArchitectureMismatch` for another architecture's image."""
         client = _registry.RegistryClient(auth_config=auth_config, ca_path=self.ca_file)
         ref = _registry.parse_pullspec(pullspec)
-        manifest = client.get_manifest(ref, arch="amd64")
+        manifest = client.get_manifest(ref)
+        if manifest.is_index:
+            entry = choose_platform(manifest.data.get("manifests") or [], arch)
+            manifest = client.get_manifest(ref.with_digest(entry["digest"]))
+            if manifest.is_index:
+                raise _registry.RegistryError(f"{pullspec}: the {arch} entry of the list is itself a list")
+        config = client.get_config(manifest.ref, manifest)
+        if (config.get("os") or "linux", config.get("architecture")) != ("linux", arch):
+            raise ArchitectureMismatch(
+                f"image {pullspec} is for {config.get('os')}/{config.get('architecture')}, "
+                f"this node is linux/{arch}")
         digest = manifest.digest
         with self._guard:
             lock = self._locks.setdefault(digest, threading.Lock())
@@ -254,10 +295,12 @@ class NodeAgent:
     """One Node's daemon: applies desired configs, answers debug pods."""
 
     def __init__(
-        self, fleet: NodeFleet, name: str, image: str, digest: str, kernel: str, config: str | None = None
+        self, fleet: NodeFleet, name: str, image: str, digest: str, kernel: str, config: str | None = None,
+        arch: str = "amd64",
     ) -> None:
         self.fleet = fleet
         self.name = name
+        self.arch = arch  # GOARCH, as kubernetes.io/arch
         started = int(time.time())
         self.deployments = [deployment(image, digest, fleet.release, True, started)]
         # What this node ran, boot by boot (ground truth; kmodlab.groundtruth
@@ -318,8 +361,8 @@ class NodeAgent:
             deployment_ = self.deployments[0]
             image = deployment_["container-image-reference"].split(":", 1)[1]
             try:
-                self.rootfs, _digest = self.fleet.images.materialize(image, self.fleet.pull_secret())
-            except (_registry.RegistryError, _rootfs.LayerError, OSError) as error:
+                self.rootfs, _digest = self.fleet.images.materialize(image, self.fleet.pull_secret(), self.arch)
+            except (_registry.RegistryError, _rootfs.LayerError, OSError, ArchitectureMismatch) as error:
                 log.warning("node %s: cannot read its OS image %s: %s", self.name, image, error)
         return self.rootfs
 
@@ -471,7 +514,10 @@ class NodeAgent:
             return
         try:
             auth = self.fleet.pull_secret()
-            rootfs, digest = self.fleet.images.materialize(image, auth)
+            rootfs, digest = self.fleet.images.materialize(image, auth, self.arch)
+        except ArchitectureMismatch as error:
+            self._degrade(desired, f"failed to update OS to {image}: refusing to rebase: {error}")
+            return
         except (_registry.RegistryError, _rootfs.LayerError, OSError) as error:
             self._degrade(desired, f"failed to update OS to {image}: error pulling image: {error}")
             return
@@ -602,11 +648,18 @@ class NodeFleet:
                 self.releases_by_digest[os_image.split("@", 1)[1]] = item["version"]
             if item.get("kernel"):
                 self.releases_by_kernel[item["kernel"]] = item["version"]
+            for part in (item.get("platforms") or {}).values():  # a multi payload's per-arch images
+                part_image = (part.get("images") or {}).get(item.get("os_tag") or "", "")
+                if "@" in part_image:
+                    self.releases_by_digest[part_image.split("@", 1)[1]] = item["version"]
+                if part.get("kernel"):
+                    self.releases_by_kernel[part["kernel"]] = item["version"]
         self.boots_file = boots_file
         self.secure_boot = dict(secure_boot or {})  # node -> its Secure Boot setup (absent: no Secure Boot)
         self._records_lock = threading.Lock()
         self.agents = {
-            name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"], info.get("config"))
+            name: NodeAgent(self, name, info["image"], info["digest"], info["kernel"], info.get("config"),
+                            info.get("arch") or "amd64")
             for name, info in nodes.items()
         }
         self.write_records()

@@ -1,7 +1,8 @@
 """How a lab node boots: the lab's own path, not the product's boot test.
 
 A lab node boots the layered image's own kernel under `qemu-system-x86_64
--accel tcg` with an initramfs made here from the image. Its `/init` (the
+-accel tcg` (an arm64 kernel: `qemu-system-aarch64 -M virt -cpu cortex-a57`,
+console ttyAMA0) with an initramfs made here from the image. Its `/init` (the
 shell script `INIT` below, run by busybox) does what a real node's boot does
 to load modules, written from the documentation of the programs involved:
 
@@ -69,7 +70,20 @@ MODULE_DIRS = ("usr/lib/modules", "lib/modules")
 BUSYBOX = ("usr/bin/busybox", "bin/busybox", "usr/sbin/busybox", "sbin/busybox")
 KMOD = ("usr/bin/kmod", "bin/kmod", "usr/sbin/kmod", "sbin/kmod")
 HOST_BUSYBOX = "/bin/busybox"
-LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
+# ELF e_machine (elf(5)) -> the architecture, its Debian multiarch library
+# dirs first (the ELF interpreter path names its own dir).
+EM_X86_64, EM_AARCH64 = 62, 183
+ELF_ARCH = {EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}
+LIB_DIRS_BY_ARCH = {
+    arch: (f"lib/{arch}-linux-gnu", f"usr/lib/{arch}-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
+    for arch in ("x86_64", "aarch64")
+}
+LIB_DIRS = LIB_DIRS_BY_ARCH["x86_64"]
+# How each architecture's kernel is started: qemu, its machine, the kernel's console.
+QEMU_BY_ARCH = {
+    "x86_64": ("qemu-system-x86_64", (), "ttyS0"),
+    "aarch64": ("qemu-system-aarch64", ("-M", "virt", "-cpu", "cortex-a57"), "ttyAMA0"),
+}
 # depmod's index files kmod reads (libkmod opens the .bin forms; softdep and
 # builtin.modinfo are read as text).
 KMOD_INDEXES = ("modules.dep.bin", "modules.alias.bin", "modules.symbols.bin", "modules.builtin.bin",
@@ -408,10 +422,32 @@ def module_closure(names: Iterable[str], dep: dict[str, tuple[str, list[str]]], 
 # --------------------------------------------------------------- programs and the initramfs
 
 
+def elf_arch(data: bytes) -> str:
+    """The architecture of a 64-bit little-endian ELF (e_machine)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise NodeBootError("not a 64-bit little-endian ELF program")
+    machine = struct.unpack_from("<H", data, 18)[0]
+    if machine not in ELF_ARCH:
+        raise NodeBootError(f"ELF machine {machine} is neither x86_64 ({EM_X86_64}) nor aarch64 ({EM_AARCH64})")
+    return ELF_ARCH[machine]
+
+
+def kernel_arch(path: str) -> str | None:
+    """The architecture of a kernel image: arm64's `Image` header carries the
+    magic "ARM\\x64" at offset 56 (Documentation/arch/arm64/booting.rst), x86's
+    bzImage "HdrS" at 0x202 (Documentation/arch/x86/boot.rst)."""
+    with open(path, "rb") as handle:
+        head = handle.read(0x210)
+    if head[56:60] == b"ARM\x64":
+        return "aarch64"
+    if head[0x202:0x206] == b"HdrS":
+        return "x86_64"
+    return None  # not a kernel this reads (e.g. compressed): booted as x86_64 was before
+
+
 def _elf_needs(data: bytes) -> tuple[str | None, list[str]]:
-    """(PT_INTERP, DT_NEEDED names) of an x86_64 ELF (little endian, 64-bit)."""
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        raise NodeBootError("not a 64-bit ELF program")
+    """(PT_INTERP, DT_NEEDED names) of an x86_64 or aarch64 ELF (little endian, 64-bit)."""
+    elf_arch(data)
     phoff, shoff = struct.unpack_from("<QQ", data, 32)
     phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 54)
     interp = None
@@ -469,10 +505,15 @@ class Cpio:
         return size
 
 
-def _add_program(cpio: Cpio, rootfs: str, rel: str, dest: str) -> None:
-    """A program of the image and the libraries it loads (their image paths)."""
+def _add_program(cpio: Cpio, rootfs: str, rel: str, dest: str, arch: str | None = None) -> None:
+    """A program of the image and the libraries it loads (their image paths);
+    `arch`: the kernel's, which the program must be built for."""
     with open(os.path.join(rootfs, rel), "rb") as handle:
         data = handle.read()
+    program_arch = elf_arch(data)
+    if arch and program_arch != arch:
+        raise NodeBootError(f"/{rel} is a {program_arch} program, the image's kernel is {arch}")
+    lib_dirs = LIB_DIRS_BY_ARCH[program_arch]
     cpio.file(dest, data, 0o755)
     pending, done = [data], set()
     while pending:
@@ -483,7 +524,7 @@ def _add_program(cpio: Cpio, rootfs: str, rel: str, dest: str) -> None:
             if name in done:
                 continue
             done.add(name)
-            candidates = [lib] if "/" in lib else [f"{d}/{lib}" for d in LIB_DIRS]
+            candidates = [lib] if "/" in lib else [f"{d}/{lib}" for d in lib_dirs]
             for candidate in candidates:
                 real_dir = confined(rootfs, os.path.dirname(candidate))
                 source = os.path.join(rootfs, confined(rootfs, f"{real_dir}/{name}"))
@@ -511,6 +552,7 @@ def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX
     `extra_modules`: what /init itself loads besides the load list (efivarfs
     on a UEFI node)."""
     kernel, moddir = find_kernel(rootfs)
+    arch = kernel_arch(os.path.join(rootfs, moddir, "vmlinuz"))
     cpio = Cpio()
     for top in ("bin", "sbin", "lib", "lib64", "usr/sbin", "usr/lib64"):
         if os.path.islink(os.path.join(rootfs, top)):
@@ -521,10 +563,12 @@ def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX
     tools: dict[str, str] = {}
     busybox = _first(rootfs, BUSYBOX)
     if busybox:
-        _add_program(cpio, rootfs, busybox, "labnode/busybox")
+        _add_program(cpio, rootfs, busybox, "labnode/busybox", arch)
         tools["busybox"] = "image:/" + busybox
     elif os.path.isfile(host_busybox):
         data = Path(host_busybox).read_bytes()
+        if arch and elf_arch(data) != arch:
+            raise NodeBootError(f"the image has no busybox and {host_busybox} is not built for its {arch} kernel")
         if _elf_needs(data)[0]:
             raise NodeBootError(f"the image has no busybox and {host_busybox} is not static")
         cpio.file("labnode/busybox", data, 0o755)
@@ -533,7 +577,7 @@ def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX
         raise NodeBootError(f"no busybox in the image, none at {host_busybox}")
     kmod = _first(rootfs, KMOD)
     if kmod:
-        _add_program(cpio, rootfs, kmod, "labnode/kmod")
+        _add_program(cpio, rootfs, kmod, "labnode/kmod", arch)
         cpio.symlink("labnode/sbin/modprobe", "/labnode/kmod")  # kmod acts on argv[0]
         tools["modprobe"] = "image:/" + kmod
         modprobe, modprobe_tool, indexes = "/labnode/sbin/modprobe", "kmod", KMOD_INDEXES
@@ -571,7 +615,7 @@ def build_initramfs(rootfs: str, out_path: str, host_busybox: str = HOST_BUSYBOX
     with open(out_path, "wb") as out:
         size = cpio.write(out)
     return {"kernel": kernel, "moddir": moddir, "tools": tools, "modules": sorted(modules), "bytes": size,
-            "blacklist": sorted(conf.blacklist)}
+            "blacklist": sorted(conf.blacklist), "arch": arch}
 
 
 # --------------------------------------------------------------- the console, read the lab's way
@@ -676,7 +720,7 @@ def judge(boot: NodeBoot, report: dict[str, Any], blacklist: Iterable[str] = (),
                              + ("; ".join(why) or "no error message"))
 
 
-def boot(rootfs: str, timeout: float = 300, memory_mb: int = 512, qemu: str = "qemu-system-x86_64",
+def boot(rootfs: str, timeout: float = 300, memory_mb: int = 512, qemu: str | None = None,
          workdir: str | None = None, host_busybox: str = HOST_BUSYBOX, append: str = "",
          secure_boot: secureboot.SecureBootSetup | None = None) -> NodeBoot:
     """Boot a lab node from the unpacked image `rootfs`; never leaves qemu running.
@@ -684,9 +728,16 @@ def boot(rootfs: str, timeout: float = 300, memory_mb: int = 512, qemu: str = "q
     `secure_boot`: boot it through UEFI Secure Boot (kmodlab.secureboot:
     firmware -> shim -> grub -> the image's signed kernel) with that
     setup's certificates enrolled as MOKs; else the kernel is started
-    directly (qemu -kernel, no firmware to speak of)."""
+    directly (qemu -kernel, no firmware to speak of). `qemu`: default the
+    one of the kernel's architecture (QEMU_BY_ARCH)."""
+    kernel_path = os.path.join(rootfs, find_kernel(rootfs)[1], "vmlinuz")
+    arch = kernel_arch(kernel_path) or "x86_64"
+    default_qemu, machine, console = QEMU_BY_ARCH[arch]
+    qemu = qemu or default_qemu
     if shutil.which(qemu) is None:
         raise NodeBootError(f"{qemu} not found")
+    if secure_boot is not None and arch != "x86_64":
+        raise NodeBootError(f"the lab's Secure Boot nodes are x86_64 (OVMF); this image's kernel is {arch}")
     if secure_boot is not None and secureboot.missing_parts():
         raise NodeBootError(f"Secure Boot nodes need {', '.join(secureboot.missing_parts())}")
     own = workdir is None
@@ -697,9 +748,10 @@ def boot(rootfs: str, timeout: float = 300, memory_mb: int = 512, qemu: str = "q
                                 extra_modules=(secureboot.EFIVARFS,) if secure_boot is not None else ())
         result = NodeBoot(expected_kernel=built["kernel"], tools=built["tools"], initramfs_bytes=built["bytes"])
         kernel = os.path.join(rootfs, built["moddir"], "vmlinuz")
-        cmdline = f"console=ttyS0 panic=-1 quiet rdinit=/init {append}".strip()
-        command = [qemu, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1", "-nographic", "-nodefaults",
+        cmdline = f"console={console} panic=-1 quiet rdinit=/init {append}".strip()
+        command = [qemu, *machine, "-accel", "tcg", "-m", str(memory_mb), "-smp", "1", "-nographic", "-nodefaults",
                    "-serial", "stdio", "-no-reboot"]
+        result.tools["qemu"] = qemu
         if secure_boot is None:
             command += ["-kernel", kernel, "-initrd", initrd, "-append", cmdline]
         else:

@@ -26,6 +26,7 @@ wait on simulated drains and reboots). --no-background runs each in place.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import fcntl
 import os
@@ -34,12 +35,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pytest
 
 from . import cli, paths
-from .state import LabState
+from .state import LabState, release_id
 
 # Overridable, to give one session a lab of its own.
 TEST_STATE = Path(os.environ.get("KMODLAB_TEST_STATE") or paths.CHECKOUT / ".build" / "lab-test")
@@ -64,7 +65,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run the modules' background commands (BackgroundRun) in place, when their tests need them")
 
 
-LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args"})
+LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args", "lab_aarch64_release",
+                          "lab_multi_release", "lab_aarch64_cluster", "lab_multiarch_cluster"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -328,3 +330,86 @@ def registry_client_args(lab_registry: LabState) -> dict[str, str]:
     """Arguments for a registry client talking to the lab: the pull secret
     and the CA to verify the registries' TLS with."""
     return {"auth_file": lab_registry.registry.auth_file, "ca_path": lab_registry.ca_file}
+
+
+# ------------------------------------------------------------------ architectures (issue K)
+
+AARCH64_RELEASE = "4.16.30-aarch64"
+MULTI_RELEASE = "4.16.30-multi"
+
+
+def _refresh(state: LabState) -> None:
+    """Bring a LabState the tests hold up to date with lab.json (in place)."""
+    fresh = LabState.load(state.root)
+    state.releases[:] = fresh.releases
+    state.clusters[:] = fresh.clusters
+    state.inventory = fresh.inventory
+
+
+@contextlib.contextmanager
+def arch_release(state: LabState, release: str) -> Iterator[dict[str, Any]]:
+    """`release` (an id) published in the test lab while in the block; its
+    lab.json entry is dropped afterwards (if it was not there before), so
+    tests that walk `lab.releases` only see the default x86_64 ones."""
+    had = any(release_id(r) == release for r in state.releases)
+    cli.up(state.root, releases=[release])
+    _refresh(state)
+    try:
+        yield state.release(release)
+    finally:
+        if not had:
+            cli.remove_clusters(state.root, [], releases=[release])
+            _refresh(state)
+
+
+@contextlib.contextmanager
+def arch_cluster(state: LabState, release: str, **options: Any) -> Iterator[dict[str, Any]]:
+    """One more lab cluster on `release` while in the block (its lab.json
+    entry, also in the inventory); stopped and forgotten afterwards, so
+    other tests' fleets stay x86_64."""
+    had = any(release_id(r) == release for r in state.releases)
+    (entry,) = cli.add_clusters(state.root, release, 1, **options)
+    _refresh(state)
+    try:
+        yield entry
+    finally:
+        cli.remove_clusters(state.root, [entry["name"]], releases=[] if had else [release])
+        _refresh(state)
+
+
+@pytest.fixture(scope="module")
+def lab_aarch64_release(lab: LabState) -> Iterator[dict[str, Any]]:
+    """The lab.json entry of the aarch64 release (4.16.30-aarch64: arm64 DTK
+    and RHCOS stand-ins, release image config arm64), published for this module."""
+    with arch_release(lab, AARCH64_RELEASE) as entry:
+        yield entry
+
+
+@pytest.fixture(scope="module")
+def lab_multi_release(lab: LabState) -> Iterator[dict[str, Any]]:
+    """The lab.json entry of the multi payload (4.16.30-multi: an OCI image
+    index of the x86_64 and arm64 release images, components indexes too;
+    `platforms` has each architecture's digests), published for this module."""
+    with arch_release(lab, MULTI_RELEASE) as entry:
+        yield entry
+
+
+@pytest.fixture(scope="module")
+def lab_aarch64_cluster(lab: LabState, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """One aarch64 lab cluster for this module: release 4.16.30-aarch64, one
+    master and one worker, all arm64 (qemu-system-aarch64 nodes unless
+    --lab-node-mode fast). Its entry as in lab.json `clusters` (`lab` is
+    refreshed: lab.clusters and the inventory include it while it runs)."""
+    with arch_cluster(lab, AARCH64_RELEASE, workers=1, masters=1,
+                      node_mode=request.config.getoption("--lab-node-mode")) as entry:
+        yield entry
+
+
+@pytest.fixture(scope="module")
+def lab_multiarch_cluster(lab: LabState, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """One multi-arch lab cluster for this module: release 4.16.30-multi, an
+    x86_64 master, one x86_64 node in pool worker and one arm64 node in pool
+    worker-arm64 (see kmodlab.cluster)."""
+    with arch_cluster(lab, MULTI_RELEASE, workers=1, masters=1, arm64_workers=1,
+                      node_mode=request.config.getoption("--lab-node-mode")) as entry:
+        yield entry

@@ -18,6 +18,11 @@ from typing import Any, Iterator
 from . import paths
 
 
+def release_id(entry: dict[str, Any]) -> str:
+    """The id of a lab.json `releases` entry (entries before ids: the version, x86_64)."""
+    return str(entry.get("id") or entry.get("version") or "")
+
+
 @dataclasses.dataclass
 class RegistryInfo:
     host: str = ""  # 127.0.0.1:<base+0>, htpasswd auth
@@ -69,8 +74,10 @@ class LabState:
         return self.layout.lab_json
 
     def release(self, version: str) -> dict[str, Any]:
+        """A published release by its id (kmodlab.releases: `4.16.30` is the
+        x86_64 one, `4.16.30-aarch64`, `4.16.30-multi`)."""
         for release in self.releases:
-            if release.get("version") == version:
+            if release_id(release) == version:
                 return release
         raise KeyError(f"release {version!r} is not published in this lab")
 

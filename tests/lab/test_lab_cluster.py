@@ -272,7 +272,7 @@ def conditions(pool: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def release(lab: state.LabState) -> dict[str, Any]:
-    return lab.releases[-1]
+    return [r for r in lab.releases if (r.get("arch") or "x86_64") == "x86_64"][-1]
 
 
 @pytest.fixture(scope="module")

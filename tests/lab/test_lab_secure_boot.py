@@ -131,7 +131,7 @@ def sign_in_dtk(lab: LabState, release: dict[str, Any], base_image: str, work: P
 
 @pytest.fixture(scope="module")
 def release(lab: LabState) -> dict[str, Any]:
-    return lab.releases[-1]
+    return [r for r in lab.releases if (r.get("arch") or "x86_64") == "x86_64"][-1]
 
 
 @pytest.fixture(scope="module")
