@@ -315,6 +315,11 @@ image:
   description: O(image).
   returned: always
   type: str
+arch:
+  description: The architecture booted (release naming), from O(arch).
+  returned: when O(arch) is one the boot test boots
+  type: str
+  sample: aarch64
 digest:
   description: Manifest digest of the image.
   returned: when the image was read or cached
