@@ -158,3 +158,29 @@ def test_bad_architecture_input_fails_before_any_write(mixed: Mixed, case: str, 
     assert mixed.api_writes() == {mixed.arm["name"]: [], mixed.multi["name"]: []}
     assert mixed.registry_writes() == registry_before
     assert BUILD_TASK not in out, "a podman build started"
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_a_multi_payload_pins_each_architectures_own_images(mixed: Mixed, arch: str) -> None:
+    """ocp_release_image on the lab's -multi payload (an image index whose
+    components are indexes): the DTK and RHCOS of `arch` by their per-arch
+    manifest digests, as the lab published them (lab.json `platforms`)."""
+    release = mixed.lab.release("4.16.30-multi")
+    args = json.dumps({"pullspec": release["pullspec"], "arch": arch, "auth_file": mixed.lab.registry["auth_file"],
+                       "ca_path": mixed.lab.ca_file, "cache_dir": str(mixed.work / "release-cache")})
+    run = subprocess.run(["ansible", "localhost", "-m", "ocp.kmod_layering.ocp_release_image", "-a", args,
+                          "-e", f"ansible_python_interpreter={sys.executable}"],
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                                  ANSIBLE_STDOUT_CALLBACK="ansible.posix.json"),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    report = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
+    result = report["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    platform = release["platforms"][arch]
+    assert result["multi_arch"] is True
+    assert result["os_image"] == platform["images"]["rhel-coreos"]
+    assert result["driver_toolkit_image"] == platform["images"]["driver-toolkit"]
+    # The lists stay known, pinned by the digests the payload names.
+    assert result["component_lists"]["rhel-coreos"] == release["images"]["rhel-coreos"]
+    # The release itself is pinned by its index digest; the platform digest is arch's entry.
+    assert result["platform_digest"] == platform["digest"]
