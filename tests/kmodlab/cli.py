@@ -285,7 +285,7 @@ def status(root: Path | None = None) -> tuple[bool, str]:
     for cluster in state.clusters:
         alive = "running" if _cluster_alive(cluster) else "NOT running"
         lines.append(
-            f"  {cluster.get('name')}  {cluster.get('api_url')}  started on {cluster.get('release')}  "
+            f"  {cluster.get('name')}  {cluster.get('api_url')}  started on {cluster.get('release_id') or cluster.get('release')}  "
             f"{cluster.get('node_mode')}  pools {cluster.get('pools')}  {alive}"
         )
         secure = cluster.get("secure_boot") or {}

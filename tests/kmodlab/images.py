@@ -1130,6 +1130,35 @@ def _components(release: LabRelease, pushed: dict[str, str]) -> dict[str, str]:
     return components
 
 
+def _release_entry(
+    release: LabRelease | MultiRelease, pullspec: str, digest: str, kernel: str, pushed: dict[str, str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A lab.json `releases` entry."""
+    return {
+        "id": release.release_id,
+        "version": release.version,
+        "arch": release.arch,
+        "pullspec": pullspec,
+        "digest": digest,
+        "os_tag": release.os_tag,
+        "kernel": kernel,
+        "images": {"driver-toolkit": pushed["driver-toolkit"], release.os_tag: pushed[release.os_tag]},
+        **extra,
+    }
+
+
+def _push_release(
+    registry: Registry, layout: Layout, release: LabRelease | MultiRelease, stats: BuildStats, started: float
+) -> tuple[str, str]:
+    """Push a release image as `ocp-release:<version>-<arch>`: (pullspec by tag, digest)."""
+    tag = f"{release.version}-{release.arch}"
+    digest = registry.push(layout, f"{REPO_RELEASE}:{tag}")
+    stats.copies += 1
+    stats.timed("publish", started)
+    return f"{registry.host}/{REPO_RELEASE}:{tag}", digest
+
+
 def _publish_one(
     registry: Registry, builder: Builder, release: LabRelease, dtk: Layout, rhcos: Layout, base: Layout, stats: BuildStats
 ) -> dict[str, Any]:
@@ -1141,21 +1170,8 @@ def _publish_one(
         pushed[name] = f"{components_repo}@{digest}"
         stats.copies += 1
     release_layout = builder.release_image(release, _components(release, pushed), base)
-    tag = f"{release.version}-{release.arch}"
-    pullspec = f"{registry.host}/{REPO_RELEASE}:{tag}"
-    digest = registry.push(release_layout, f"{REPO_RELEASE}:{tag}")
-    stats.copies += 1
-    stats.timed("publish", started)
-    return {
-        "id": release.release_id,
-        "version": release.version,
-        "arch": release.arch,
-        "pullspec": pullspec,
-        "digest": digest,
-        "os_tag": release.os_tag,
-        "kernel": release.kernel,
-        "images": {"driver-toolkit": pushed["driver-toolkit"], release.os_tag: pushed[release.os_tag]},
-    }
+    pullspec, digest = _push_release(registry, release_layout, release, stats, started)
+    return _release_entry(release, pullspec, digest, release.kernel, pushed)
 
 
 def _publish_multi(
@@ -1183,31 +1199,18 @@ def _publish_multi(
         stats.copies += 1
     releases = {p.arch: builder.release_image(p, _components(p, pushed), built[p][2], multi=True) for p in parts}
     index = builder.index_layout(f"release-{multi.release_id}", releases)
-    tag = f"{multi.version}-{multi.arch}"
-    digest = registry.push(index, f"{REPO_RELEASE}:{tag}")
-    stats.copies += 1
-    stats.timed("publish", started)
-    return {
-        "id": multi.release_id,
-        "version": multi.version,
-        "arch": multi.arch,
-        "pullspec": f"{registry.host}/{REPO_RELEASE}:{tag}",
-        "digest": digest,
-        "os_tag": first.os_tag,
-        # The control plane's (x86_64) kernel; each architecture's in `platforms`.
-        "kernel": first.kernel,
-        "images": {"driver-toolkit": pushed["driver-toolkit"], first.os_tag: pushed[first.os_tag]},
-        "platforms": {
-            p.arch: {
-                "goarch": p.goarch,
-                "digest": releases[p.arch].digest,
-                "kernel": p.kernel,
-                "images": {"driver-toolkit": per_arch[p.arch]["driver-toolkit"],
-                           p.os_tag: per_arch[p.arch][p.os_tag]},
-            }
-            for p in parts
-        },
+    pullspec, digest = _push_release(registry, index, multi, stats, started)
+    # "kernel": the control plane's (x86_64); each architecture's in `platforms`.
+    platforms = {
+        p.arch: {
+            "goarch": p.goarch,
+            "digest": releases[p.arch].digest,
+            "kernel": p.kernel,
+            "images": {"driver-toolkit": per_arch[p.arch]["driver-toolkit"], p.os_tag: per_arch[p.arch][p.os_tag]},
+        }
+        for p in parts
     }
+    return _release_entry(multi, pullspec, digest, first.kernel, pushed, platforms=platforms)
 
 
 def cached_layouts(versions: Iterable[str]) -> dict[str, dict[str, Layout]]:

@@ -332,6 +332,21 @@ def registry_client_args(lab_registry: LabState) -> dict[str, str]:
     return {"auth_file": lab_registry.registry.auth_file, "ca_path": lab_registry.ca_file}
 
 
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 900.0, interval: float = 0.5,
+               observe: Callable[[], None] | None = None, describe: Callable[[], str] | None = None) -> Any:
+    """Poll `check` (after `observe`, if given) until it returns something
+    true, and return that; on timeout fail with `what` and `describe()`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if observe is not None:
+            observe()
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {describe()}" if describe else ""))
+
+
 # ------------------------------------------------------------------ architectures (issue K)
 
 AARCH64_RELEASE = "4.16.30-aarch64"

@@ -10,7 +10,6 @@ session's shared clusters are left as they were."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any, Callable, Iterator
 
@@ -19,7 +18,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
 
-from kmodlab import apiserver, cluster, layered, mco, node, state
+from kmodlab import apiserver, cluster, layered, mco, node, pytest_plugin, state
 
 MC_API = "machineconfiguration.openshift.io/v1"
 ANN = "machineconfiguration.openshift.io/"
@@ -222,15 +221,8 @@ class Cluster:
         )
 
     def wait(self, what: str, check: Callable[[], Any], observe: Callable[[], None] | None = None) -> Any:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if observe:
-                observe()
-            value = check()
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}; pool status: {json.dumps(self.pool()['status'])}")
+        return pytest_plugin.wait_until(what, check, WAIT, observe=observe,
+                                        describe=lambda: f"pool status: {json.dumps(self.pool()['status'])}")
 
     def debug(self, node: str, command: str) -> str:
         """`oc debug node/<node> -- chroot /host <command>`, then its log."""

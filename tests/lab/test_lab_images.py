@@ -198,7 +198,8 @@ def test_release_entries_follow_the_lab_json_schema(lab: LabState, published: li
     host = lab.registry["host"]
     for release in published:
         lab_release = releases.by_version(release["version"])
-        assert set(release) == {"version", "arch", "pullspec", "digest", "os_tag", "kernel", "images"}
+        assert set(release) == {"id", "version", "arch", "pullspec", "digest", "os_tag", "kernel", "images"}
+        assert release["id"] == lab_release.release_id == release["version"] and release["arch"] == "x86_64"
         assert release["pullspec"] == f"{host}/openshift-release-dev/ocp-release:{lab_release.version}-x86_64"
         assert release["kernel"] == lab_release.kernel
         assert release["os_tag"] == expected_os_tag(lab_release.version)

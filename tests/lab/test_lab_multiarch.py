@@ -40,7 +40,7 @@ import pytest
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
 
-from kmodlab import fastboot, images, layered, nodeboot, releases, state
+from kmodlab import fastboot, images, layered, nodeboot, pytest_plugin, releases, state
 
 MC_API = "machineconfiguration.openshift.io/v1"
 ANN = "machineconfiguration.openshift.io/"
@@ -203,14 +203,9 @@ class Api:
                               "metadata": {"name": name, "labels": {ANN + "role": role}},
                               "spec": {"osImageURL": image}})
 
-    def wait(self, what: str, check: Callable[[], Any]) -> Any:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {what}")
+    @staticmethod
+    def wait(what: str, check: Callable[[], Any]) -> Any:
+        return pytest_plugin.wait_until(what, check, WAIT)
 
 
 @pytest.fixture(scope="module")

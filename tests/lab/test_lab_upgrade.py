@@ -22,7 +22,7 @@ import pytest
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
 
-from kmodlab import cluster, cvo, faults, groundtruth, mco, state
+from kmodlab import cluster, cvo, faults, groundtruth, mco, pytest_plugin, state
 from kmodlab.cvo import find_condition
 
 MC_API = "machineconfiguration.openshift.io/v1"
@@ -63,15 +63,8 @@ class Lab:
         return groundtruth.read_boots(self.entry)
 
     def wait(self, what: str, check: Callable[[], Any], observe: Callable[[], None] | None = None) -> Any:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if observe is not None:
-                observe()
-            value = check()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; ClusterVersion status: {json.dumps(self.cv()['status'])}")
+        return pytest_plugin.wait_until(what, check, WAIT, interval=0.1, observe=observe,
+                                        describe=lambda: f"ClusterVersion status: {json.dumps(self.cv()['status'])}")
 
 
 @pytest.fixture(scope="module")
