@@ -37,6 +37,7 @@ import os
 import re
 import stat
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _arch
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
     RegistryError,
     lookup_credentials,
@@ -229,8 +230,8 @@ def signing_key_inputs(signing):
     return {"cert_sha256": signing["cert_sha256"], "hash": signing["hash"]}
 
 
-def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing=None):
-    # type: (str, str, str, list, str, dict) -> str
+def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing=None, arch="x86_64"):
+    # type: (str, str, str, list, str, dict, str) -> str
     """sha256 hex of every input of the layered image.
 
     ``modules``: template entries (see ``template_module``), in build order;
@@ -238,7 +239,11 @@ def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing=N
     command, options, firmware dir and load flag all count. ``recipe``: the
     ``recipe_digest`` of the template and helpers. ``signing``: the signing
     facts (``_signing.certificate_facts``) or None for unsigned modules
-    (whose keys stay what they were before signing existed).
+    (whose keys stay what they were before signing existed). ``arch``: the
+    release architecture the image is built for (``_arch.release_arch``);
+    it enters the inputs for every architecture but x86_64, whose keys stay
+    what they were before other architectures were built (a fleet that ran
+    an earlier version is neither rebuilt nor rebooted).
     """
     inputs = {
         "v": BUILD_KEY_VERSION,
@@ -250,6 +255,9 @@ def build_key(kernel_version, dtk_image, rhcos_image, modules, recipe, signing=N
     }
     if signing:
         inputs["signing"] = signing_key_inputs(signing)
+    arch = _arch.release_arch(arch or _arch.DEFAULT_ARCH)
+    if arch != _arch.DEFAULT_ARCH:
+        inputs["arch"] = arch
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
@@ -282,17 +290,41 @@ def validate_repository(repository):
     return ref.name
 
 
+def resolved_arches(name, resolved):
+    # type: (str, dict) -> dict
+    """``{arch: per-arch resolved facts}`` of one cluster's ``kmod_resolved``:
+    its ``arches`` mapping, or (facts of one architecture, as before
+    architectures were per pool) the top level under its ``arch``."""
+    if not isinstance(resolved, dict):
+        raise BuildInputError("cluster %s has no resolved facts: run the resolve role first" % name)
+    arches = resolved.get("arches")
+    if not arches:
+        arches = {resolved.get("arch") or _arch.DEFAULT_ARCH: resolved}
+    result = {}
+    for arch, facts in arches.items():
+        try:
+            result[_arch.release_arch(arch)] = facts
+        except _arch.ArchError as exc:
+            raise BuildInputError("cluster %s: %s" % (name, exc))
+    return result
+
+
 def plan_builds(clusters, modules, recipe, repository):
     # type: (dict, list, str, str) -> dict
-    """Group clusters by build key.
+    """Group clusters by build key: one build per distinct (kernel, DTK,
+    RHCOS, architecture, sources, recipe, signing).
 
-    ``clusters``: ``{name: {kernel_version, driver_toolkit_image,
-    rhcos_image, signing}}`` (the resolve role's ``kmod_resolved``, with the
-    cluster's signing facts or None). Returns
-    ``{"builds": [...], "clusters": {name: build_key}}`` where each build is
-    ``{build_key, tag, image (repo:tag), repository, kernel_version,
-    driver_toolkit_image, rhcos_image, signing, clusters: [names]}``, in the
-    order of the first cluster that needs it.
+    ``clusters``: ``{name: kmod_resolved}`` (the resolve role's facts, with
+    the cluster's ``signing`` facts or None): per architecture its pools
+    need (``arches``: ``{arch: {kernel_version, driver_toolkit_image,
+    rhcos_image}}``), or those keys at the top level with ``arch``.
+    Returns ``{"builds": [...], "clusters": {name: build_key of its primary
+    architecture}, "cluster_arches": {name: {arch: build_key}}}`` where each
+    build is ``{build_key, tag, image (repo:tag), repository, arch,
+    platform (linux/<goarch>), kernel_version, driver_toolkit_image,
+    rhcos_image, signing, clusters: [names]}``, in the order of the first
+    cluster (and architecture) that needs it. The primary architecture is
+    ``kmod_resolved.arch`` (that of the first pool).
     """
     repository = validate_repository(repository)
     if not clusters:
@@ -300,32 +332,43 @@ def plan_builds(clusters, modules, recipe, repository):
     builds = {}
     order = []
     keys = {}
+    arch_keys = {}
     for name, resolved in clusters.items():
-        if not isinstance(resolved, dict) or not resolved.get("kernel_version"):
-            raise BuildInputError("cluster %s has no resolved kernel_version: run the resolve role first" % name)
-        dtk = resolved.get("driver_toolkit_image")
-        rhcos = resolved.get("rhcos_image")
-        _require_pinned(dtk, "Driver Toolkit", name)
-        _require_pinned(rhcos, "RHCOS", name)
-        signing = resolved.get("signing") or None
-        key = build_key(resolved["kernel_version"], dtk, rhcos, modules, recipe, signing)
-        keys[name] = key
-        if key not in builds:
-            tag = image_tag(key, resolved["kernel_version"])
-            builds[key] = {
-                "build_key": key,
-                "tag": tag,
-                "repository": repository,
-                "image": "%s:%s" % (repository, tag),
-                "kernel_version": resolved["kernel_version"],
-                "driver_toolkit_image": dtk,
-                "rhcos_image": rhcos,
-                "signing": signing,
-                "clusters": [],
-            }
-            order.append(key)
-        builds[key]["clusters"].append(name)
-    return {"builds": [builds[k] for k in order], "clusters": keys}
+        signing = (resolved or {}).get("signing") or None
+        per_arch = resolved_arches(name, resolved)
+        arch_keys[name] = {}
+        for arch, facts in per_arch.items():
+            if not isinstance(facts, dict) or not facts.get("kernel_version"):
+                raise BuildInputError("cluster %s has no resolved kernel_version%s: run the resolve role first"
+                                      % (name, "" if len(per_arch) == 1 else " for " + arch))
+            dtk = facts.get("driver_toolkit_image")
+            rhcos = facts.get("rhcos_image")
+            _require_pinned(dtk, "Driver Toolkit", name)
+            _require_pinned(rhcos, "RHCOS", name)
+            key = build_key(facts["kernel_version"], dtk, rhcos, modules, recipe, signing, arch)
+            arch_keys[name][arch] = key
+            if key not in builds:
+                tag = image_tag(key, facts["kernel_version"])
+                builds[key] = {
+                    "build_key": key,
+                    "tag": tag,
+                    "repository": repository,
+                    "image": "%s:%s" % (repository, tag),
+                    "arch": arch,
+                    "platform": "linux/" + _arch.go_arch(arch),
+                    "kernel_version": facts["kernel_version"],
+                    "driver_toolkit_image": dtk,
+                    "rhcos_image": rhcos,
+                    "signing": signing,
+                    "clusters": [],
+                }
+                order.append(key)
+            if name not in builds[key]["clusters"]:
+                builds[key]["clusters"].append(name)
+        primary = (resolved or {}).get("arch")
+        primary = _arch.release_arch(primary) if primary else None
+        keys[name] = arch_keys[name].get(primary) or list(arch_keys[name].values())[0]
+    return {"builds": [builds[k] for k in order], "clusters": keys, "cluster_arches": arch_keys}
 
 
 # --------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _build, _inspect, _machineconfig, _mco
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _arch, _build, _inspect, _machineconfig, _mco
 
 # The inputs the rollout role records on our MachineConfig for this check.
 RECORDED_INPUTS = (
@@ -83,14 +83,28 @@ def release_matches(inputs, cluster_version, release=None):
     return None
 
 
-def build_key_problem(inputs, modules, recipe, signing=None):
+def pool_arch(members):
+    """The one architecture of a pool's nodes (release name), else None (no
+    nodes, nodes that do not say, or a pool mixing architectures)."""
+    try:
+        found = set(_arch.node_arch(node) for node in members or [])
+    except _arch.ArchError:
+        return None
+    return found.pop() if len(found) == 1 else None
+
+
+def build_key_problem(inputs, modules, recipe, signing=None, arch=None):
     """None when this run's sources, recipe and signing certificate give the
-    recorded build key."""
+    recorded build key for the image of ``arch`` (the pool's nodes'; None:
+    any architecture, for a pool whose nodes do not tell: the key of each is
+    tried, the architecture being one of its inputs)."""
     missing = [key for key, _annotation in RECORDED_INPUTS if not inputs.get(key)]
     if missing:
         return "it does not record its build inputs (%s): written by an older version or by hand" % ", ".join(missing)
-    key = _build.build_key(inputs["kernel_version"], inputs["driver_toolkit_image"], inputs["rhcos_image"],
-                           modules, recipe, signing)
+    keys = [_build.build_key(inputs["kernel_version"], inputs["driver_toolkit_image"], inputs["rhcos_image"],
+                             modules, recipe, signing, candidate)
+            for candidate in ([arch] if arch else list(_arch.GO_ARCHES))]
+    key = inputs["build_key"] if inputs["build_key"] in keys else keys[0]
     if key != inputs["build_key"]:
         return "the module sources, the build recipe or the signing certificate changed (build key %s, recorded %s)" % (
             key[:12], inputs["build_key"][:12])
@@ -126,9 +140,12 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
     unsigned: part of the build key; its fingerprint is compared with our
     annotation first, ``signing_changed``, for the reason), expected_modules}``.
 
-    Returns ``{converged, reasons, image, machineconfigs {pool: name},
-    build_keys {pool: key}, pools [PoolRollout.as_dict()], verdicts [per node,
-    mco_state], nodes_by_pool}``.
+    Returns ``{converged, reasons, image (of the first pool), images {pool:
+    image}, arches {pool: arch of its nodes or None}, machineconfigs {pool:
+    name}, build_keys {pool: key}, pools [PoolRollout.as_dict()], verdicts
+    [per node, mco_state], nodes_by_pool}``. Pools of different
+    architectures run different images (each its nodes'); two pools of one
+    architecture must run the same.
     """
     reasons = []
     by_name = dict((_object_name(mc), mc) for mc in machineconfigs or [])
@@ -137,7 +154,7 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
     if _mco.condition_is_true(cluster_version or {}, "Progressing"):
         reasons.append("the cluster is being upgraded (ClusterVersion Progressing=True)")
 
-    names, keys, images, evaluations, verdicts = {}, {}, {}, [], []
+    names, keys, images, arches, evaluations, verdicts = {}, {}, {}, {}, [], []
     for pool_name in wanted["pools"]:
         name = _machineconfig.machineconfig_name(wanted.get("name_prefix"), pool_name)
         names[pool_name] = name
@@ -155,11 +172,14 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
             continue
         image = (ours.get("spec") or {}).get("osImageURL") or ""
         images[pool_name] = image
+        members = _mco.pool_nodes(pool, pools, nodes)
+        arches[pool_name] = pool_arch(members)
         inputs = recorded_inputs(ours)
         keys[pool_name] = inputs["build_key"]
         problem = (release_matches(inputs, cluster_version, wanted.get("release"))
                    or signing_changed(ours, (wanted.get("signing") or {}).get("cert_sha256"))
-                   or build_key_problem(inputs, wanted["modules"], wanted["recipe"], wanted.get("signing")))
+                   or build_key_problem(inputs, wanted["modules"], wanted["recipe"], wanted.get("signing"),
+                                        arches[pool_name]))
         if problem:
             reasons.append("pool %s: MachineConfig %s: %s" % (pool_name, name, problem))
             continue
@@ -167,7 +187,6 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
             reasons.append("pool %s: MachineConfig %s has osImageURL %s, not an image of %s pinned by digest" % (
                 pool_name, name, image or "(none)", repository))
             continue
-        members = _mco.pool_nodes(pool, pools, nodes)
         evaluation = _mco.evaluate_pool(pool, members, _mco.RolloutTarget(name, image), rendered_configs)
         evaluations.append(evaluation.as_dict())
         if not evaluation.done:
@@ -179,14 +198,21 @@ def evaluate(cluster_version, pools, nodes, machineconfigs, rendered_configs, wa
                                                  image, wanted.get("expected_modules"))
             verdicts.append(verdict)
             reasons.extend(verdict["reasons"])
-    distinct = sorted(set(images.values()))
-    if len(distinct) > 1:
-        # One run rolls one image out to every pool of a cluster.
-        reasons.append("the pools run different images: %s" % ", ".join(distinct))
+    by_arch = {}
+    for pool_name, image in images.items():
+        by_arch.setdefault(arches.get(pool_name), set()).add(image)
+    for arch, found in sorted(by_arch.items(), key=lambda item: str(item[0])):
+        if len(found) > 1:
+            # One run rolls one image out to every pool of an architecture.
+            reasons.append("the %spools run different images: %s" % (
+                (arch + " ") if arch else "", ", ".join(sorted(found))))
+    first = [images[p] for p in wanted["pools"] if p in images]
     return {
         "converged": not reasons,
         "reasons": reasons,
-        "image": distinct[0] if len(distinct) == 1 else None,
+        "image": first[0] if first else None,
+        "images": images,
+        "arches": arches,
         "machineconfigs": names,
         "build_keys": keys,
         "pools": evaluations,

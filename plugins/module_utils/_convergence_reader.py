@@ -134,15 +134,19 @@ def check(target, common, reader, registry, check_mode):
     result = _convergence.evaluate(cluster_version, pools, nodes, ours, rendered, wanted)
     registry_checked = bool(result["converged"] and registry is not None)
     if registry_checked:
-        reason = registry.reason(result["image"])
-        if reason:
-            result.update(converged=False, reasons=[reason])
+        for image in sorted(set(result["images"].values())):
+            reason = registry.reason(image)
+            if reason:
+                result.update(converged=False, reasons=[reason])
+                break
     report = None
     if result["converged"]:
         report = _inspect.cluster_report(
             cluster, result["verdicts"], result["image"], wanted["expected_modules"], pools=wanted["pools"],
             generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         report["method"] = "mco_state"
+        if len(set(result["images"].values())) > 1:
+            report["expected_images"] = result["images"]
         report["api_url"] = reader.host
         report["table"] = _inspect.table_lines(report)
         report["table_header"] = _inspect.table_header()
@@ -151,6 +155,7 @@ def check(target, common, reader, registry, check_mode):
     rollout = {
         "cluster": cluster,
         "image": result["image"] or "",
+        "images": result["images"],
         "machineconfigs": result["machineconfigs"],
         "changed": [],
         "waited": False,
@@ -161,6 +166,7 @@ def check(target, common, reader, registry, check_mode):
         "converged": True,
     }
     return dict(converged=result["converged"], reasons=result["reasons"], image=result["image"],
+                images=result["images"],
                 build_keys=result["build_keys"], rollout=rollout, report=report, registry_checked=registry_checked)
 
 

@@ -38,7 +38,7 @@ import tempfile
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.ocp.kmod_layering.plugins.module_utils import _files, _qemu_boot, _rootfs, _uefi_boot
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import RegistryError, parse_pullspec
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import RegistryError, check_platform, parse_pullspec
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry_args import registry_client
 
 CACHE_VERSION = 1
@@ -185,14 +185,13 @@ def secure_boot_result(setup, security, refusals):
     return result
 
 
-def fetch_rootfs(client, image, root, secure_boot=False):
-    """Manifest digest, layer count and files written of ``image`` unpacked into ``root``."""
+def fetch_rootfs(client, image, root, secure_boot=False, arch="x86_64"):
+    """Manifest digest, layer count and files written of ``image`` (an
+    ``arch`` image: its config must say so) unpacked into ``root``."""
     ref = parse_pullspec(image)
-    manifest = client.get_manifest(ref, arch="amd64")
+    manifest = client.get_manifest(ref, arch=arch)
     config = client.get_config(manifest.ref, manifest)
-    arch = config.get("architecture")
-    if arch and arch != "amd64":
-        raise RegistryError("%s is a %s image; the boot test boots x86_64 (amd64) images only" % (image, arch))
+    check_platform(config, arch, ref)
     written = 0
 
     def keep(path):
@@ -229,9 +228,18 @@ def run(params, check_mode=False, warn=None, boot=None):
     warn = warn or (lambda message: None)
     image = params["image"]
     result = dict(changed=False, ok=False, booted=False, cached=False, image=image, bytes_fetched=0)
-    if params["arch"] not in ("x86_64", "amd64"):
-        result["msg"] = ("The boot test boots x86_64 images only (qemu on the controller); %s is %s. "
-                         "Turn it off for this architecture (kmod_boot_test: false)." % (image, params["arch"]))
+    try:
+        board = _qemu_boot.machine(params["arch"])
+    except _qemu_boot.BootError as exc:
+        result["msg"] = ("Boot test of %s: %s (qemu on the controller). Turn it off for this architecture "
+                         "(kmod_boot_test: false)." % (image, exc))
+        return True, result
+    result["arch"] = board["arch"]
+    if params.get("secure_boot") and board["arch"] != "x86_64":
+        result["msg"] = ("Boot test of %s: the Secure Boot boot test boots x86_64 images only (OVMF, shim and grub "
+                         "for x86_64), this image is %s; boot it without Secure Boot (kmod_boot_test_secure_boot: "
+                         "auto or false: auto boots the signed modules of a %s image without Secure Boot)."
+                         % (image, board["arch"], board["arch"]))
         return True, result
     if "@sha256:" not in image:
         result["msg"] = "image %s is not pinned by digest (repo@sha256:...)" % image
@@ -261,10 +269,11 @@ def run(params, check_mode=False, warn=None, boot=None):
         client = registry_client(params, user_agent="ocp.kmod_layering.image_boot_test")
         root = workdir + "/rootfs"
         result["digest"], result["layers"], result["files_unpacked"] = fetch_rootfs(
-            client, image, root, secure_boot=setup is not None)
+            client, image, root, secure_boot=setup is not None, arch=board["arch"])
         result["bytes_fetched"] = client.bytes_fetched
         booted = boot(root, timeout=params["boot_timeout"], memory_mb=params["memory_mb"], workdir=workdir,
-                      modules=modules, secure_boot=setup, accelerator=params.get("accelerator") or "tcg")
+                      modules=modules, secure_boot=setup, accelerator=params.get("accelerator") or "tcg",
+                      arch=board["arch"])
     except (RegistryError, _rootfs.LayerError) as exc:
         result["bytes_fetched"] = client.bytes_fetched if client else 0
         result["msg"] = "Boot test of %s: cannot fetch the image: %s" % (image, to_native(exc))

@@ -85,6 +85,16 @@ def select_nodes(client, params):
     return Selection(selected, by_name, dict((n["metadata"]["name"], n) for n in nodes), warnings)
 
 
+def expected_for(params, pool):
+    """``(image, kernel)`` the nodes of ``pool`` must run: the pool's entry of
+    ``expected_pool_images`` / ``expected_pool_kernels`` (a multi-architecture
+    cluster's pools run different images), else ``expected_image`` /
+    ``expected_kernel``."""
+    images = params.get("expected_pool_images") or {}
+    kernels = params.get("expected_pool_kernels") or {}
+    return images.get(pool) or params.get("expected_image"), kernels.get(pool) or params.get("expected_kernel")
+
+
 def cluster_report(params, client, verdicts, warnings, method, skipped_reason=None):
     pools = [] if (params.get("nodes") or params.get("node_selector")) else (params.get("pools") or ["worker"])
     report = _inspect.cluster_report(
@@ -92,6 +102,8 @@ def cluster_report(params, client, verdicts, warnings, method, skipped_reason=No
         params.get("expected_modules"), pools=pools, warnings=warnings, generated_at=now_stamp(),
         skipped_reason=skipped_reason)
     report["method"] = method
+    if params.get("expected_pool_images"):
+        report["expected_images"] = dict((pool, expected_for(params, pool)[0]) for pool in pools)
     report["api_url"] = client.host
     report["table"] = _inspect.table_lines(report)
     report["table_header"] = _inspect.table_header()
@@ -109,10 +121,11 @@ def mco_state_result(client, params):
         if target and target not in rendered_images:
             rendered = client.get("MachineConfig", target)
             rendered_images[target] = (rendered.get("spec") or {}).get("osImageURL")
+        image, kernel = expected_for(params, pool)
         verdicts.append(_inspect.kernel_verdict(_inspect.mco_state_verdict(
             selection.node_objects[node], pool, target, rendered_images.get(target),
-            params.get("expected_image"), params.get("expected_modules")),
-            selection.node_objects[node], params.get("expected_kernel")))
+            image, params.get("expected_modules")),
+            selection.node_objects[node], kernel))
     return dict(changed=False, cluster=client.host, namespace=params.get("namespace") or "", image="",
                 nodes=[dict(name=v["node"], pool=v["pool"], commands=[], ok=None) for v in verdicts],
                 pods_created=0, pods_left=[], elapsed_seconds=round(time.monotonic() - started, 1),
@@ -305,10 +318,11 @@ class NodeInspector(object):
     def plan(self, selected):
         params = self.params
         secure_boot = bool(params.get("secure_boot"))
-        verify = bool(params["expected_image"] or params["expected_modules"] or secure_boot)
+        verify = bool(params["expected_image"] or params.get("expected_pool_images") or params["expected_modules"]
+                      or secure_boot)
         commands = []
         names = [_inspect.normalize_module(m.get("name")) for m in params["expected_modules"] or []]
-        if params["expected_image"] or params["expected_modules"]:
+        if params["expected_image"] or params.get("expected_pool_images") or params["expected_modules"]:
             commands.append(("rpm_ostree", _inspect.CMD_RPM_OSTREE))
             if params["expected_modules"]:
                 commands.append(("modules", _inspect.CMD_PROC_MODULES))
@@ -351,13 +365,14 @@ class NodeInspector(object):
                 outputs[job.key] = job.stdout
             else:
                 errors[job.key] = result["error"] or "exit code %s" % result["rc"]
+        image, kernel = expected_for(self.params, pool)
         verdict = _inspect.node_verdict(
-            node, self.params["expected_image"], self.params["expected_modules"], outputs, errors,
+            node, image, self.params["expected_modules"], outputs, errors,
             check_parameters=self.params["check_parameters"], pool=pool)
         node_object = node_objects.get(node)
-        if node_object is None and self.params.get("expected_kernel"):
+        if node_object is None and kernel:
             node_object = self.client.get("Node", node, missing_ok=True)
-        _inspect.kernel_verdict(verdict, node_object, self.params.get("expected_kernel"))
+        _inspect.kernel_verdict(verdict, node_object, kernel)
         if "rpm_ostree" in outputs:
             try:
                 entry["rpm_ostree"] = _inspect.booted_deployment(outputs["rpm_ostree"])

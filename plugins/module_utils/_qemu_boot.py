@@ -9,7 +9,10 @@ modules it asks for (``/etc/modules-load.d``) load, with the options of
 trimmed to the modules named in modules-load.d with their dependencies and
 soft dependencies, the depmod indexes the chosen modprobe reads, its
 modules-load.d / modprobe.d, its busybox and kmod when present) and boots
-the image's own kernel under ``qemu-system-x86_64 -accel tcg``. ``/init``
+the image's own kernel under ``qemu-system-<arch> -accel tcg`` (``MACHINES``:
+x86_64 on qemu's default PC machine, console ttyS0; aarch64 on ``-M virt
+-cpu cortex-a57``, console ttyAMA0, its kernel an uncompressed ``Image`` or
+a gzip'd one, both of which qemu's ``-kernel`` loads). ``/init``
 loads the list with ``modprobe -b`` (dependencies, options and the
 blacklist apply as with systemd-modules-load) and reports on the serial
 console with ``KMOD_LAYERING:`` lines; the console is parsed into a
@@ -22,8 +25,10 @@ With a ``_uefi_boot.SecureBootSetup`` (``boot(secure_boot=...)``) the
 machine is q35 with OVMF's Secure Boot firmware and boots shim -> grub -> the
 image's kernel from an ESP image instead of ``-kernel``/``-initrd``.
 
-Limits: x86_64 kernels only (TCG, no KVM: a boot takes seconds, not
-milliseconds). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
+Limits: x86_64 and aarch64 kernels (TCG, no KVM: a boot takes seconds, not
+milliseconds); Secure Boot on x86_64 only. Every program of the initramfs is
+the image's own, checked to be of its architecture (the host's busybox is
+used only for an image of the host's architecture that has none). Compressed modules (``.ko.xz``/``.ko.zst``) load in qemu only
 when the modprobe used can decompress them (the image's kmod links liblzma and
 libzstd; busybox's modprobe may not). ``install`` lines of modprobe.d are
 copied but what they run is not added to the initramfs. KVM
@@ -45,7 +50,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils import _uefi_boot
+from ansible_collections.ocp.kmod_layering.plugins.module_utils import _arch, _uefi_boot
 
 MARK = "KMOD_LAYERING:"
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -57,12 +62,22 @@ MODPROBE_DIRS = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d",
 BUSYBOX_CANDIDATES = ("usr/bin/busybox", "bin/busybox", "usr/sbin/busybox", "sbin/busybox")
 KMOD_CANDIDATES = ("usr/bin/kmod", "bin/kmod", "usr/sbin/kmod", "sbin/kmod")
 HOST_BUSYBOX = "/bin/busybox"
+# How qemu boots a kernel of each architecture (release names): the system
+# emulator, its machine and CPU, the kernel's serial console, and the ELF
+# e_machine of the programs the initramfs may run.
+MACHINES = {
+    "x86_64": {"qemu": "qemu-system-x86_64", "machine": [], "console": "ttyS0", "elf_machine": 62},
+    "aarch64": {"qemu": "qemu-system-aarch64", "machine": ["-M", "virt", "-cpu", "cortex-a57"],
+                "console": "ttyAMA0", "elf_machine": 183},
+}
 # depmod's indexes each modprobe reads: libkmod opens the binary forms (and
 # modules.softdep, modules.builtin.modinfo as text); busybox the text forms.
 KMOD_INDEXES = ("modules.dep.bin", "modules.alias.bin", "modules.symbols.bin", "modules.builtin.bin",
                 "modules.builtin.alias.bin", "modules.softdep", "modules.builtin.modinfo")
 BUSYBOX_INDEXES = ("modules.dep", "modules.alias", "modules.symbols", "modules.builtin", "modules.softdep")
-LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
+# Debian's multiarch directories of each architecture the boot test boots, then RHEL's and the plain ones.
+LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu",
+            "lib64", "usr/lib64", "lib", "usr/lib")
 
 # Kernel and modprobe messages that mean "this module was refused".
 REFUSAL_PATTERNS = (
@@ -299,7 +314,7 @@ class _Elf:
             fields = struct.unpack_from(self.endian + "HHIQQQIHHHHHH", data, 16)
         else:
             fields = struct.unpack_from(self.endian + "HHIIIIIHHHHHH", data, 16)
-        (_type, _machine, _version, _entry, self.phoff, self.shoff, _flags, _ehsize,
+        (_type, self.machine, _version, _entry, self.phoff, self.shoff, _flags, _ehsize,
          self.phentsize, self.phnum, self.shentsize, self.shnum, self.shstrndx) = fields
 
     def sections(self):
@@ -553,12 +568,38 @@ def _find_in_image(rootfs, candidates):
     return None
 
 
-def _add_program(initramfs, rootfs, relpath, dest):
+def machine(arch):
+    """The ``MACHINES`` entry of ``arch`` (release or Go name)."""
+    try:
+        name = _arch.release_arch(arch)
+    except _arch.ArchError as exc:
+        raise BootError(str(exc))
+    if name not in MACHINES:
+        raise BootError("the boot test boots %s images only, not %s" % (" and ".join(sorted(MACHINES)), arch))
+    return dict(MACHINES[name], arch=name)
+
+
+def _check_elf_machine(data, what, elf_machine):
+    if elf_machine is None:
+        return
+    try:
+        found = _Elf(data).machine
+    except (ValueError, struct.error):
+        raise BootError("%s is not an ELF program" % what)
+    if found != elf_machine:
+        names = dict((m["elf_machine"], a) for a, m in MACHINES.items())
+        raise BootError("%s is a program for %s (ELF machine %d), not for the image's %s" % (
+            what, names.get(found, "another architecture"), found, names.get(elf_machine, elf_machine)))
+
+
+def _add_program(initramfs, rootfs, relpath, dest, elf_machine=None):
     """Copy a program from the image with what it needs to run there: its ELF
     interpreter and DT_NEEDED libraries, under the names the loader asks for,
-    in their directories in the image (whose top-level symlinks are mirrored)."""
+    in their directories in the image (whose top-level symlinks are mirrored).
+    With ``elf_machine``, the program must be of that architecture."""
     with open(os.path.join(rootfs, relpath), "rb") as handle:
         data = handle.read()
+    _check_elf_machine(data, "/" + relpath, elf_machine)
     initramfs.add_file(dest, data=data, mode=0o755)
     pending = [data]
     done = set()
@@ -654,10 +695,12 @@ poweroff -f
 """
 
 
-def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
+def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX, elf_machine=None):
     """Write the boot-test initramfs of ``image`` (an ``ImageModules``) to
     ``out_path``; returns ``{tool: source}`` (where busybox/modprobe came
-    from)."""
+    from). ``host_busybox``: a static busybox for an image without one (None:
+    none, e.g. for an image of another architecture than the host's).
+    ``elf_machine``: the ELF machine every program must be built for."""
     rootfs = image.rootfs
     initramfs = Initramfs()
     tools = {}
@@ -670,20 +713,24 @@ def build_initramfs(image, out_path, host_busybox=HOST_BUSYBOX):
             initramfs.add_symlink(alias, "/" + modules_parent)
     busybox = _find_in_image(rootfs, BUSYBOX_CANDIDATES)
     if busybox is not None:
-        _add_program(initramfs, rootfs, busybox, "kmod-layering/busybox")
+        _add_program(initramfs, rootfs, busybox, "kmod-layering/busybox", elf_machine)
         tools["busybox"] = "image:/" + busybox
-    elif os.path.isfile(host_busybox):
+    elif host_busybox and os.path.isfile(host_busybox):
         with open(host_busybox, "rb") as handle:
             data = handle.read()
         if _Elf(data).interpreter():
             raise BootError("image has no busybox and host %s is not static" % host_busybox)
+        _check_elf_machine(data, "the host's " + host_busybox, elf_machine)
         initramfs.add_file("kmod-layering/busybox", data=data, mode=0o755)
         tools["busybox"] = "host:" + host_busybox
+    elif not host_busybox:
+        raise BootError("no busybox in the image (/%s): an image of another architecture than the host's must "
+                        "bring its own" % ", /".join(BUSYBOX_CANDIDATES))
     else:
         raise BootError("no busybox in the image and none on the host (%s)" % host_busybox)
     kmod = _find_in_image(rootfs, KMOD_CANDIDATES)
     if kmod is not None:
-        _add_program(initramfs, rootfs, kmod, "kmod-layering/kmod")
+        _add_program(initramfs, rootfs, kmod, "kmod-layering/kmod", elf_machine)
         # kmod picks its command from argv[0].
         initramfs.add_symlink("kmod-layering/sbin/modprobe", "/kmod-layering/kmod")
         tools["modprobe"] = "image:/" + kmod
@@ -955,32 +1002,47 @@ def with_modules(requested, modules):
     return result
 
 
-def qemu_command(qemu, accelerator, memory_mb, machine_args):
+def qemu_command(qemu, accelerator, memory_mb, machine_args, board=()):
     """The qemu command line but the boot source (``machine_args``: the
     ``-kernel``/``-initrd``/``-append`` of a direct boot, or the firmware and
-    ESP of a Secure Boot boot)."""
+    ESP of a Secure Boot boot). ``board``: the machine and CPU of a
+    ``MACHINES`` entry (its CPU gives way to ``-cpu host`` under KVM)."""
     command = [qemu, "-accel", accelerator]
+    board = list(board)
     if accelerator == "kvm":
+        if "-cpu" in board:
+            index = board.index("-cpu")
+            del board[index:index + 2]
         command += ["-cpu", "host"]
+    command += board
     return command + ["-m", str(memory_mb), "-smp", "1", "-nographic", "-nodefaults", "-serial", "stdio",
                       "-no-reboot"] + list(machine_args)
 
 
-KERNEL_CMDLINE = "console=ttyS0 panic=-1 quiet rdinit=/init"
+KERNEL_CMDLINE = "console=%s panic=-1 quiet rdinit=/init"
 CHAIN_FAILURE_GRACE = 5.0  # seconds the boot may go on after a firmware/shim/grub error line
 KVM_START_SECONDS = 30  # a KVM boot whose /init has not begun by then is retried under TCG
 
 
-def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=None,
+def boot(rootfs, timeout=180, memory_mb=512, qemu=None, workdir=None,
          host_busybox=HOST_BUSYBOX, extra_append="", modules=None, secure_boot=None, accelerator="tcg",
-         kvm_probe=None):
+         kvm_probe=None, arch="x86_64"):
     """Boot the image's kernel with an initramfs made from the image; see the
     module docstring. ``modules``: names to modprobe too, after the image's
     modules-load.d list. ``secure_boot``: a ``_uefi_boot.SecureBootSetup``
     (shim -> grub -> kernel under OVMF's Secure Boot firmware).
     ``accelerator``: tcg, kvm or auto (KVM when qemu can run it here, with
     SMM for Secure Boot; else TCG, with ``accelerator_note`` saying why).
-    Never leaves qemu running."""
+    ``arch``: the image's architecture (``MACHINES``; ``qemu`` defaults to
+    its system emulator); the host's busybox is a fallback only for an image
+    of the host's architecture. Never leaves qemu running."""
+    board = machine(arch)
+    qemu = qemu or board["qemu"]
+    if secure_boot is not None and board["arch"] != "x86_64":
+        raise BootError("the Secure Boot boot test boots x86_64 images only (OVMF, shim and grub for x86_64); "
+                        "this image is %s" % board["arch"])
+    if board["arch"] != _arch.host_arch():
+        host_busybox = None
     image = ImageModules(rootfs)
     image.requested = with_modules(image.requested, modules)
     if secure_boot is not None:
@@ -999,8 +1061,8 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
     workdir = workdir or tempfile.mkdtemp(prefix="kmod-boot-")
     try:
         initrd = os.path.join(workdir, "initramfs.cpio")
-        result.tools = build_initramfs(image, initrd, host_busybox=host_busybox)
-        cmdline = (KERNEL_CMDLINE + " " + extra_append).strip()
+        result.tools = build_initramfs(image, initrd, host_busybox=host_busybox, elf_machine=board["elf_machine"])
+        cmdline = (KERNEL_CMDLINE % board["console"] + " " + extra_append).strip()
         kernel = os.path.join(rootfs, image.vmlinuz)
         if secure_boot is None:
             machine_args = ["-kernel", kernel, "-initrd", initrd, "-append", cmdline]
@@ -1011,8 +1073,8 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
                 raise BootError("Secure Boot: %s" % exc)
         console_path = os.path.join(workdir, "console.log")
         chain_console = console_path if secure_boot is not None else None
-        process = _run_qemu(qemu_command(qemu, result.accelerator, memory_mb, machine_args), timeout,
-                            console_path, chain_console, result)
+        process = _run_qemu(qemu_command(qemu, result.accelerator, memory_mb, machine_args, board["machine"]),
+                            timeout, console_path, chain_console, result)
         if result.accelerator == "kvm" and MARK + "BEGIN" not in result.console and not result.chain_failure:
             # KVM that starts but cannot run the kernel (a nested hypervisor
             # lacking a CPU feature): the same boot under TCG, said so.
@@ -1023,8 +1085,8 @@ def boot(rootfs, timeout=180, memory_mb=512, qemu="qemu-system-x86_64", workdir=
                                            "qemu exited" if process.returncode is not None and process.returncode != -9
                                            else "stopped", result.duration,
                                            last[-1][-200:] if last else "no console output"))
-            process = _run_qemu(qemu_command(qemu, "tcg", memory_mb, machine_args), timeout, console_path,
-                                chain_console, result)
+            process = _run_qemu(qemu_command(qemu, "tcg", memory_mb, machine_args, board["machine"]), timeout,
+                                console_path, chain_console, result)
         judge(result, parse_console(result.console))
         if process.returncode not in (0, None) and not result.timed_out and not result.failures:
             result.failures.append("qemu exited with %s" % process.returncode)

@@ -77,6 +77,8 @@ from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.six.moves.urllib.parse import urlencode
 from ansible.module_utils.urls import Request, make_context
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._arch import GO_ARCHES
+
 try:
     from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 except ImportError:  # pragma: no cover
@@ -104,15 +106,9 @@ GZIP_LAYER_TYPES = (MT_OCI_LAYER_GZIP, MT_DOCKER_LAYER_GZIP)
 # Set by containers/image on zstd:chunked layers (their mediaType says only +zstd).
 ZSTD_CHUNKED_ANNOTATION = "io.github.containers.zstd-chunked.manifest-checksum"
 
-# OpenShift / uname architecture names -> OCI platform architecture.
-ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-}
+# OpenShift / uname architecture names -> OCI platform architecture (the
+# one table is _arch.GO_ARCHES).
+ARCH_ALIASES = dict(list(GO_ARCHES.items()) + [(go, go) for go in GO_ARCHES.values()])
 
 _CHUNK = 64 * 1024
 # Transient answers and errors are retried, for idempotent requests only

@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._arch import GO_ARCHES
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._registry import (
     RegistryError,
     check_platform,
@@ -32,7 +33,7 @@ except ImportError:  # pragma: no cover
 
 DEFAULT_RELEASE_REGISTRY = "quay.io"
 DEFAULT_RELEASE_REPOSITORY = "openshift-release-dev/ocp-release"
-RELEASE_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
+RELEASE_ARCHES = tuple(GO_ARCHES)  # the release names, x86_64 first
 IMAGE_REFERENCES_PATH = "release-manifests/image-references"
 RELEASE_METADATA_PATH = "release-manifests/release-metadata"
 
@@ -273,7 +274,10 @@ def resolve_release(client, pullspec, arch="x86_64", components=None, stream="de
     and only the last layer. Components without a digest are resolved to
     one (HEAD). Component pullspecs are rewritten by ``mirrors`` (see
     ``apply_mirrors``); ``source_components`` keeps what the release names.
-    Returns the module's result fields.
+    When the release is a manifest list (a ``-multi`` payload), its
+    components are pinned by the digest of their ``arch`` image
+    (``component_lists`` keeps the lists' digests). Returns the module's
+    result fields.
     """
     ref = parse_pullspec(pullspec)
     manifest = client.get_manifest(ref, arch=arch)
@@ -298,11 +302,21 @@ def resolve_release(client, pullspec, arch="x86_64", components=None, stream="de
     if missing:
         raise ReleaseError("release %s has no component %s; available: %s"
                            % (version, ", ".join(missing), ", ".join(sorted(tags))))
-    resolved, sources = {}, {}
+    resolved, sources, lists = {}, {}, {}
+    multi = manifest.index_digest is not None
     for comp in wanted:
         sources[comp] = tags[comp]
         comp_ref = parse_pullspec(apply_mirrors(tags[comp], mirrors))
-        if not comp_ref.digest:
+        if multi:
+            # The components of a multi-architecture payload are manifest
+            # lists too: pin each by the digest of ``arch``'s image, which
+            # is what its nodes run (a component without that platform is
+            # refused here, before anything is built).
+            comp_manifest = client.get_manifest(comp_ref, arch=arch)
+            if comp_manifest.index_digest:
+                lists[comp] = str(comp_ref.with_digest(comp_manifest.index_digest))
+            comp_ref = comp_ref.with_digest(comp_manifest.digest)
+        elif not comp_ref.digest:
             comp_ref = comp_ref.with_digest(client.manifest_digest(comp_ref))
         resolved[comp] = str(comp_ref.with_digest(comp_ref.digest))
     return {
@@ -317,6 +331,8 @@ def resolve_release(client, pullspec, arch="x86_64", components=None, stream="de
         "driver_toolkit_image": resolved.get(dtk_tag) or apply_mirrors(tags[dtk_tag], mirrors),
         "components": resolved,
         "source_components": sources,
+        "multi_arch": multi,
+        "component_lists": lists,
         "available_tags": sorted(tags),
         "layers_read": info["layers_read"],
     }

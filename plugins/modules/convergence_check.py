@@ -359,9 +359,15 @@ registry_checked:
   returned: without O(clusters)
   type: bool
 image:
-  description: The osImageURL our MachineConfigs set, when they agree; else null.
+  description: The osImageURL our MachineConfig of the first pool of O(pools) sets, or null when it has none.
   returned: without O(clusters)
   type: str
+images:
+  description:
+    - Pool name to the osImageURL our MachineConfig sets. Pools of different architectures (their nodes') run
+      different images; two pools of one architecture running different images are not converged.
+  returned: without O(clusters)
+  type: dict
 build_keys:
   description: Pool name to the build key our MachineConfig records.
   returned: without O(clusters)
@@ -375,8 +381,11 @@ rollout:
       description: The cluster.
       type: str
     image:
-      description: The layered image (by digest).
+      description: The layered image (by digest) of the first pool.
       type: str
+    images:
+      description: Pool name to the layered image (by digest) its MachineConfig pins.
+      type: dict
     machineconfigs:
       description: Pool name to our MachineConfig's name.
       type: dict

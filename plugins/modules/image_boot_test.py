@@ -73,8 +73,14 @@ options:
     default: []
   arch:
     description:
-      - Architecture of the image. Only V(x86_64) can be booted (qemu TCG on
-        the controller); other values fail with a message saying so.
+      - Architecture of the image (release or Go naming); the image's config must say the same.
+      - V(x86_64) boots under C(qemu-system-x86_64) (console C(ttyS0)); V(aarch64) under
+        C(qemu-system-aarch64 -M virt -cpu cortex-a57) (console C(ttyAMA0); the kernel may be an
+        uncompressed C(Image), as Debian's and RHCOS's arm64 C(vmlinuz) are), both TCG on the controller.
+      - The initramfs runs the image's own busybox (and kmod), checked to be of this architecture; the
+        controller's C(/bin/busybox) stands in only for an image of the controller's architecture without one.
+      - Other architectures fail with a message saying so. O(secure_boot) is for V(x86_64) only (an
+        aarch64 image with O(secure_boot=true) fails, saying to boot it without).
     type: str
     default: x86_64
   boot_timeout:
@@ -202,14 +208,18 @@ options:
             (C(/EFI/debian), C(/EFI/redhat)) and beside it.
         type: path
 notes:
-  - Needs C(qemu-system-x86_64) on the host the module runs on, and, for an
-    image without C(busybox) (a real RHCOS), a statically linked
-    C(/bin/busybox) there (Debian C(busybox-static)) for the initramfs
-    shell; C(modprobe) is the image's own C(kmod) when it has one.
-  - x86_64 only, under TCG (no KVM needed; a lab image boots in about 10 s,
-    a real RHCOS kernel takes longer). aarch64, ppc64le and s390x images
-    would need their qemu system emulator, console and machine type; the
-    module refuses them (turn the gate off for them, C(kmod_boot_test=false)).
+  - Needs C(qemu-system-x86_64) (x86_64 images) or C(qemu-system-aarch64)
+    (aarch64 images; Debian C(qemu-system-arm)) on the host the module runs
+    on, and, for an x86_64 image without C(busybox) (a real RHCOS) on an
+    x86_64 host, a statically linked C(/bin/busybox) there (Debian
+    C(busybox-static)) for the initramfs shell; an image of another
+    architecture than the host's must bring its own busybox. C(modprobe) is
+    the image's own C(kmod) when it has one.
+  - x86_64 and aarch64, under TCG (no KVM needed; a lab image boots in about
+    10 s, an aarch64 one in a few seconds more, a real RHCOS kernel takes
+    longer). ppc64le and s390x images would need their qemu system
+    emulator, console and machine type; the module refuses them (turn the
+    gate off for them, C(kmod_boot_test=false)).
   - Compressed modules. Real RHCOS ships C(.ko.xz) modules (the layered
     image's own modules are C(.ko)). The image's kmod (RHEL's links liblzma
     and libzstd) loads C(.ko.xz) and C(.ko.zst), directly or through the
@@ -305,6 +315,11 @@ image:
   description: O(image).
   returned: always
   type: str
+arch:
+  description: The architecture booted (release naming), from O(arch).
+  returned: when O(arch) is one the boot test boots
+  type: str
+  sample: aarch64
 digest:
   description: Manifest digest of the image.
   returned: when the image was read or cached

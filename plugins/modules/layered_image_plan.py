@@ -19,6 +19,9 @@ description:
     the content of the build recipe (Containerfile template and helpers),
     and, for signed modules, the signing certificate's fingerprint and hash
     (a new key means a new image).
+  - One key per cluster and architecture its pools need; the architecture
+    is one of the key's inputs (for every architecture but x86_64, whose
+    keys are those of before architectures were planned).
   - Groups the clusters by key, so each distinct image is built once for the
     whole fleet, and gives each a content-addressed tag
     (C(<kernel>-<first 32 hex of the key>)) in O(repository).
@@ -32,9 +35,10 @@ extends_documentation_fragment:
 options:
   clusters:
     description:
-      - Per cluster name, what the resolve role found (its C(kmod_resolved)), with
-        C(kernel_version), C(driver_toolkit_image) and C(rhcos_image), both
-        images pinned by digest. Other keys are ignored.
+      - Per cluster name, what the resolve role found (its C(kmod_resolved)), per architecture its pools
+        need (C(arches), architecture => C(kernel_version), C(driver_toolkit_image) and C(rhcos_image), both
+        images pinned by digest), or those three keys at the top level with C(arch) (default V(x86_64)).
+        C(arch) (the first pool's) picks the cluster's entry in RV(clusters). Other keys are ignored.
     type: dict
     required: true
   modules:
@@ -104,6 +108,14 @@ builds:
     kernel_version:
       description: Kernel the modules are built for.
       type: str
+    arch:
+      description: Architecture of the image (release naming).
+      type: str
+      sample: aarch64
+    platform:
+      description: C(linux/<goarch>), for C(podman build --platform) and the built image's config.
+      type: str
+      sample: linux/arm64
     driver_toolkit_image:
       description: Driver Toolkit image (build stage), pinned by digest.
       type: str
@@ -118,9 +130,14 @@ builds:
       type: list
       elements: str
 clusters:
-  description: Build key of each cluster.
+  description: Build key of each cluster (of its C(arch), the first pool's architecture).
   returned: success
   type: dict
+cluster_arches:
+  description: Per cluster, architecture => build key, for every architecture its pools need.
+  returned: success
+  type: dict
+  sample: {"multi-1": {"x86_64": "4f0c...", "aarch64": "9a1b..."}}
 recipe_digest:
   description: Fingerprint of O(recipe_files).
   returned: success

@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - ocp.kmod_layering.cluster
   - ocp.kmod_layering.cluster.expected_kernel
+  - ocp.kmod_layering.cluster.expected_per_pool
   - ocp.kmod_layering.attributes.cluster_group
   - ocp.kmod_layering.attributes.read_only
 requirements:
@@ -142,6 +143,8 @@ def argument_spec():
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
         expected_kernel=dict(type="str"),
+        expected_pool_images=dict(type="dict", default={}),
+        expected_pool_kernels=dict(type="dict", default={}),
     )
 
 

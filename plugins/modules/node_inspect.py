@@ -65,6 +65,7 @@ author:
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - ocp.kmod_layering.cluster.expected_kernel
+  - ocp.kmod_layering.cluster.expected_per_pool
   - ocp.kmod_layering.attributes.cluster_group
 requirements:
   - kubernetes >= 24.2.0
@@ -488,6 +489,8 @@ def argument_spec():
         expected_image=dict(type="str"),
         expected_modules=dict(type="list", elements="dict"),
         expected_kernel=dict(type="str"),
+        expected_pool_images=dict(type="dict", default={}),
+        expected_pool_kernels=dict(type="dict", default={}),
         check_parameters=dict(type="bool", default=True),
         secure_boot=dict(type="bool", default=False),
         namespace=dict(type="str", default=_inspect.DEFAULT_NAMESPACE),
@@ -509,7 +512,8 @@ def validate(module):
         module.fail_json(msg="timeout must be a positive number of seconds")
     if params["parallel"] <= 0:
         module.fail_json(msg="parallel must be at least 1")
-    if not (params["commands"] or params["expected_image"] or params["expected_modules"] or params["secure_boot"]):
+    if not (params["commands"] or params["expected_image"] or params["expected_pool_images"]
+            or params["expected_modules"] or params["secure_boot"]):
         module.fail_json(msg="nothing to run: give commands, expected_image, expected_modules or secure_boot")
     if params["method"] == "mco_state" and params["secure_boot"]:
         module.fail_json(msg="secure_boot needs debug pods on the nodes: method=pods")

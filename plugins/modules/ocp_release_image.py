@@ -180,13 +180,28 @@ driver_toolkit_tag:
   type: str
   sample: driver-toolkit
 os_image:
-  description: Pullspec of the OS (RHCOS) image, by digest.
+  description:
+    - Pullspec of the OS (RHCOS) image, by digest.
+    - For a multi-architecture release (RV(multi_arch)), the digest of the O(arch) image of the component's
+      manifest list (what the nodes of that architecture run), not the list's.
   returned: success
   type: str
 driver_toolkit_image:
-  description: Pullspec of the Driver Toolkit image, by digest.
+  description:
+    - Pullspec of the Driver Toolkit image, by digest.
+    - For a multi-architecture release, the digest of its O(arch) image, as for RV(os_image).
   returned: success
   type: str
+multi_arch:
+  description: Whether the release image is a manifest list (a C(-multi) payload, whose components are lists too).
+  returned: success
+  type: bool
+component_lists:
+  description:
+    - For a multi-architecture release, requested component tag => pullspec pinned by the digest of its manifest
+      list (RV(components) pins the O(arch) image). Empty for a single-architecture release.
+  returned: success
+  type: dict
 components:
   description: Requested component tag => pullspec pinned by digest.
   returned: success

@@ -76,7 +76,10 @@ def test_every_make_target_the_docs_name_exists() -> None:
     targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.M))
     named = set()
     for page in [TOP / "README.md", *TOP.glob("docs/*.md"), *TOP.glob("tests/*/README.md")]:
-        named |= {(page.name, t) for t in re.findall(r"\bmake ([a-z][\w-]*)", page.read_text())}
+        # A command: in a code span, at the start of a (code block) line, or
+        # after a prompt or another command; not the English verb in prose.
+        command = r"(?:^[ \t]*|`|\$ |&& |; )make ([a-z][\w-]*)"
+        named |= {(page.name, t) for t in re.findall(command, page.read_text(), re.M)}
     assert named, "no make command found: the check would prove nothing"
     missing = sorted(f"{page}: make {target}" for page, target in named if target not in targets)
     assert missing == []

@@ -205,6 +205,56 @@ def test_plan_refuses_unpinned_images_and_unresolved_clusters():
         b.plan_builds({"east": _resolved()}, _modules(), "sha256:r", "")
 
 
+def test_build_key_differs_by_architecture_and_keeps_x86_64_keys():
+    x86 = b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r")
+    # x86_64 (either spelling) is the key of before architectures existed.
+    assert b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r", arch="x86_64") == x86
+    assert b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r", arch="amd64") == x86
+    arm = b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r", arch="aarch64")
+    assert arm != x86
+    assert b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r", arch="arm64") == arm
+    assert b.build_key(KVER, DTK, RHCOS, _modules(), "sha256:r", arch="s390x") not in (x86, arm)
+
+
+ARM_KVER = "5.14.0-427.26.1.el9_4.aarch64"
+ARM_DTK = DTK.replace("a" * 64, "7" * 64)
+ARM_RHCOS = RHCOS.replace("b" * 64, "8" * 64)
+
+
+def _multi(pools):
+    arches = {"x86_64": _resolved(), "aarch64": _resolved(ARM_KVER, ARM_DTK, ARM_RHCOS)}
+    first = list(pools.values())[0]
+    return dict(arches[first], arch=first, pool_arches=pools,
+                arches=dict((a, dict(arches[a], arch=a)) for a in pools.values()))
+
+
+def test_plan_builds_once_per_architecture_across_the_fleet():
+    aarch64_only = _multi({"worker": "aarch64"})
+    multi = _multi({"master": "x86_64", "worker": "aarch64"})
+    plan = b.plan_builds({"x86": _resolved(), "arm": aarch64_only, "multi": multi}, _modules(), "sha256:r", REPO)
+    assert [(build["arch"], build["platform"], build["clusters"]) for build in plan["builds"]] == [
+        ("x86_64", "linux/amd64", ["x86", "multi"]), ("aarch64", "linux/arm64", ["arm", "multi"])]
+    x86_key, arm_key = [build["build_key"] for build in plan["builds"]]
+    assert plan["cluster_arches"] == {"x86": {"x86_64": x86_key}, "arm": {"aarch64": arm_key},
+                                      "multi": {"x86_64": x86_key, "aarch64": arm_key}}
+    # The primary architecture is the first pool's.
+    assert plan["clusters"] == {"x86": x86_key, "arm": arm_key, "multi": x86_key}
+    assert plan["builds"][1]["kernel_version"] == ARM_KVER and plan["builds"][1]["rhcos_image"] == ARM_RHCOS
+
+
+def test_plan_same_images_on_another_architecture_is_another_build():
+    # Not a real release (the DTK and RHCOS are per architecture), but the
+    # key must not rely on that.
+    plan = b.plan_builds({"a": dict(_resolved(), arch="x86_64"), "b": dict(_resolved(), arch="aarch64")},
+                         _modules(), "sha256:r", REPO)
+    assert len(plan["builds"]) == 2
+
+
+def test_plan_refuses_an_unknown_architecture():
+    with pytest.raises(b.BuildInputError, match="cluster a: unknown architecture 'arm'"):
+        b.plan_builds({"a": dict(_resolved(), arch="arm")}, _modules(), "sha256:r", REPO)
+
+
 # ---------------------------------------------------------------- pull secrets
 
 

@@ -204,3 +204,39 @@ def test_the_cluster_objects_are_not_modified():
     before = copy.deepcopy(state)
     evaluate(state)
     assert state == before
+
+
+def _arm64(state):
+    """The done.yaml cluster with arm64 nodes, and our MachineConfig as the
+    rollout role writes it for them (the key of the aarch64 build)."""
+    for node in state["nodes"]:
+        node["metadata"].setdefault("labels", {})["kubernetes.io/arch"] = "arm64"
+        node.setdefault("status", {}).setdefault("nodeInfo", {})["architecture"] = "arm64"
+    annotations = ours(state)["metadata"]["annotations"]
+    annotations[_machineconfig.ANNOTATION_BUILD_KEY] = _build.build_key(KERNEL, DTK, RHCOS, MODULES, RECIPE,
+                                                                        arch="aarch64")
+    return state
+
+
+def test_an_arm64_pool_is_converged_on_the_key_of_its_architecture():
+    result = evaluate(_arm64(cluster()))
+    assert result["reasons"] == [] and result["converged"]
+    assert result["arches"] == {"worker": "aarch64"} and result["images"] == {"worker": IMAGE}
+
+
+def test_an_x86_64_key_on_arm64_nodes_is_not_converged():
+    # The image built for x86_64 pinned into an arm64 pool: the full run
+    # builds the arm64 one.
+    state = _arm64(cluster())
+    ours(state)["metadata"]["annotations"][_machineconfig.ANNOTATION_BUILD_KEY] = _build.build_key(
+        KERNEL, DTK, RHCOS, MODULES, RECIPE)
+    result = evaluate(state)
+    assert not result["converged"]
+    assert "build key" in result["reasons"][0]
+
+
+def test_build_key_problem_tries_every_architecture_when_the_nodes_do_not_tell():
+    inputs = _convergence.recorded_inputs(ours(_arm64(cluster())))
+    assert _convergence.build_key_problem(inputs, MODULES, RECIPE) is None
+    assert _convergence.build_key_problem(inputs, MODULES, RECIPE, arch="aarch64") is None
+    assert "changed" in _convergence.build_key_problem(inputs, MODULES, RECIPE, arch="x86_64")

@@ -251,3 +251,83 @@ def test_real_boot_loads_modules_with_options_and_refuses_a_foreign_one(tmp_path
     ]
     assert not result.ok
     assert result.tools["busybox"] == "host:/bin/busybox"
+
+
+# ---------------------------------------------------------------- architectures
+
+
+def _captured_boot(monkeypatch, image: Path, arch: str, **kwargs) -> list:
+    """The qemu argv ``boot`` runs for an ``arch`` image (qemu not started)."""
+    commands = []
+
+    def run_qemu(command, timeout, console_path, chain_console, result):
+        commands.append(command)
+        result.console, result.duration = "", 0.0
+
+        class Done:
+            returncode = 0
+        return Done()
+
+    monkeypatch.setattr(_qemu_boot, "_run_qemu", run_qemu)
+    monkeypatch.setattr(_qemu_boot.shutil, "which", lambda name: "/usr/bin/" + name)
+    _qemu_boot.boot(str(image), arch=arch, **kwargs)
+    return commands[0]
+
+
+def _image_with_busybox(root: Path, busybox: bytes) -> Path:
+    image = make_image(root, {"extra/good.ko": b"g"}, "extra/good.ko:\n", {"x.conf": "good\n"})
+    (image / "usr/bin").mkdir(parents=True)
+    (image / "usr/bin/busybox").write_bytes(busybox)
+    return image
+
+
+def _elf(machine: int) -> bytes:
+    """A minimal static ELF64 little-endian header for ``machine`` (no program headers)."""
+    header = bytearray(64)
+    header[:7] = b"\x7fELF\x02\x01\x01"
+    header[16:18] = (2).to_bytes(2, "little")  # ET_EXEC
+    header[18:20] = machine.to_bytes(2, "little")
+    header[52:54] = (64).to_bytes(2, "little")  # e_ehsize
+    return bytes(header)
+
+
+def test_qemu_argv_per_architecture(tmp_path: Path, monkeypatch) -> None:
+    x86 = _captured_boot(monkeypatch, _image_with_busybox(tmp_path / "x", _elf(62)), "x86_64")
+    assert x86[0] == "qemu-system-x86_64" and "-M" not in x86
+    assert x86[x86.index("-append") + 1].startswith("console=ttyS0 ")
+    arm = _captured_boot(monkeypatch, _image_with_busybox(tmp_path / "a", _elf(183)), "aarch64")
+    assert arm[0] == "qemu-system-aarch64"
+    assert arm[arm.index("-M") + 1] == "virt" and arm[arm.index("-cpu") + 1] == "cortex-a57"
+    assert arm[arm.index("-append") + 1].startswith("console=ttyAMA0 ")
+    # The kernel goes to -kernel as the image has it (an uncompressed arm64 Image).
+    assert arm[arm.index("-kernel") + 1] == str(tmp_path / "a/usr/lib/modules" / KVER / "vmlinuz")
+    # Go names are the same architectures.
+    assert _captured_boot(monkeypatch, _image_with_busybox(tmp_path / "g", _elf(183)), "arm64")[0] == \
+        "qemu-system-aarch64"
+
+
+def test_kvm_replaces_the_boards_cpu() -> None:
+    board = _qemu_boot.machine("aarch64")["machine"]
+    command = _qemu_boot.qemu_command("qemu-system-aarch64", "kvm", 1024, [], board)
+    assert command.count("-cpu") == 1 and command[command.index("-cpu") + 1] == "host"
+    assert command[command.index("-M") + 1] == "virt"
+
+
+def test_an_arm64_image_never_boots_an_x86_64_busybox(tmp_path: Path, monkeypatch) -> None:
+    # Its own busybox built for x86_64: refused, naming both.
+    image = _image_with_busybox(tmp_path / "a", _elf(62))
+    with pytest.raises(_qemu_boot.BootError, match=r"/usr/bin/busybox is a program for x86_64 .*not for the image's aarch64"):
+        _captured_boot(monkeypatch, image, "aarch64")
+    # None of its own: the host's (x86_64) is not taken in.
+    bare = make_image(tmp_path / "b", {"extra/good.ko": b"g"}, "extra/good.ko:\n", {"x.conf": "good\n"})
+    monkeypatch.setattr(_qemu_boot._arch, "host_arch", lambda: "x86_64")
+    with pytest.raises(_qemu_boot.BootError, match="must bring its own"):
+        _captured_boot(monkeypatch, bare, "aarch64")
+
+
+def test_secure_boot_and_other_architectures_are_refused(tmp_path: Path, monkeypatch) -> None:
+    image = _image_with_busybox(tmp_path / "a", _elf(183))
+    with pytest.raises(_qemu_boot.BootError, match="Secure Boot boot test boots x86_64 images only"):
+        _captured_boot(monkeypatch, image, "aarch64", secure_boot=object())
+    with pytest.raises(_qemu_boot.BootError, match="boots aarch64 and x86_64 images only, not s390x"):
+        _captured_boot(monkeypatch, image, "s390x")
