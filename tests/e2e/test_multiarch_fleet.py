@@ -30,6 +30,7 @@ from e2e.test_site import KMOD_REPO, manifest_pushes, our_writes, recap, reset_r
 TOP = Path(__file__).resolve().parents[2]
 ANN = "machineconfiguration.openshift.io/"
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+MIXED_REPO = KMOD_REPO + "-mixed"
 
 pytestmark = [pytest.mark.lab, pytest.mark.qemu]
 
@@ -44,10 +45,14 @@ def mixed(lab: Any) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
 
 
 def site(lab: Any, hosts: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """site.yml over `hosts`, pushing into a repository of this module's own:
+    the multi cluster's x86_64 pool has the same build key as test_site's
+    4.16.30 cluster, so a shared repository would hand that test our image."""
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    repository = f"kmod_image_repository={lab.registry['host']}/{MIXED_REPO}"
     return subprocess.run(
         ["ansible-playbook", "-i", lab.inventory, str(TOP / "playbooks/site.yml"), "--limit", ",".join(hosts),
-         *args], env=env, capture_output=True, text=True, timeout=1800, check=False)
+         "-e", repository, *args], env=env, capture_output=True, text=True, timeout=1800, check=False)
 
 
 def api(cluster: dict[str, Any]) -> kubernetes.dynamic.DynamicClient:
@@ -88,14 +93,14 @@ def test_a_mixed_fleet_rolls_out_each_pools_architecture_and_a_rerun_is_converge
     # The inventory says nothing of architectures: they are read from the nodes.
     assert "kmod_arch" not in host_vars[arm["name"]] and "kmod_arch" not in host_vars[multi["name"]]
 
-    pushes_before = manifest_pushes(lab)
+    pushes_before = manifest_pushes(lab, MIXED_REPO)
     run = site(lab, hosts)
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
     # Two distinct build keys across the fleet: (kernel, arch) x86_64 for the
     # multi cluster's worker pool, aarch64 for the aarch64 cluster's worker
     # and the multi cluster's worker-arm64 (the same arm64 kernel, DTK and
     # RHCOS digests: one build). Built and pushed once each.
-    assert manifest_pushes(lab) - pushes_before == 2
+    assert manifest_pushes(lab, MIXED_REPO) - pushes_before == 2
 
     images: dict[str, str] = {}
     expected = [(arm, "worker", "aarch64"), (multi, "worker", "x86_64"), (multi, "worker-arm64", "aarch64")]
@@ -103,7 +108,7 @@ def test_a_mixed_fleet_rolls_out_each_pools_architecture_and_a_rerun_is_converge
         mcs = api(cluster).resources.get(api_version="machineconfiguration.openshift.io/v1", kind="MachineConfig")
         ours = [m for m in mcs.get().to_dict()["items"]
                 if m["metadata"].get("labels", {}).get(ANN + "role") == pool
-                and (m.get("spec") or {}).get("osImageURL", "").startswith(f"{lab.registry['host']}/{KMOD_REPO}@sha256:")]
+                and (m.get("spec") or {}).get("osImageURL", "").startswith(f"{lab.registry['host']}/{MIXED_REPO}@sha256:")]
         assert len(ours) == 1, (cluster["name"], pool, [m["metadata"]["name"] for m in ours])
         image = ours[0]["spec"]["osImageURL"]
         assert image_config_arch(lab, image) == GOARCH[arch], (cluster["name"], pool, image)
@@ -129,11 +134,11 @@ def test_a_mixed_fleet_rolls_out_each_pools_architecture_and_a_rerun_is_converge
 
     # Converged: the rerun builds nothing, pushes nothing, writes nothing.
     reset_request_logs(lab)
-    pushes = manifest_pushes(lab)
+    pushes = manifest_pushes(lab, MIXED_REPO)
     rerun = site(lab, hosts)
     assert rerun.returncode == 0, rerun.stdout[-8000:] + rerun.stderr[-3000:]
     assert {host: counts["changed"] for host, counts in recap(rerun).items()} == {host: 0 for host in hosts}
-    assert manifest_pushes(lab) == pushes
+    assert manifest_pushes(lab, MIXED_REPO) == pushes
     writes = our_writes(lab)
     assert {h: writes[h] for h in hosts} == {h: 0 for h in hosts}
     for host in hosts:

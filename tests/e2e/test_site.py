@@ -85,10 +85,10 @@ def recap(run: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
     return hosts
 
 
-def manifest_pushes(lab: Any) -> int:
+def manifest_pushes(lab: Any, repository: str = KMOD_REPO) -> int:
     """Manifest PUTs into our repository, from the registry's access log."""
     logs = lab.layout.logs
-    pattern = re.compile(rf'"PUT /v2/{re.escape(KMOD_REPO)}/manifests/')
+    pattern = re.compile(rf'"PUT /v2/{re.escape(repository)}/manifests/')
     return sum(len(pattern.findall(p.read_text(errors="replace"))) for p in logs.glob("*registry*.log"))
 
 
