@@ -17,6 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
+# pytest in KMOD_TEST_WORKERS processes (pytest-xdist; default 2, one per
+# core: much of a lab test's time is waiting on simulated drains, reboots and
+# API watches). Each worker has a lab of its own (kmodlab.pytest_plugin);
+# whole files go to one worker, so a file's tests keep their order and their
+# module fixtures. KMOD_TEST_WORKERS=0: one process, as before.
+xdist=(-n "${KMOD_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 times=()
 failed=()
 
@@ -76,7 +82,7 @@ checks() {  # the static checks, one after the other (they share 2 cores with py
 
 if [ "${KMOD_TEST_SERIAL:-}" = 1 ]; then
   checks
-  run_stage "pytest" pytest "$@"
+  run_stage "pytest" pytest "${xdist[@]}" "$@"
 else
   logs=.build/test-logs
   mkdir -p "$logs"
@@ -86,7 +92,7 @@ else
   echo "== static checks (sanity, ansible-lint, changelog lint) beside pytest; output after pytest"
   record_dir=$logs checks > "$logs/checks.log" 2>&1 &
   checks_pid=$!
-  run_stage "pytest" pytest "$@"
+  run_stage "pytest" pytest "${xdist[@]}" "$@"
   checks_rc=0
   wait "$checks_pid" || checks_rc=$?
   checks_pid=""

@@ -42,9 +42,27 @@ import pytest
 from . import cli, paths
 from .state import LabState, release_id
 
-# Overridable, to give one session a lab of its own.
-TEST_STATE = Path(os.environ.get("KMODLAB_TEST_STATE") or paths.CHECKOUT / ".build" / "lab-test")
-TEST_PORT_BASE = int(os.environ.get("KMODLAB_TEST_PORT_BASE") or 16000)
+
+def _xdist_worker() -> int | None:
+    """This process's index among pytest-xdist's workers (gw0 -> 0), None outside xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else None
+
+
+XDIST_WORKER = _xdist_worker()
+# Ports a session's lab may use above its base: its own (registries, token
+# server, API servers from +100) and those of the labs its tests start beside
+# it (+10/+20 registry tests, +600 the bench harness, +8000 molecule). Worker
+# N of an xdist run takes base + N * WORKER_PORT_STRIDE, so up to 8 workers
+# stay clear of each other.
+WORKER_PORT_STRIDE = 1000
+
+# Overridable, to give one session a lab of its own; under pytest-xdist each
+# worker has its own (state dir suffixed -gwN, its own port range): a worker's
+# tests change their lab's clusters, so workers never share one.
+_STATE = Path(os.environ.get("KMODLAB_TEST_STATE") or paths.CHECKOUT / ".build" / "lab-test")
+TEST_STATE = _STATE if XDIST_WORKER is None else _STATE.with_name(f"{_STATE.name}-gw{XDIST_WORKER}")
+TEST_PORT_BASE = int(os.environ.get("KMODLAB_TEST_PORT_BASE") or 16000) + WORKER_PORT_STRIDE * (XDIST_WORKER or 0)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,11 +87,24 @@ LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args", "lab_aa
                           "lab_multi_release", "lab_aarch64_cluster", "lab_multiarch_cluster"})
 
 
+# Under xdist (hack/test.sh: --dist loadfile --no-loadscope-reorder) whole
+# files go to the workers in collection order; the long ones first, so the
+# files left for the end, when a worker runs out of work, are short ones.
+_FILE_ORDER = ("tests/e2e/", "tests/integration/", "tests/lab/", "tests/unit/")
+
+
+def _file_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    return next((rank for rank, prefix in enumerate(_FILE_ORDER) if path.startswith(prefix)), len(_FILE_ORDER))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Whatever uses the lab is marked `lab`, so `-m "not lab"` really skips it.
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
+    if XDIST_WORKER is not None:
+        items.sort(key=_file_rank)  # stable: a file's tests keep their order
 
 
 # ------------------------------------------------------------------ background runs
@@ -201,7 +232,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for value in vars(module).values() if module is not None else ():
             if isinstance(value, BackgroundRun) and value not in runs:
                 runs.append(value)
-    if runs and not session.config.getoption("--no-background"):
+    # Under xdist every worker collects every module, and the workers are the
+    # parallelism: each background command runs in place, on the worker its
+    # module's tests are sent to.
+    if runs and not session.config.getoption("--no-background") and XDIST_WORKER is None:
         session.config.stash[_LANE_KEY] = _BackgroundLane(runs, session.config._tmp_path_factory)  # noqa: SLF001
 
 
