@@ -6,7 +6,9 @@ brought up at most once per session, lazily: `lab_registry` (registries only,
 a second) or `lab` (also releases and clusters), and brought down when the
 session ends, also on failure, Ctrl-C or SIGTERM. Concurrent sessions share
 it; the last one to finish brings it down. KMODLAB_TEST_STATE and
-KMODLAB_TEST_PORT_BASE give a session a lab of its own instead.
+KMODLAB_TEST_PORT_BASE give a session a lab of its own instead. Under
+pytest-xdist each worker has its own (state dir suffixed -gwN, port base +
+N * WORKER_PORT_STRIDE).
 
 Options: --lab-releases, --lab-clusters, --lab-workers, --lab-masters,
 --lab-infra, --lab-node-mode; --lab-keep leaves the lab running afterwards
