@@ -183,8 +183,8 @@ def probe(arch, builder, run, podman="podman", exists=os.path.exists):
     if builder.get("identity") and not exists(builder["identity"]):
         raise BuildHostError(
             "The builder of %s, %s: its identity file %s does not exist. Fix identity (the ssh key podman logs "
-            "in with) or remove %s from %s to build on the controller." % (arch, what, builder["identity"], arch,
-                                                                        VARIABLE))
+            "in with) or remove %s from %s to build on the controller."
+            % (arch, what, builder["identity"], arch, VARIABLE))
     rc, out, err = run([podman] + podman_args(builder) + ["info", "--format", "json"])
     if rc != 0:
         reason = "did not answer in time" if rc == 124 else "cannot be reached: %s" % _first_error(err or out)
@@ -192,8 +192,8 @@ def probe(arch, builder, run, podman="podman", exists=os.path.exists):
             "The builder of %s, %s, %s. Check that the host is up, that the podman service runs there "
             "(podman.socket, or `podman system service`) at that socket path, and that ssh logs in (user, "
             "identity, known_hosts); try `%s`. Or remove %s from %s to build on the controller (under "
-            "emulation when it is not the controller's architecture)." % (arch, what, reason, " ".join([podman] + podman_args(builder) + ["info"]), arch,
-                             VARIABLE))
+            "emulation when it is not the controller's architecture)."
+            % (arch, what, reason, " ".join([podman] + podman_args(builder) + ["info"]), arch, VARIABLE))
     try:
         info = json.loads(out)
         host = info["host"]

@@ -222,8 +222,8 @@ def remote_build(lab: LabState, builder: Builder, runs: Runs) -> dict[str, Any]:
             "registry_writes": runs.registry_writes() - registry_before}
 
 
-def test_the_image_is_built_by_the_builder_gated_and_pushed(lab: LabState, builder: Builder,
-                                                           remote_build: dict[str, Any]) -> None:
+def test_the_image_is_built_by_the_builder_gated_and_pushed(
+        lab: LabState, builder: Builder, remote_build: dict[str, Any]) -> None:
     proc, out, facts = remote_build["proc"], remote_build["out"], remote_build["facts"]
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
     build = facts["kmod_build"]
@@ -283,8 +283,8 @@ def test_the_pushed_modules_are_signed_and_the_key_leaked_nowhere(lab: LabState,
     needles = [line.encode() for line in key["key_lines"]] + [key["key_der"][32:96]]
     assert [i for i, layer in enumerate(layers) for n in needles if n in layer] == []
     # Every file the builder's storage, its temporary directory (where the
-    # service unpacks the context, the key's copy with it) and the build
-    # context got during the run.
+    # service unpacks the context it is sent, the key's copy with it) and
+    # the build context on the controller got during the run and kept.
     assert len(remote_build["written"]) > 10
     assert leaks(key, iter(remote_build["written"])) == []
     assert list((runs.work / "cache" / "contexts").glob("*/podman-build-secret*")) == []
