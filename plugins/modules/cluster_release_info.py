@@ -118,7 +118,7 @@ attempts:
 
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 
-from ansible_collections.ocp.kmod_layering.plugins.module_utils._cluster_release import read
+from ansible_collections.ocp.kmod_layering.plugins.module_utils._cluster_reads import read
 from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s import (
     cluster_module_spec,
     require_positive,
