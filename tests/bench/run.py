@@ -1129,8 +1129,8 @@ def table(results: dict[str, Any]) -> list[metrics.Row]:
                                 f"= {keys}", str(pools), metrics.ratio(mixed["pinned_images"], pools),
                                 mixed["pinned_images"] == keys))
         rows.append(metrics.Row("8. mixed-arch fleet, first run wall time", f"{mixed['wall']:.0f} s", "-", "-", None,
-                                None, note=f"{mixed['build_seconds']:.0f} s of it the build task, the aarch64 "
-                                           "build emulated"))
+                                None, note=f"{mixed['build_seconds']:.0f} s of it the build task, podman's layer "
+                                           "cache as the controller had it"))
     arch = results.get("arch") or {}
     builds = arch.get("build") or {}
     if builds.get("aarch64") and builds.get("x86_64"):
