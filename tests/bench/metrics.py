@@ -368,3 +368,15 @@ def render_section(section: Section, begin: str, end: str) -> str:
         lines += [f"Where the time goes{f' (run {note.run})' if several else ''}, {note.text}", ""]
     lines += ["Raw numbers: `results.json` in the work directory of each run.", "", end]
     return "\n".join(lines) + "\n"
+
+
+def boot_summary(verdicts: Sequence[dict]) -> dict:
+    """One image's boot tests (image_boot_test results): ok when every one
+    booted and loaded its modules; duration the mean of the qemu times."""
+    durations = [float(v["duration"]) for v in verdicts if v.get("duration") is not None]
+    tasks = [float(v["task_seconds"]) for v in verdicts if v.get("task_seconds") is not None]
+    first = verdicts[0] if verdicts else {}
+    return {"ok": bool(verdicts) and all(bool(v.get("ok")) for v in verdicts),
+            "duration": sum(durations) / len(durations) if durations else None, "durations": durations,
+            "task_seconds": sum(tasks) / len(tasks) if tasks else None, "boots": len(verdicts),
+            "accelerator": first.get("accelerator"), "kernel": first.get("kernel"), "loaded": first.get("loaded")}

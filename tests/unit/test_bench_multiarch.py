@@ -219,3 +219,21 @@ def test_a_run_that_replaces_every_row_leaves_one_run_and_no_run_column() -> Non
     assert list(section.runs) == ["2026-12-07 02:40"]
     assert "| run |" not in text and "(run " not in text
     assert section.notes[0].text.startswith("24-cluster first run") and section.notes[0].run == "2026-12-07 02:40"
+
+
+def test_boot_summary_of_several_boots() -> None:
+    verdicts = [{"ok": True, "duration": 4.0, "task_seconds": 10.0, "accelerator": "tcg", "kernel": "k", "loaded": ["a"]},
+                {"ok": True, "duration": 6.0, "task_seconds": 12.0}]
+    summary = metrics.boot_summary(verdicts)
+    assert summary["ok"] and summary["duration"] == 5.0 and summary["durations"] == [4.0, 6.0]
+    assert summary["task_seconds"] == 11.0 and summary["boots"] == 2 and summary["accelerator"] == "tcg"
+    # One failed boot fails the image; a boot that never ran has no duration.
+    failed = metrics.boot_summary([verdicts[0], {"ok": False}])
+    assert not failed["ok"] and failed["duration"] == 4.0
+    assert metrics.boot_summary([]) == {"ok": False, "duration": None, "durations": [], "task_seconds": None,
+                                        "boots": 0, "accelerator": None, "kernel": None, "loaded": None}
+    arch = dict(ARCH, boot={"x86_64": metrics.boot_summary([{"ok": True, "duration": 8.0}, {"ok": True, "duration": 10.0}]),
+                            "aarch64": metrics.boot_summary(verdicts)})
+    (row,) = [r for r in table(_results(arch=arch)) if r.name.startswith("10.")]
+    assert row.measured == "5.0 s" and row.baseline.startswith("9.0 s") and row.ratio == pytest.approx(5 / 9)
+    assert row.note == "qemu time, mean of aarch64 4.0 / 6.0 s; x86_64 8.0 / 10.0 s, alternating"
