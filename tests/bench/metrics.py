@@ -351,7 +351,7 @@ def merge_sections(new: Section, old: Section | None) -> Section:
     used = {r.run for r in rows} | {n.run for n in notes}
     runs = dict(new.runs)
     runs.update((label, text) for label, text in old.runs.items() if label in used and label not in runs)
-    return Section(runs, rows, notes)
+    return Section(dict(sorted(runs.items(), reverse=True)), rows, notes)
 
 
 def render_section(section: Section, begin: str, end: str) -> str:

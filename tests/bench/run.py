@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import ssl
 import subprocess
 import sys
@@ -414,7 +415,7 @@ class Bench:
         self.lab = Lab(Path(args.state), args.port_base)
         self.results: dict[str, Any] = {"options": {k: (str(v) if isinstance(v, Path) else v)
                                                     for k, v in vars(args).items()},
-                                        "command": "python -m bench.run " + " ".join(sys.argv[1:])}
+                                        "command": command_line(sys.argv[1:])}
         self.images: dict[str, str] = {}  # release -> a layered image pinned by digest
         self.run_id = time.strftime("%Y%m%d%H%M%S")
 
@@ -1030,6 +1031,19 @@ class Bench:
             samples.append(os.getloadavg()[0])
             if stop.wait(LOAD_INTERVAL):
                 return
+
+
+def command_line(argv: list[str]) -> str:
+    """The run's command for the document (--note is said in the run's line itself)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            kept.append(arg)
+    return shlex.join(["python", "-m", "bench.run", *kept])
 
 
 def pool_done(pool: dict[str, Any]) -> bool:

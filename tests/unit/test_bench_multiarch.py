@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench import metrics
-from bench.run import DOC_BEGIN, DOC_END, parse_args, report_markdown, table
+from bench.run import DOC_BEGIN, DOC_END, command_line, parse_args, report_markdown, table
 
 MACHINE = {"cores": 2, "cpu": "AMD EPYC", "ram_gib": 23.5, "kernel": "6.18", "os": "Debian 12", "python": "3.11",
            "ansible_core": "2.19", "ansible": "12", "kubernetes_client": "37", "forks": "10"}
@@ -237,3 +237,9 @@ def test_boot_summary_of_several_boots() -> None:
     (row,) = [r for r in table(_results(arch=arch)) if r.name.startswith("10.")]
     assert row.measured == "5.0 s" and row.baseline.startswith("9.0 s") and row.ratio == pytest.approx(5 / 9)
     assert row.note == "qemu time, mean of aarch64 4.0 / 6.0 s; x86_64 8.0 / 10.0 s, alternating"
+
+
+def test_command_line_leaves_the_note_to_the_run_line() -> None:
+    assert command_line(["--rows", "8,9", "--note", "3 others' tests", "--doc", "docs/performance.md"]) == (
+        "python -m bench.run --rows 8,9 --doc docs/performance.md")
+    assert command_line(["--note=busy", "--extra-vars", '{"a": 1}']) == "python -m bench.run --extra-vars '{\"a\": 1}'"
