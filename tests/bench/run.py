@@ -1238,7 +1238,7 @@ def run_description(results: dict[str, Any], command: str) -> str:
     machine = results["machine"]
     rows = results.get("rows") or list(metrics.ROWS)
     text = (f"`{command}`, {results.get('duration', 0) / 60:.1f} min in all"
-            + ("" if rows == list(metrics.ROWS) else f" (rows {', '.join(rows)})") + ". ")
+            + ("" if rows == list(metrics.ROWS) else f" ({'row' if len(rows) == 1 else 'rows'} {', '.join(rows)})") + ". ")
     text += ("Machine: {cores} cores ({cpu}), {ram_gib} GiB RAM, kernel {kernel}, {os}; Python {python}, "
              "ansible-core {ansible_core} (ansible {ansible}), kubernetes client {kubernetes_client}, forks {forks}. "
              "Load average before/after: {lb} / {la}").format(
