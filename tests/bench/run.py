@@ -385,12 +385,13 @@ def failure_lines(output: str, limit: int = 40) -> str:
 
 
 def builds_in(stdout: str) -> int:
-    """Images the run built: changed items of the build role's podman task."""
-    section = stdout.split("TASK [ocp.kmod_layering.build : Build the images", 1)
-    if len(section) < 2:
-        return 0
-    body = section[1].split("\nTASK [", 1)[0]
-    return len(re.findall(r"^changed: \[[^\]]+\] => \(item=", body, re.M))
+    """Images the run built: changed items of the build role's podman tasks
+    (on the controller, and on remote builders when kmod_build_hosts names any)."""
+    total = 0
+    for section in stdout.split("TASK [ocp.kmod_layering.build : Build the images")[1:]:
+        body = section.split("\nTASK [", 1)[0]
+        total += len(re.findall(r"^changed: \[[^\]]+\] => \(item=", body, re.M))
+    return total
 
 
 def our_writes(lab: Lab, clusters: list[dict[str, Any]]) -> int:

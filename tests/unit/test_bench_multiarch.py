@@ -243,3 +243,19 @@ def test_command_line_leaves_the_note_to_the_run_line() -> None:
     assert command_line(["--rows", "8,9", "--note", "3 others' tests", "--doc", "docs/performance.md"]) == (
         "python -m bench.run --rows 8,9 --doc docs/performance.md")
     assert command_line(["--note=busy", "--extra-vars", '{"a": 1}']) == "python -m bench.run --extra-vars '{\"a\": 1}'"
+
+
+def test_builds_are_counted_on_the_controller_and_on_remote_builders() -> None:
+    from bench.run import builds_in
+    out = "\n".join([
+        "TASK [ocp.kmod_layering.build : Build the images (compile, check vermagic, layer on RHCOS)] ***",
+        "changed: [localhost] => (item=reg/kmods:6.1.0-amd64-1)",
+        "skipping: [localhost] => (item=reg/kmods:6.1.0-arm64-2)",
+        "TASK [ocp.kmod_layering.build : Build the images (compile, check vermagic, layer on RHCOS) on the remote builders] ***",
+        "skipping: [localhost] => (item=reg/kmods:6.1.0-amd64-1)",
+        "changed: [localhost] => (item=reg/kmods:6.1.0-arm64-2)",
+        "TASK [ocp.kmod_layering.build : Check the architecture of each built image] ***",
+        "changed: [localhost] => (item=not a build)",
+    ])
+    assert builds_in(out) == 2
+    assert builds_in("TASK [ocp.kmod_layering.resolve : Resolve] ***\nok: [a]") == 0
