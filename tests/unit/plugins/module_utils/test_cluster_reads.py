@@ -146,9 +146,11 @@ MACHINECONFIG = {
                  "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}",
                                  "kmod-layering.openshift.io/build-key": "k1"},
                  "managedFields": [{"manager": "kubectl"}]},
-    "spec": {"osImageURL": "registry.example.com/kmods/rhcos@sha256:" + "cd" * 32,
-             "config": {"ignition": {"version": "3.2.0"}, "passwd": {"users": [{"name": "core",
-                                                                              "passwordHash": "$6$secret"}]}}},
+    "spec": {
+        "osImageURL": "registry.example.com/kmods/rhcos@sha256:" + "cd" * 32,
+        "config": {"ignition": {"version": "3.2.0"},
+                   "passwd": {"users": [{"name": "core", "passwordHash": "$6$secret"}]}},
+    },
 }
 
 
