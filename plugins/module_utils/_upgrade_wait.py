@@ -181,7 +181,12 @@ class UpgradeWaiter(object):
                 self.close()
                 return self.result(phase, "check mode: would set spec.desiredUpdate to %s" % self.target["version"])
             phase, message = self.evaluate()
-        if phase == _upgrade.PHASE_COMPLETED or not self.params["wait"]:
+        if phase == _upgrade.PHASE_COMPLETED:
+            # Also when it completed before this run's first read (a rerun
+            # after the operator that held it recovered): the progress file
+            # says "done" whenever a run ends with the upgrade done.
+            return self.decide(phase, message)
+        if not self.params["wait"]:
             self.close()
             return self.result(phase, message)
         if self.check_mode:

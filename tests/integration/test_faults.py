@@ -391,7 +391,7 @@ def test_node_pulls_and_api_reads_ride_out_transient_faults(
     api.add("GET", r"/machineconfigpools(\?(?!.*watch=)|$)", "status", status=503, times=2, agent=waiter)
     api.add("GET", r"/api/v1/nodes(\?(?!.*watch=)|$)", "drop", times=1, agent=waiter)
     api.add("GET", r"watch=", "cut", seconds=3, times=4, agent=waiter)
-    # And for the rollout role's own reads (kubernetes.core): one 503.
+    # And for the rollout role's own reads (rollout_state_info): one 503.
     api.add("GET", r"/machineconfigpools(\?(?!.*watch=)|$)", "status", status=503, times=1,
             agent=r"^(?!.*mco_rollout_wait)")
     proxied = swap_host(image, proxy.address)

@@ -294,7 +294,9 @@ def test_already_done_returns_at_once_with_few_requests(cluster, tls, tmp_path):
     mco.rollout(pause=0, hold_old=0)
     server.reset_requests()
     result = run_wait(tmp_path, dict(auth(cluster, tls), machine_config=KMOD_MC, os_image_url=KMOD_IMG, timeout=60))
-    assert result["done"] is True and result["pools"][0]["done_seconds"] == 0
+    # At once: done on the first list, no watch opened (no timing asserted:
+    # done_seconds is whatever the first list took on a loaded machine).
+    assert result["done"] is True and result["pools"][0]["done_seconds"] <= result["elapsed_seconds"]
     assert server.count_requests(verb="watch") == 0
     assert result["api_requests"] == server.count_requests()
 

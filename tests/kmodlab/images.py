@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -337,12 +338,34 @@ class Layout:
         return (self.path / "index.json").is_file()
 
 
+def _scratch(dest: Path) -> Path:
+    """A private directory to write `dest` in (this process and thread's own:
+    labs and test workers share the cache, and publishing writes outside its lock)."""
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _install(tmp: Path, dest: Path) -> Layout:
+    """Move a finished layout into place. Its name is the hash of its inputs,
+    so a complete one already there (another process wrote it meanwhile) is
+    the same image: keep that one, which others may be reading."""
+    if dest.exists() and not Layout(dest).exists():
+        shutil.rmtree(dest, ignore_errors=True)  # left half-written by a killed run
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if not Layout(dest).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Layout(dest)
+
+
 def write_index_layout(dest: Path, parts: dict[str, Layout]) -> Layout:
     """An OCI layout whose image is an image index (OCI image-spec
     image-index.md) of the per-architecture images `parts` (arch -> layout),
     each entry with its platform; deterministic, blobs hard-linked from the parts."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _scratch(dest)
     blobs = tmp / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     entries = []
@@ -364,9 +387,7 @@ def write_index_layout(dest: Path, parts: dict[str, Layout]) -> Layout:
                                               "annotations": {"org.opencontainers.image.ref.name": LAYOUT_TAG}}]}
     (tmp / "index.json").write_text(json.dumps(top))
     (tmp / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return Layout(dest)
+    return _install(tmp, dest)
 
 
 def read_tar_file(tar: tarfile.TarFile, path: str) -> bytes | None:
@@ -380,12 +401,9 @@ def read_tar_file(tar: tarfile.TarFile, path: str) -> bytes | None:
 
 def _export_to_layout(image: str, dest: Path) -> Layout:
     """containers-storage image -> OCI layout at dest (atomically)."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _scratch(dest)
     _run(["skopeo", "copy", "--quiet", f"containers-storage:{image}", f"oci:{tmp}:{LAYOUT_TAG}"])
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return Layout(dest)
+    return _install(tmp, dest)
 
 
 def _remove_tree(path: Path) -> None:
@@ -436,8 +454,7 @@ def write_oci_layout(
     dest: Path, layers: list[dict[str, bytes]], *, labels: dict[str, str], history: list[str], arch: str = "x86_64"
 ) -> Layout:
     """Write an image made of the given file sets as an OCI layout (deterministic)."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _scratch(dest)
     (tmp / "blobs" / "sha256").mkdir(parents=True)
 
     def put(data: bytes) -> str:
@@ -481,9 +498,7 @@ def write_oci_layout(
     }
     (tmp / "index.json").write_text(json.dumps(index))
     (tmp / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return Layout(dest)
+    return _install(tmp, dest)
 
 
 # --- release manifests ------------------------------------------------------------
@@ -649,7 +664,8 @@ def assemble_rhcos_rootfs(debs: list[Path], kver: str, dest: Path, os_release: s
 
 
 class Builder:
-    """Builds (or finds in the cache) the images of lab releases. Hold the cache lock."""
+    """Builds (or finds in the cache) the images of lab releases. Hold the
+    cache lock to build; finding cached layouts needs none."""
 
     def __init__(self, root: Path, stats: BuildStats) -> None:
         self.root = root
@@ -915,16 +931,25 @@ class Builder:
 
     # release ----------------------------------------------------------------------------
 
-    def component_base(self, release: LabRelease) -> Layout:
-        """The small image the release's base layer is made of; also stands in
-        for the release's other components (it exists in the registry)."""
+    def component_base_layout(self, release: LabRelease) -> Layout:
+        """Where the release's small base image is (or will be) cached."""
         files = self._release_base_files(release)
         inputs: dict[str, Any] = {"what": "release-base", "files": {k: v.decode() for k, v in files.items()},
                                   "revision": RECIPE_REVISION}
         if release.arch != "x86_64":
             inputs["arch"] = release.arch
-        key = cache_key(inputs)
-        layout = Layout(self.oci_dir / f"release-base-{release.release_id}-{key[:16]}")
+        return Layout(self.oci_dir / f"release-base-{release.release_id}-{cache_key(inputs)[:16]}")
+
+    def cached(self, release: LabRelease) -> bool:
+        """Whether the release's DTK, RHCOS and base images are all in the cache."""
+        return all(layout.exists() for layout in
+                   (self.dtk_layout(release), self.rhcos_layout(release), self.component_base_layout(release)))
+
+    def component_base(self, release: LabRelease) -> Layout:
+        """The small image the release's base layer is made of; also stands in
+        for the release's other components (it exists in the registry)."""
+        files = self._release_base_files(release)
+        layout = self.component_base_layout(release)
         if layout.exists():
             self.stats.cache_hits += 1
             return layout
@@ -1106,17 +1131,22 @@ def publish_releases(state: LabState, versions: list[str]) -> list[dict[str, Any
     entries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="kmodlab-certs-") as cert_dir:
         registry = _registry_from_state(state, Path(cert_dir))
-        with _cache_lock(root):
-            builder = Builder(root, stats)
+        builder = Builder(root, stats)
+        # The lock only while something is built: a lab whose images are all
+        # cached does not wait for another one building (minutes, for an
+        # emulated arm64 release). Cached layouts never change once in place.
+        with _cache_lock(root) if not all(builder.cached(r) for r in singles) else contextlib.nullcontext():
             try:
                 built = {r: (builder.dtk(r), builder.rhcos(r), builder.component_base(r)) for r in singles}
             finally:
                 builder.cleanup()
-            for item in wanted:
-                if isinstance(item, MultiRelease):
-                    entries.append(_publish_multi(registry, builder, item, built, stats))
-                else:
-                    entries.append(_publish_one(registry, builder, item, *built[item], stats))
+        # Publishing writes only release images and indexes, each into a
+        # private directory renamed into place (_install): no lock needed.
+        for item in wanted:
+            if isinstance(item, MultiRelease):
+                entries.append(_publish_multi(registry, builder, item, built, stats))
+            else:
+                entries.append(_publish_one(registry, builder, item, *built[item], stats))
     stats.timed("total", started_all)
     return entries
 

@@ -6,7 +6,9 @@ brought up at most once per session, lazily: `lab_registry` (registries only,
 a second) or `lab` (also releases and clusters), and brought down when the
 session ends, also on failure, Ctrl-C or SIGTERM. Concurrent sessions share
 it; the last one to finish brings it down. KMODLAB_TEST_STATE and
-KMODLAB_TEST_PORT_BASE give a session a lab of its own instead.
+KMODLAB_TEST_PORT_BASE give a session a lab of its own instead. Under
+pytest-xdist each worker has its own (state dir suffixed -gwN, port base +
+N * WORKER_PORT_STRIDE).
 
 Options: --lab-releases, --lab-clusters, --lab-workers, --lab-masters,
 --lab-infra, --lab-node-mode; --lab-keep leaves the lab running afterwards
@@ -87,24 +89,11 @@ LAB_FIXTURES = frozenset({"lab", "lab_registry", "registry_client_args", "lab_aa
                           "lab_multi_release", "lab_aarch64_cluster", "lab_multiarch_cluster"})
 
 
-# Under xdist (hack/test.sh: --dist loadfile --no-loadscope-reorder) whole
-# files go to the workers in collection order; the long ones first, so the
-# files left for the end, when a worker runs out of work, are short ones.
-_FILE_ORDER = ("tests/e2e/", "tests/integration/", "tests/lab/", "tests/unit/")
-
-
-def _file_rank(item: pytest.Item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    return next((rank for rank, prefix in enumerate(_FILE_ORDER) if path.startswith(prefix)), len(_FILE_ORDER))
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Whatever uses the lab is marked `lab`, so `-m "not lab"` really skips it.
     for item in items:
         if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lab)
-    if XDIST_WORKER is not None:
-        items.sort(key=_file_rank)  # stable: a file's tests keep their order
 
 
 # ------------------------------------------------------------------ background runs

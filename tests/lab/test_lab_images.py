@@ -19,7 +19,9 @@ import json
 import shutil
 import ssl
 import subprocess
+import sys
 import tarfile
+import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -178,6 +180,23 @@ def test_release_image_layout_is_reproducible_and_ends_in_the_manifests(tmp_path
     assert other.digest != first.digest
 
 
+def test_a_layout_written_meanwhile_by_another_process_is_kept(tmp_path: Path) -> None:
+    """Two writers of one cache key (test workers, labs): the first complete
+    layout stays in place (a reader may hold it open); the second's is dropped."""
+    files = [{"etc/base": b"base\n"}]
+    dest = tmp_path / "release-x"
+    first = images.write_oci_layout(dest, files, labels={"k": "v"}, history=["a"])
+    inode = (dest / "index.json").stat().st_ino
+    again = images.write_oci_layout(dest, files, labels={"k": "v"}, history=["a"])
+    assert again.digest == first.digest
+    assert (dest / "index.json").stat().st_ino == inode  # not replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release-x"]  # no scratch dir left
+    # A half-written one (no index.json: a killed run) is replaced.
+    half = tmp_path / "release-y"
+    (half / "blobs").mkdir(parents=True)
+    assert images.write_oci_layout(half, files, labels={"k": "v"}, history=["a"]).digest == first.digest
+
+
 def test_image_references_never_invent_an_os_tag() -> None:
     """Only the tags asked for: the OS tag of the release, never rhel-coreos-9."""
     for release in releases.RELEASES:
@@ -299,6 +318,30 @@ def test_second_publish_is_a_cache_hit(lab: LabState, published: list[dict[str, 
     assert images.last_stats.copies > 0
     assert [r["digest"] for r in again] == [r["digest"] for r in published]
     assert [r["images"] for r in again] == [r["images"] for r in published]
+
+
+@pytest.mark.lab
+def test_a_warm_publish_does_not_wait_for_a_build_holding_the_cache_lock(
+        lab: LabState, published: list[dict[str, Any]]) -> None:
+    """Another process (a test worker building an emulated arm64 release)
+    holds the cache's build lock: publishing cached releases goes on."""
+    versions = [r["version"] for r in published]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(600)", str(images.cache_root() / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        done: list[list[dict[str, Any]]] = []
+        worker = threading.Thread(target=lambda: done.append(images.publish_releases(lab, versions)), daemon=True)
+        worker.start()
+        worker.join(timeout=300)
+        assert done, "publishing cached releases waited for the cache lock"
+        assert [r["digest"] for r in done[0]] == [r["digest"] for r in published]
+        assert images.last_stats.podman_builds == 0
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.lab

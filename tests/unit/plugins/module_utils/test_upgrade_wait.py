@@ -135,12 +135,15 @@ def test_asks_for_the_upgrade_then_follows_it_by_watch_until_completed(api, tmp_
     assert [recorded.count("GET", path, watch=False) for path in (CVS, OPERATORS, POOLS)] == [1, 1, 1]
 
 
-def test_a_cluster_already_on_the_target_is_left_alone(api):
+def test_a_cluster_already_on_the_target_is_left_alone(api, tmp_path):
     recorded, address = api
     done = progressing(cluster_version(), done=True)
     recorded.lists[CVS] = [done]
-    result = waiter(address).run()
+    progress = tmp_path / "upgrade.log"
+    result = waiter(address, progress_file=str(progress)).run()
     assert result["done"] and not result["changed"] and recorded.patches == []
+    # A rerun that finds the upgrade done says so in the progress file too.
+    assert progress.read_text().splitlines()[-1].endswith("done: cluster version is 4.16.30")
 
 
 def test_a_cluster_upgrading_elsewhere_fails_before_any_write(api):
