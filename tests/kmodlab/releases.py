@@ -75,8 +75,11 @@ RELEASES: tuple[LabRelease, ...] = (
     # stand-ins built under emulation; built only when asked for.
     LabRelease("4.16.30", "6.1.0-55-cloud-arm64", "rhel-coreos", ("rhel-coreos-extensions",), metalayer=True,
                arch="aarch64"),
+    # 4.12.77 for aarch64: a release for aarch64 and multi-arch clusters to
+    # upgrade from (to 4.16.30-aarch64 / -multi); built only when asked for.
+    LabRelease("4.12.77", "6.1.0-50-cloud-arm64", "rhel-coreos-8", ("rhel-coreos-8-extensions",), arch="aarch64"),
 )
-MULTI_RELEASES: tuple[MultiRelease, ...] = (MultiRelease("4.16.30"),)
+MULTI_RELEASES: tuple[MultiRelease, ...] = (MultiRelease("4.12.77"), MultiRelease("4.16.30"))
 
 DEFAULT_RELEASES = RELEASES[:2]
 
