@@ -34,7 +34,7 @@ def cluster():
 
 def test_the_release_and_each_pools_architecture(cluster):
     result = _cluster_reads.summarize("c1", ["master", "worker-arm64"], "auto", CLUSTER_VERSION,
-                                        cluster["pools"], cluster["nodes"])
+                                      cluster["pools"], cluster["nodes"])
     assert result["release_image"] == RELEASE
     assert result["pools"] == {"master": "x86_64", "worker-arm64": "aarch64"}
     assert result["arches"] == ["x86_64", "aarch64"]
