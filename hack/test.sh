@@ -17,14 +17,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
-# pytest in KMOD_TEST_WORKERS processes (pytest-xdist; default 2, one per
-# core: much of a lab test's time is waiting on simulated drains, reboots and
-# API watches). Each worker has a lab of its own (kmodlab.pytest_plugin);
+# pytest in KMOD_TEST_WORKERS processes (pytest-xdist; default one more than
+# the cores: much of a lab test's time is waiting on simulated drains,
+# reboots and API watches, so 2 workers on 2 cores left a sixth of the CPU
+# idle). Each worker has a lab of its own (kmodlab.pytest_plugin);
 # whole files go to one worker, in the order of a serial run (so a file's
 # tests keep their order and module fixtures, and each worker runs a file
 # after the same files a serial run would, of those it got).
 # KMOD_TEST_WORKERS=0: one process, as before.
-xdist=(-n "${KMOD_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
+xdist=(-n "${KMOD_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadfile --no-loadscope-reorder)
 times=()
 failed=()
 
