@@ -24,8 +24,11 @@ started=$(date +%s)
 # whole files go to one worker, in the order of a serial run (so a file's
 # tests keep their order and module fixtures, and each worker runs a file
 # after the same files a serial run would, of those it got).
-# KMOD_TEST_WORKERS=0: one process, as before.
-xdist=(-n "${KMOD_TEST_WORKERS:-$(($(nproc) + 1))}" --dist loadfile --no-loadscope-reorder)
+# KMOD_TEST_WORKERS=0: one process, as before. At most 8: the workers' lab
+# port ranges (kmodlab.pytest_plugin.MAX_WORKERS).
+workers=$(($(nproc) + 1))
+[ "$workers" -le 8 ] || workers=8
+xdist=(-n "${KMOD_TEST_WORKERS:-$workers}" --dist loadfile --no-loadscope-reorder)
 times=()
 failed=()
 

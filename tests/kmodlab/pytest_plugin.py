@@ -55,9 +55,14 @@ XDIST_WORKER = _xdist_worker()
 # Ports a session's lab may use above its base: its own (registries, token
 # server, API servers from +100) and those of the labs its tests start beside
 # it (+10/+20 registry tests, +600 the bench harness, +8000 molecule). Worker
-# N of an xdist run takes base + N * WORKER_PORT_STRIDE, so up to 8 workers
-# stay clear of each other.
+# N of an xdist run takes base + N * WORKER_PORT_STRIDE, so up to
+# MAX_WORKERS workers stay clear of each other (and of molecule's +8000).
 WORKER_PORT_STRIDE = 1000
+MAX_WORKERS = 8
+if XDIST_WORKER is not None and XDIST_WORKER >= MAX_WORKERS:
+    raise pytest.UsageError(f"pytest-xdist worker gw{XDIST_WORKER}: at most {MAX_WORKERS} workers have lab ports "
+                            f"of their own (kmodlab.pytest_plugin.WORKER_PORT_STRIDE); run with -n {MAX_WORKERS} "
+                            "or fewer (KMOD_TEST_WORKERS)")
 
 # Overridable, to give one session a lab of its own; under pytest-xdist each
 # worker has its own (state dir suffixed -gwN, its own port range): a worker's
