@@ -314,11 +314,31 @@ class RolloutWaiter(object):
                         break
                     evaluations = self.evaluate()
                 decision = self.decide(evaluations)
+                if decision is not None and self.degraded_without_a_node(evaluations):
+                    evaluations = self.reread_nodes()
+                    decision = self.decide(evaluations)
                 if decision is not None:
                     return self.finish(decision, evaluations)
         finally:
             for watcher in watchers:
                 watcher.stop()
+
+    def degraded_without_a_node(self, evaluations):
+        """A degraded pool whose nodes, as watched so far, show no degraded node."""
+        return any(
+            evaluations[name].phase == _mco.PHASE_DEGRADED and not evaluations[name].degraded_nodes
+            for name in self.params["pools"])
+
+    def reread_nodes(self):
+        """One fresh list of the nodes, then evaluate again.
+
+        The pool and node watches are separate streams: the pool's Degraded,
+        which the MCO writes after the node's state annotation, can arrive
+        before that node's event. The fresh list names the node and the
+        reason it reports instead of the pool's bare condition."""
+        nodes, _version = self.client.list("Node")
+        self.apply(("sync", "Node", nodes))
+        return self.evaluate()
 
     def timeout_message(self, evaluations):
         parts = [evaluations[name].progress_line() for name in self.params["pools"] if not evaluations[name].done]

@@ -105,6 +105,32 @@ def test_a_degraded_node_fails_fast_naming_node_and_reason(api):
     assert failed.value.result["done"] is False
 
 
+def test_a_pool_degraded_before_its_node_event_arrives_is_named_by_a_fresh_node_read(api):
+    """The pool and node watches are separate streams: the pool's Degraded
+    can come first. The failure still names the node and its own reason
+    (read fresh), not only the pool's condition."""
+    recorded, address = api
+    pools, nodes, _rendered = split("degraded_node.yaml")
+    degraded = [n for n in nodes if n["metadata"]["annotations"][_mco.ANNOTATION_STATE] == "Degraded"][0]
+    pool = copy.deepcopy(pools[0])
+    for cond in pool["status"]["conditions"]:
+        cond["message"] = ""  # the pool alone does not name the node
+    recorded.watch(POOLS, [event("MODIFIED", pool, 301)])  # the node's event never comes on its watch
+    wait = waiter(address)
+    original = wait.evaluate
+
+    def evaluate_then_degrade_the_node():
+        evaluations = original()
+        recorded.lists[NODES] = nodes  # the node was Degraded on the server before the pool
+        return evaluations
+    wait.evaluate = evaluate_then_degrade_the_node
+    with pytest.raises(Failed) as failed:
+        wait.run()
+    reason = degraded["metadata"]["annotations"][_mco.ANNOTATION_REASON]
+    assert "node %s is Degraded: %s" % (degraded["metadata"]["name"], reason) in failed.value.msg
+    assert recorded.count("GET", NODES, watch=False) == 2
+
+
 def test_410_gone_on_the_watch_is_answered_by_a_relist(api):
     recorded, address = api
     pools, nodes, _rendered = split("done.yaml")
