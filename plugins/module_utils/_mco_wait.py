@@ -130,10 +130,8 @@ class RolloutWaiter(object):
 
     def fail(self, msg, evaluations=None):
         self.close()
-        result = self.result(evaluations or {})
-        # Module warnings, not a result field, for a failure too.
-        result.pop("warnings")
-        raise Failed(msg, **result)
+        # The warnings ride along: run_module gives them as the module's, a failure's too.
+        raise Failed(msg, **self.result(evaluations or {}))
 
     # --- reads --------------------------------------------------------------
 
@@ -347,13 +345,14 @@ class RolloutWaiter(object):
 
     def finish(self, decision, evaluations):
         verdict, message = decision
+        if self.params["on_paused"] == "ignore":
+            for name in self.params["pools"]:
+                if evaluations[name].phase == _mco.PHASE_PAUSED:
+                    self.warnings.append("MachineConfigPool %s on cluster %s is paused; not waited for "
+                                         "(on_paused=ignore)." % (name, self.cluster))
         if verdict == "fail":
             self.log("failed: " + message)
             self.fail(message, evaluations)
-        for name in self.params["pools"]:
-            if evaluations[name].phase == _mco.PHASE_PAUSED:
-                self.warnings.append("MachineConfigPool %s on cluster %s is paused; not waited for (on_paused=ignore)."
-                                     % (name, self.cluster))
         self.log("done: %s rolled out to pool(s) %s" % (self.target.describe(), ", ".join(self.params["pools"])))
         self.close()
         return self.result(evaluations)

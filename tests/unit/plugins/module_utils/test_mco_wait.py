@@ -131,6 +131,25 @@ def test_a_pool_degraded_before_its_node_event_arrives_is_named_by_a_fresh_node_
     assert recorded.count("GET", NODES, watch=False) == 2
 
 
+def test_a_failure_keeps_the_warning_of_a_paused_pool_it_did_not_wait_for(api):
+    recorded, address = api
+    pools, nodes, _rendered = split("degraded_node.yaml")
+    infra = copy.deepcopy(split("mid_rollout.yaml")[0][0])  # a pool rolling out, not degraded
+    infra["metadata"]["name"] = "infra"
+    infra["spec"]["paused"] = True
+    infra["spec"]["nodeSelector"] = {"matchLabels": {"node-role.kubernetes.io/infra": ""}}
+    infra["spec"]["machineConfigSelector"] = {"matchExpressions": [
+        {"key": _mco.ROLE_LABEL, "operator": "In", "values": ["worker", "infra"]}]}
+    recorded.lists[POOLS] = [pools[0], infra]
+    recorded.lists[NODES] = nodes
+    wait = waiter(address, pools=["worker", "infra"], on_paused="ignore")
+    with pytest.raises(Failed) as failed:
+        wait.run()
+    assert "MachineConfigPool worker on cluster lab-a is degraded" in failed.value.msg
+    assert failed.value.result["warnings"] == [
+        "MachineConfigPool infra on cluster lab-a is paused; not waited for (on_paused=ignore)."]
+
+
 def test_410_gone_on_the_watch_is_answered_by_a_relist(api):
     recorded, address = api
     pools, nodes, _rendered = split("done.yaml")
