@@ -54,6 +54,26 @@ def module_runs(run: subprocess.CompletedProcess[str], action: str) -> int:
                if result.get("action") == action and not result.get("skipped"))
 
 
+def failed_tasks(run: subprocess.CompletedProcess[str]) -> str:
+    """What failed in a json-callback run (rescued failures too): each task,
+    host and message, with stderr; the end of stdout when it is not json."""
+    try:
+        report = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
+    except ValueError:
+        report = None
+    if not isinstance(report, dict) or "plays" not in report:
+        return run.stdout[-8000:] + run.stderr[-2000:]
+    lines = []
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                for one in result.get("results") or [result]:
+                    if isinstance(one, dict) and one.get("failed"):
+                        lines.append("%s [%s]: %s\n%s" % (task["task"]["name"], host, one.get("msg", ""),
+                                                         str(one.get("stderr", ""))[-3000:]))
+    return "\n".join(lines) + "\n" + run.stderr[-2000:]
+
+
 def converged_play(lab: Any, extra_vars: dict[str, Any], extra_inventory: dict[str, Any] | None = None,
                    role: str = "ocp.kmod_layering.plan", tasks_from: str = "main") -> subprocess.CompletedProcess[str]:
     """Only site.yml's first play (the plan stage; or the verify role's
@@ -141,7 +161,7 @@ def test_check_mode_writes_nothing_anywhere(fleet: Any) -> None:
     reset_request_logs(fleet)
     pushes = manifest_pushes(fleet)
     run = site(fleet, "--check", json_events=True)
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert run.returncode == 0, failed_tasks(run)
     # The full path for both clusters (nothing rolled out yet), and the
     # module sources fetched once for the run (plan, resolve, build).
     assert module_runs(run, "ocp.kmod_layering.layered_image_plan") == 1
@@ -153,7 +173,7 @@ def test_check_mode_writes_nothing_anywhere(fleet: Any) -> None:
 def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(fleet: Any) -> None:
     pushes_before = manifest_pushes(fleet)
     run = site(fleet, json_events=True)
-    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert run.returncode == 0, failed_tasks(run)
     # The module sources are fetched once per run, by the plan stage, and
     # handed to resolve and build (which built: the plan ran).
     assert module_runs(run, "ocp.kmod_layering.layered_image_plan") == 1
@@ -214,7 +234,7 @@ def test_site_loads_the_modules_on_every_worker_and_a_rerun_changes_nothing(flee
     reset_request_logs(fleet)
     pushes = manifest_pushes(fleet)
     rerun = site(fleet)
-    assert rerun.returncode == 0, rerun.stdout[-8000:] + rerun.stderr[-2000:]
+    assert rerun.returncode == 0, failed_tasks(rerun)
     assert {host: counts["changed"] for host, counts in recap(rerun).items()} == {
         host: 0 for host in recap(rerun)}
     assert manifest_pushes(fleet) == pushes
