@@ -69,8 +69,8 @@ def failed_tasks(run: subprocess.CompletedProcess[str]) -> str:
             for host, result in task["hosts"].items():
                 for one in result.get("results") or [result]:
                     if isinstance(one, dict) and one.get("failed"):
-                        lines.append("%s [%s]: %s\n%s" % (task["task"]["name"], host, one.get("msg", ""),
-                                                         str(one.get("stderr", ""))[-3000:]))
+                        stderr = str(one.get("stderr", ""))[-3000:]
+                        lines.append("%s [%s]: %s\n%s" % (task["task"]["name"], host, one.get("msg", ""), stderr))
     return "\n".join(lines) + "\n" + run.stderr[-2000:]
 
 

@@ -67,6 +67,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -96,8 +97,10 @@ LAB_CONTROLLERS = LAB_CONTROLLER_AGENTS
 # --- helpers ---------------------------------------------------------------------
 
 
-def playbook(name: str, inventory: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+def playbook(name: str, inventory: Path, *args: str, timeout: int = 900,
+             env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+               **(env_extra or {}))
     proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(CHECKOUT / "playbooks" / name), *args],
                           env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=timeout, check=False)
     (inventory.parent / f"{inventory.stem}-{name}.log").write_text(proc.stdout + proc.stderr)
@@ -344,6 +347,66 @@ def test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent(
     assert proxy.count("PUT", "/manifests/", "drop") >= 2  # tried, retried, gave up
     assert apiserver.RequestLogClient(first["api_url"], first["token"], lab.ca_file).writes() == writes_before
     proxy.clear()
+
+
+# What podman 4.3 says when `podman rmi` of another run removes the cached
+# step a --layers build is stepping through (reproduced on this machine:
+# one build beside a concurrent rmi of the same chain).
+CACHE_GONE = ('Error: identifier is not a container: preparing container for next step: creating build container: '
+              'creating container: locating image with ID "1afb127af59b52c9a14977e296fa20a546e79f69f246c4da9a10383c1388adb9": '
+              'image not known')
+
+
+def test_a_build_whose_cache_a_concurrent_prune_removed_is_built_again(lab: LabState, work: Path) -> None:
+    """The first `podman build` of the run fails as a concurrent prune makes
+    it fail; the role builds again (every other podman call, and the second
+    build, is the real podman) and the image is pushed. A broken module is
+    not retried: its failure is not this one."""
+    real = subprocess.run(["sh", "-c", "command -v podman"], capture_output=True, text=True, check=True).stdout.strip()
+    shim = work / "podman-shim"
+    shim.mkdir()
+    builds = work / "podman-builds.log"
+    (shim / "podman").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = build ]; then\n'
+        f'  echo build >> "{builds}"\n'
+        f'  if [ "$(wc -l < "{builds}")" -eq 1 ]; then echo \'{CACHE_GONE}\' >&2; exit 125; fi\n'
+        "fi\n"
+        f'exec {real} "$@"\n')
+    (shim / "podman").chmod(0o755)
+    first = lab.clusters[0]
+    repository = f"{lab.registry['host']}/kmodtest/cache-gone-{uuid.uuid4().hex[:8]}"
+
+    def run(name: str, module_dir: Path) -> subprocess.CompletedProcess[str]:
+        path = work / f"cache-gone-{name}.yml"
+        path.write_text(yaml.safe_dump({"all": {"vars": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "kmod_registry_auth_file": lab.registry["auth_file"], "kmod_registry_ca_file": str(lab.ca_file),
+            "kmod_image_repository": repository, "kmod_cache_dir": str(work / f"cache-{name}"),
+            "kmod_check_pull_secret": False, "kmod_boot_test": False,
+            "kmod_modules": [{"name": "kmodlab_core", "source": {"path": str(module_dir)}}],
+        }, "hosts": {first["name"]: {"kmod_kubeconfig": first["kubeconfig"]}}}}))
+        return playbook("build.yml", path, env_extra={"PATH": f"{shim}:{os.environ['PATH']}"})
+
+    ok = run("once", layered.FIXTURE_KMODS / "kmodlab_core")
+    assert ok.returncode == 0, ok.stdout[-4000:]
+    assert "FAILED - RETRYING: [%s -> localhost]: Build the images" % first["name"] in ok.stdout, ok.stdout[-4000:]
+    assert builds.read_text().split() == ["build", "build"]
+    pushed = subprocess.run(["skopeo", "list-tags", "--authfile", lab.registry["auth_file"], "--cert-dir",
+                             str(Path(lab.ca_file).parent), f"docker://{repository}"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(pushed.stdout)["Tags"], pushed.stdout
+
+    # A module that does not compile fails once, not retried.
+    broken = work / "kmodlab_broken"
+    shutil.copytree(layered.FIXTURE_KMODS / "kmodlab_core", broken)
+    source = broken / "kmodlab_core.c"
+    source.write_text(source.read_text() + "\nthis is not C;\n")
+    builds.write_text("build\n")  # the shim's first failure is spent
+    failed = run("broken", broken)
+    assert failed.returncode != 0
+    assert "FAILED - RETRYING" not in failed.stdout, failed.stdout[-4000:]
+    assert builds.read_text().split() == ["build", "build"]
 
 
 # --- nodes pulling through the registry, the waiter through the API ---------------

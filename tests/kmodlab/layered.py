@@ -393,7 +393,12 @@ def build(
         *([] if arch == "x86_64" else ["--platform", f"linux/{GOARCH[arch]}"]),
         *_auth_args(state), "-f", str(context / "Containerfile"), "-t", tag_ref, str(context),
     ]  # fmt: skip
-    result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    for _attempt in range(3):
+        result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        # Another worker's `podman rmi` took a cached step away mid-build (it
+        # removes dangling parents too): build again, as the product does.
+        if result.returncode == 0 or "image not known" not in result.stdout:
+            break
     (context / "build.log").write_text(result.stdout)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-40:])

@@ -72,32 +72,6 @@ TEST_STATE = _STATE if XDIST_WORKER is None else _STATE.with_name(f"{_STATE.name
 TEST_PORT_BASE = int(os.environ.get("KMODLAB_TEST_PORT_BASE") or 16000) + WORKER_PORT_STRIDE * (XDIST_WORKER or 0)
 
 
-def _worker_podman_storage(worker: int) -> None:
-    """Give xdist worker ``worker`` a podman storage of its own (graphroot
-    and runroot suffixed -kmodtest-gwN, machine-wide so a rerun finds its
-    images), through CONTAINERS_STORAGE_CONF, which podman, buildah and
-    skopeo read and every command a test starts inherits.
-
-    Shared, the workers' runs interfered: ``podman rmi`` of an image's last
-    name also removes its dangling parents, the ``--layers`` cache another
-    worker's build with the same steps was using at that moment (the
-    product's prune after a push did it to a concurrent build). One run at
-    a time per storage is what docs/user-guide.md asks of users too."""
-    conf = _STATE.with_name(f"{_STATE.name}-gw{worker}-storage.conf")
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(
-        "[storage]\n"
-        'driver = "overlay"\n'
-        f'graphroot = "/var/lib/containers/storage-kmodtest-gw{worker}"\n'
-        f'runroot = "/run/containers/storage-kmodtest-gw{worker}"\n'
-    )
-    os.environ["CONTAINERS_STORAGE_CONF"] = str(conf)
-
-
-if XDIST_WORKER is not None and "CONTAINERS_STORAGE_CONF" not in os.environ:
-    _worker_podman_storage(XDIST_WORKER)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kmodlab", "embedded lab")
     group.addoption("--lab-releases", default=None, help="lab releases to publish (default: the lab's defaults)")
