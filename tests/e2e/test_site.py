@@ -48,17 +48,22 @@ def site(lab: Any, *args: str, json_events: bool = False) -> subprocess.Complete
 def module_runs(run: subprocess.CompletedProcess[str], action: str) -> int:
     """How many times the module `action` ran (results not skipped), from the
     json callback's record of the run (whatever the tasks are called)."""
-    report = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
+    report = json_report(run)
     return sum(1 for play in report["plays"] for task in play["tasks"]
                for result in task["hosts"].values()
                if result.get("action") == action and not result.get("skipped"))
+
+
+def json_report(run: subprocess.CompletedProcess[str]) -> Any:
+    """The ansible.posix.json callback's record of a run (its stdout)."""
+    return json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
 
 
 def failed_tasks(run: subprocess.CompletedProcess[str]) -> str:
     """What failed in a json-callback run (rescued failures too): each task,
     host and message, with stderr; the end of stdout when it is not json."""
     try:
-        report = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index("{"):])[0]
+        report = json_report(run)
     except ValueError:
         report = None
     if not isinstance(report, dict) or "plays" not in report:

@@ -107,6 +107,22 @@ def playbook(name: str, inventory: Path, *args: str, timeout: int = 900,
     return proc
 
 
+def build_inventory(path: Path, lab: LabState, auth_file: str, repository: str, cache_dir: Path,
+                    module_dir: Path = layered.FIXTURE_KMODS / "kmodlab_core", **extra_vars: Any) -> Path:
+    """An inventory for build.yml on the lab's first cluster: kmodlab_core
+    (or `module_dir`) pushed to `repository`, no boot test."""
+    first = lab.clusters[0]
+    path.write_text(yaml.safe_dump({"all": {"vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "kmod_registry_auth_file": auth_file, "kmod_registry_ca_file": str(lab.ca_file),
+        "kmod_image_repository": repository, "kmod_cache_dir": str(cache_dir),
+        "kmod_check_pull_secret": False, "kmod_boot_test": False,
+        "kmod_modules": [{"name": "kmodlab_core", "source": {"path": str(module_dir)}}],
+        **extra_vars,
+    }, "hosts": {first["name"]: {"kmod_kubeconfig": first["kubeconfig"]}}}}))
+    return path
+
+
 def rest(entry: dict[str, Any], ca_file: str, path: str, body: Any = None, method: str = "GET") -> Any:
     request = urllib.request.Request(
         entry["api_url"] + path, method=method, data=json.dumps(body).encode() if body is not None else None,
@@ -306,16 +322,9 @@ def test_push_retried_on_a_transient_5xx_and_fails_clearly_when_persistent(
     repository = f"{proxy.address}/kmodtest/faults-{uuid.uuid4().hex[:8]}"
 
     def run(name: str, repo: str = repository) -> subprocess.CompletedProcess[str]:
-        path = work / f"push-{name}.yml"
-        path.write_text(yaml.safe_dump({"all": {"vars": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "kmod_registry_auth_file": auth_file, "kmod_registry_ca_file": str(lab.ca_file),
-            "kmod_image_repository": repo, "kmod_cache_dir": str(work / "cache"),
-            "kmod_check_pull_secret": False, "kmod_push_retries": 1, "kmod_push_retry_delay": 1,
-            "kmod_boot_test": False,
-            "kmod_modules": [{"name": "kmodlab_core", "source": {"path": str(layered.FIXTURE_KMODS / "kmodlab_core")}}],
-        }, "hosts": {first["name"]: {"kmod_kubeconfig": first["kubeconfig"]}}}}))
-        return playbook("build.yml", path)
+        return playbook("build.yml", build_inventory(
+            work / f"push-{name}.yml", lab, auth_file, repo, work / "cache",
+            kmod_push_retries=1, kmod_push_retry_delay=1))
 
     writes_before = apiserver.RequestLogClient(first["api_url"], first["token"], lab.ca_file).writes()
     # Persistent: every manifest PUT answered 503.
@@ -378,15 +387,9 @@ def test_a_build_whose_cache_a_concurrent_prune_removed_is_built_again(lab: LabS
     repository = f"{lab.registry['host']}/kmodtest/cache-gone-{uuid.uuid4().hex[:8]}"
 
     def run(name: str, module_dir: Path) -> subprocess.CompletedProcess[str]:
-        path = work / f"cache-gone-{name}.yml"
-        path.write_text(yaml.safe_dump({"all": {"vars": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "kmod_registry_auth_file": lab.registry["auth_file"], "kmod_registry_ca_file": str(lab.ca_file),
-            "kmod_image_repository": repository, "kmod_cache_dir": str(work / f"cache-{name}"),
-            "kmod_check_pull_secret": False, "kmod_boot_test": False,
-            "kmod_modules": [{"name": "kmodlab_core", "source": {"path": str(module_dir)}}],
-        }, "hosts": {first["name"]: {"kmod_kubeconfig": first["kubeconfig"]}}}}))
-        return playbook("build.yml", path, env_extra={"PATH": f"{shim}:{os.environ['PATH']}"})
+        inventory = build_inventory(work / f"cache-gone-{name}.yml", lab, lab.registry["auth_file"], repository,
+                                    work / f"cache-{name}", module_dir)
+        return playbook("build.yml", inventory, env_extra={"PATH": f"{shim}:{os.environ['PATH']}"})
 
     ok = run("once", layered.FIXTURE_KMODS / "kmodlab_core")
     assert ok.returncode == 0, ok.stdout[-4000:]
