@@ -25,8 +25,7 @@ def write_atomic(path, content, mode=0o644):
     An existing file keeps its permissions; a new one gets ``mode``.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
+    os.makedirs(directory, exist_ok=True)  # another fork may make it at the same time
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".%s-" % os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as stream:

@@ -35,12 +35,8 @@ from ansible_collections.ocp.kmod_layering.plugins.module_utils._k8s_watch impor
 def open_progress_file(path):
     """Line buffered, append: safe to ``tail -f`` and to share between forks."""
     directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        try:
-            os.makedirs(directory, 0o755)
-        except OSError:
-            if not os.path.isdir(directory):  # else another fork made it first
-                raise
+    if directory:
+        os.makedirs(directory, 0o755, exist_ok=True)  # another fork may make it first
     return open(path, "a", 1)
 
 

@@ -896,8 +896,8 @@ class RegistryClient(object):
     @staticmethod
     def _cache_tmp(path):
         directory = os.path.dirname(path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory)
+        # exist_ok: forks of one run (a host each) fill a new cache at once
+        os.makedirs(directory, exist_ok=True)
         return tempfile.mkstemp(prefix=".tmp-", dir=directory)
 
     # ---- manifests ---------------------------------------------------

@@ -101,6 +101,14 @@ def _unknown_release(fleet_vars: dict[str, Any], hosts: dict[str, dict[str, Any]
     fleet_vars["kmod_release_registry"] = work.lab.registry["host"]
 
 
+def _cache_dir_is_a_file(fleet_vars: dict[str, Any], hosts: dict[str, dict[str, Any]], work: Work) -> None:
+    # The release lookup cannot cache what it reads: the module fails with
+    # an OSError of its own, which a role that reports verdicts must not hide.
+    path = work.tmp / "cache-is-a-file"
+    path.write_text("")
+    fleet_vars["kmod_cache_dir"] = str(path)
+
+
 def _auth_case(fleet_vars: dict[str, Any], hosts: dict[str, dict[str, Any]], work: Work) -> None:
     fleet_vars["kmod_registry_auth_file"] = _auth_without_the_registry(work)
 
@@ -120,6 +128,8 @@ CASES = [
     Case("unknown-release", _unknown_release,
          [r"Cluster lab-b: cannot resolve the release '4\.99\.1' \(kmod_release\)",
           r"no tag '4\.99\.1-x86_64'", r"Fix kmod_release"]),
+    Case("cache-dir-is-a-file", _cache_dir_is_a_file,
+         [r"Not a directory: '\S+/cache-is-a-file/"]),
     Case("malformed-release", _set_host("lab-b", "kmod_release", "four-dot-sixteen"),
          [r"Cluster lab-b: kmod_release 'four-dot-sixteen'", r"release version"]),
     Case("bad-arch", _set("kmod_arch", "sparc64"), [r"kmod_arch", r"sparc64", r"x86_64"]),

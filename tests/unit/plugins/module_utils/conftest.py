@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -26,3 +27,18 @@ def serve_http():
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def racing_mkdir(monkeypatch):
+    """Every ``os.mkdir`` finds that another process (a fork of the same
+    run) made the directory just before: the race of two hosts filling one
+    new directory at once, made certain."""
+    real_mkdir = os.mkdir
+
+    def mkdir(path, mode=0o777, **kwargs):
+        if not os.path.isdir(path):
+            real_mkdir(path, mode)  # the other process
+        real_mkdir(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)

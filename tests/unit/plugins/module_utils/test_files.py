@@ -48,3 +48,9 @@ def test_write_if_changed_writes_only_a_difference_and_never_in_check_mode(tmp_p
 def test_write_if_changed_refuses_a_directory(tmp_path):
     with pytest.raises(ValueError, match="not a regular file"):
         _files.write_if_changed(str(tmp_path), u"x")
+
+
+def test_write_atomic_into_a_directory_another_fork_makes_meanwhile(tmp_path, racing_mkdir):
+    # The directory appears between a "does it exist?" and the creation.
+    _files.write_atomic(str(tmp_path / "report" / "lab-a.json"), u"{}\n")
+    assert (tmp_path / "report" / "lab-a.json").read_text() == "{}\n"

@@ -303,3 +303,15 @@ def test_layer_compression_and_the_layers_that_are_not_gzip():
     assert [r.layer_compression(layer) for layer in LAYERS] == ["gzip", "gzip", "zstd", "zstd:chunked", "none"]
     assert [index for index, _layer in r.non_gzip_layers({"layers": LAYERS})] == [2, 3, 4]
     assert r.non_gzip_layers({"layers": LAYERS[:2]}) == []
+
+
+def test_a_cache_directory_another_fork_makes_meanwhile_is_used(tmp_path, racing_mkdir):
+    # Two hosts of one run resolve into a new cache at once: the directory
+    # appears between a "does it exist?" and the creation; unguarded, that
+    # crashes the module (FileExistsError).
+    cache = str(tmp_path)
+    data = b'{"schemaVersion": 2}'
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    client = r.RegistryClient(cache_dir=cache)
+    client._cache_put(digest, data)
+    assert client._cache_get(digest) == data
