@@ -137,7 +137,10 @@ class UpgradeWaiter(object):
         if line != self._last_line:
             self._last_line = line
             self.log(line)
-        if _upgrade.is_true(cv, "Failing"):
+        # Only the upgrade's own Failing counts: before the CVO takes the
+        # desiredUpdate it may still report one from reconciling the old
+        # release (an operator that degraded meanwhile).
+        if phase == _upgrade.PHASE_PROGRESSING and _upgrade.is_true(cv, "Failing"):
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
         else:

@@ -30,7 +30,8 @@ description:
   - Fails, naming what holds the upgrade (a degraded ClusterOperator, a
     required pool that is not updated), when the cluster version operator
     does not accept the release (C(ReleaseAccepted=False)), when it reports
-    C(Failing=True) for O(failing_timeout) seconds in a row, or after
+    C(Failing=True) on its way to the release for O(failing_timeout) seconds
+    in a row, or after
     O(timeout).
 author:
   - ocp.kmod_layering contributors (@ocp-kmod-layering)
@@ -72,8 +73,10 @@ options:
   failing_timeout:
     description:
       - Seconds the cluster version operator may report C(Failing=True) in a
-        row before the module gives up (it often clears on its own while
-        operators roll).
+        row, while it works towards the target release, before the module
+        gives up (it often clears on its own while operators roll). A
+        C(Failing=True) from reconciling the old release, before the CVO takes
+        the upgrade, does not count.
     type: int
     default: 900
   progress_file:

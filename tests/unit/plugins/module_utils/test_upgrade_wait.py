@@ -179,6 +179,32 @@ def test_a_release_the_cvo_refuses_fails_with_its_words(api):
         waiter(address).run()
 
 
+def test_a_failing_old_release_before_the_cvo_takes_the_upgrade_is_not_the_upgrade_failing(api):
+    recorded, address = api
+
+    def reconciling_then_upgrading(cv):
+        # The CVO has read desiredUpdate but still reconciles the old
+        # release, and an operator degraded meanwhile: Failing=True, not yet
+        # Progressing towards the target (status.go "Error while reconciling").
+        old = copy.deepcopy(cv)
+        old["status"]["observedGeneration"] = old["metadata"]["generation"]
+        old["status"]["conditions"] = [
+            {"type": "Available", "status": "True"},
+            {"type": "Progressing", "status": "False", "message": "Error while reconciling 4.12.77"},
+            {"type": "Failing", "status": "True", "message": "Cluster operator network is degraded"}]
+        recorded.watch(CVS, event("MODIFIED", old, 400))
+        time.sleep(1.5)  # longer than failing_timeout
+        old["metadata"]["resourceVersion"] = "401"
+        recorded.watch(CVS, event("MODIFIED", old, 401))
+        time.sleep(0.5)  # the waiter decides on 401 before the upgrade's events come
+        recorded.watch(CVS, event("MODIFIED", progressing(cv), 402))
+        recorded.watch(CVS, event("MODIFIED", progressing(cv, done=True), 403))
+    recorded.on_patch = lambda path, cv: threading.Thread(target=reconciling_then_upgrading, args=(cv,),
+                                                          daemon=True).start()
+    result = waiter(address, failing_timeout=1).run()
+    assert result["done"] and result["phase"] == "completed"
+
+
 def test_failing_for_longer_than_failing_timeout_names_the_degraded_operator(api):
     recorded, address = api
 
