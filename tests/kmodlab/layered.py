@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import ssl
@@ -397,7 +398,7 @@ def build(
         result = subprocess.run(build_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         # Another worker's `podman rmi` took a cached step away mid-build (it
         # removes dangling parents too): build again, as the product does.
-        if result.returncode == 0 or "image not known" not in result.stdout:
+        if result.returncode == 0 or not re.search(r"(image|layer) not known", result.stdout):
             break
     (context / "build.log").write_text(result.stdout)
     if result.returncode != 0:
