@@ -511,7 +511,7 @@ def test_an_image_with_zstd_layers_is_refused_before_it_is_pinned(lab: LabState,
         subprocess.run(["podman", "push", "--compression-format", "zstd", *common, f"{repository}:zstd"],
                        check=True, capture_output=True, timeout=300)  # fmt: skip
     finally:
-        subprocess.run(["podman", "rmi", "-f", f"{repository}:zstd"], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", "--ignore", f"{repository}:zstd"], capture_output=True, check=False)
     zstd_types = skopeo_layer_types(lab, f"{repository}:zstd")
     assert zstd_types == ["application/vnd.oci.image.layer.v1.tar+zstd"], zstd_types
     # A gzip image: the lab's own release component, written by the lab with gzip layers.

@@ -36,7 +36,7 @@ def images(tmp_path: Path):
     made = {tag: build(tmp_path, tag) for tag in ("old-layered", "old-dtk", "current-dtk", "users-own")}
     yield made
     for reference in made.values():
-        subprocess.run(["podman", "rmi", "-f", reference], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", "--ignore", reference], capture_output=True, check=False)
 
 
 def test_removes_recorded_images_not_kept_and_never_an_unrecorded_one(images, tmp_path: Path) -> None:

@@ -301,7 +301,7 @@ def test_signature_check_names_the_module_signed_by_another_key_or_unsigned(
     try:
         unsigned_check(lab, signing, facts, build, two, image)
     finally:
-        subprocess.run(["podman", "rmi", "-f", image, facts["kmod_image"]], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", "--ignore", image, facts["kmod_image"]], capture_output=True, check=False)
 
 
 def unsigned_check(lab: LabState, signing: dict[str, Any], facts: dict[str, Any], build: dict[str, Any],
@@ -329,7 +329,7 @@ def unsigned_check(lab: LabState, signing: dict[str, Any], facts: dict[str, Any]
     try:
         proc = check_signatures(unsigned, build["kernel_version"], build["signing"])
     finally:
-        subprocess.run(["podman", "rmi", "-f", unsigned], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", "--ignore", unsigned], capture_output=True, check=False)
     assert proc.returncode != 0
     assert "module kmodlab_dep is not signed" in proc.stdout, proc.stdout[-3000:]
     assert "module kmodlab_core" not in proc.stdout.split("was not pushed:", 1)[1].split(". Check", 1)[0]

@@ -428,7 +428,11 @@ def _key_of(layout: Layout) -> str:
 
 
 def _podman_rmi(*images: str) -> None:
-    subprocess.run(["podman", "rmi", "--force", "--ignore", *images], capture_output=True, check=False)
+    # Never --force: it also removes the containers using an image, and the
+    # working container of another worker's `podman build` FROM it is one
+    # (that build then fails "layer not known"). Without it podman keeps an
+    # image in use and removes the rest.
+    subprocess.run(["podman", "rmi", "--ignore", *images], capture_output=True, check=False)
 
 
 # --- deterministic tar / OCI writing (release image) ----------------------------
@@ -1049,8 +1053,8 @@ class Builder:
             _run([*argv, "-f", str(context / "Containerfile"), str(context)])
         except ImageError as error:
             # A failed build leaves its intermediate images behind, untagged:
-            # remove exactly those (by the ids the build printed).
-            _podman_rmi(*re.findall(r"^--> ([0-9a-f]{11,})$", error.output, re.MULTILINE))
+            # remove exactly those (by the ids the build printed, children first).
+            _podman_rmi(*reversed(re.findall(r"^--> ([0-9a-f]{11,})$", error.output, re.MULTILINE)))
             raise
         self.stats.podman_builds += 1
         self.stats.timed(f"podman-build:{what}", started)

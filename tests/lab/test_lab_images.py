@@ -427,7 +427,7 @@ def test_dtk_builds_a_module_the_rhcos_kmod_accepts(lab: LabState, published: li
         subprocess.run(["skopeo", "copy", "--quiet", f"containers-storage:{image}", f"oci:{layout}:x"], check=True)
     finally:
         subprocess.run(
-            ["podman", "rmi", "--force", "--ignore", image, *release["images"].values()],
+            ["podman", "rmi", "--ignore", image, *release["images"].values()],
             capture_output=True,
             check=False,
         )
