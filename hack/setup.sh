@@ -14,17 +14,19 @@ top=$PWD
 # spent a fifth more CPU on the same module imports and playbook runs, and
 # nearly all of a run's CPU is Python (ansible-playbook and module processes).
 # PYTHON=... chooses another.
+python=${PYTHON:-python3}
 if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ] && command -v dpkg-query > /dev/null; then
   python=/usr/bin/python3
-  if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "ok installed"; then
+fi
+if [ ! -x .venv/bin/python ]; then
+  # Debian's venv module is a package of its own (bindep runs from the venv,
+  # so it cannot install this one).
+  if [ "$python" = /usr/bin/python3 ] \
+    && ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "ok installed"; then
     echo "setup: installing Debian packages: python3-venv"
     DEBIAN_FRONTEND=noninteractive apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
   fi
-else
-  python=${PYTHON:-python3}
-fi
-if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 if ! cmp -s tests/requirements.txt .venv/.requirements.txt; then
