@@ -7,9 +7,11 @@ Two kinds of cluster:
   them, step by step: the pool first stays Updated=True on the OLD rendered
   config, then the MCO picks up the change, walks the nodes, and flips
   status.configuration. This pins down race-freedom and failure messages;
-- a full lab cluster (`lab` fixture: API server + MCO simulator + nodes in
-  fast mode), where a MachineConfig is applied with kubernetes.core.k8s and
-  the real simulator rolls it out.
+- a full lab cluster of this module's own (API server + MCO simulator +
+  nodes in fast mode, started beside the `lab` fixture's: what other files
+  left on those, such as the product's own MachineConfigs, must not decide
+  these tests), where a MachineConfig is applied with kubernetes.core.k8s
+  and the real simulator rolls it out.
 
 The request log of the API server counts what the waiter asked for.
 """
@@ -30,6 +32,7 @@ import pytest
 import yaml
 
 from kmodlab import apiserver, paths, pki
+from kmodlab.pytest_plugin import arch_cluster
 
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -518,10 +521,10 @@ def run_tasks(tmp_path: Path, tasks: list[dict[str, Any]], names: list[str]) -> 
 
 
 class LabWorkers:
-    """The worker pool of the first lab cluster, put back as found afterwards."""
+    """The worker pool of this module's lab cluster, put back as found afterwards."""
 
-    def __init__(self, lab: Any, tmp_path: Path) -> None:
-        self.cluster = lab.clusters[0]
+    def __init__(self, lab: Any, cluster: dict[str, Any], tmp_path: Path) -> None:
+        self.cluster = cluster
         self.ca_file = str(lab.ca_file)
         self.tmp_path = tmp_path
         others = [r for r in lab.releases if r["version"] != self.cluster["release"]]
@@ -580,9 +583,18 @@ class LabWorkers:
         assert back["rollback"]["done"] is True, back["rollback"].get("msg")
 
 
+@pytest.fixture(scope="module")
+def own_cluster(lab: Any) -> Any:
+    """A fresh lab cluster on the first cluster's release, for this module
+    alone (fast mode: the waiter reads the same pool and node status either
+    way; real boots are the e2e tests')."""
+    with arch_cluster(lab, lab.clusters[0]["release_id"], node_mode="fast") as entry:
+        yield entry
+
+
 @pytest.fixture()
-def lab_workers(lab: Any, tmp_path: Path) -> Any:
-    workers = LabWorkers(lab, tmp_path)
+def lab_workers(lab: Any, own_cluster: dict[str, Any], tmp_path: Path) -> Any:
+    workers = LabWorkers(lab, own_cluster, tmp_path)
     try:
         yield workers
     finally:
